@@ -1,0 +1,194 @@
+"""The ``symbold`` command line: parse flags, load settings once, hand them to a command.
+
+Exit codes (also in ``symbold --help``): 0 success or clean stop; 1 failure; 69 a required
+service unreachable (one-shot commands); 75 refresh held back by a guard; 78 configuration or
+authentication error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from daemon import __version__, exitcodes
+from daemon.connections import ConnectionConfig
+from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
+from daemon.ping import ping
+from daemon.redis_url import RedisURL, redact_url, resolve_redis_url
+from daemon.settings import ConfigError, Loaded, load_settings, redacted_tree
+
+T = TypeVar("T")
+
+EPILOG = """\
+exit codes:
+  0   success, or a clean stop
+  1   failure
+  69  a required service (Redis) is unreachable (one-shot commands)
+  75  a refresh was held back by a guard (try again later)
+  78  configuration or authentication error
+
+environment:
+  REDIS_URL, CELERY_BROKER_URL   Redis URL when [redis] url is not set (in that order)
+  SYMBOLD_REDIS_URL, SYMBOLD_LOG_LEVEL, SYMBOLD_LOG_FORMAT, SYMBOLD_KEY_PREFIX,
+  SYMBOLD_<MARKET>_ENABLED, SYMBOLD_<MARKET>_BASE_URLS, SYMBOLD_<MARKET>_INTERVAL
+"""
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop when it is installed, else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="TOML settings file (default: /etc/symbold/config.toml if it exists)",
+    )
+    common.add_argument("--redis-url", default=argparse.SUPPRESS, help="Redis URL (secret)")
+    common.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        default=argparse.SUPPRESS,
+    )
+    common.add_argument(
+        "--log-format", choices=("auto", "console", "json", "journald"), default=argparse.SUPPRESS
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="symbold",
+        description="Keeps Binance trading-symbol metadata warm in Redis.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"symbold {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p_ping = sub.add_parser("ping", parents=[common], help="check that Redis answers")
+    p_ping.add_argument("--count", type=int, default=5, help="PINGs to time (default 5)")
+    p_ping.add_argument("--json", action="store_true", help="print one JSON object")
+    p_ping.set_defaults(handler=cmd_ping)
+
+    p_config = sub.add_parser("config", parents=[common], help="inspect settings")
+    config_sub = p_config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    p_check = config_sub.add_parser(
+        "check", parents=[common], help="validate and print the effective settings"
+    )
+    p_check.set_defaults(handler=cmd_config_check)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "redis.url": getattr(args, "redis_url", None),
+        "log.level": getattr(args, "log_level", None),
+        "log.format": getattr(args, "log_format", None),
+    }
+
+
+def resolve_url(loaded: Loaded) -> RedisURL:
+    """The Redis URL these settings point at (raises ConfigError)."""
+    return resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
+
+
+def connection_config(loaded: Loaded) -> ConnectionConfig:
+    return ConnectionConfig(url=resolve_url(loaded), settings=loaded.settings.redis)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "count", 1) < 1:
+        parser.error("--count must be at least 1")
+    try:
+        loaded = load_settings(getattr(args, "config", None), overrides=_overrides(args))
+        url = resolve_url(loaded)
+    except ConfigError as err:
+        print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
+        return exitcodes.CONFIG
+    configure_logging(loaded.settings.log.level, loaded.settings.log.format, secrets=url.secrets())
+    sys.excepthook = scrubbed_excepthook()
+    handler: Callable[[Loaded, argparse.Namespace], int] = args.handler
+    try:
+        return handler(loaded, args)
+    except ConfigError as err:
+        print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
+        return exitcodes.CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_ping(loaded: Loaded, args: argparse.Namespace) -> int:
+    config = connection_config(loaded)
+    report = run_async(ping(config, count=args.count))
+    if args.json:
+        out: dict[str, Any] = {
+            "url": report.redacted_url,
+            "source": report.source,
+            "ok": report.error_kind is None,
+        }
+        if report.error_kind is None:
+            out |= {
+                "server": report.server,
+                "version": report.version,
+                "role": report.role,
+                "min_ms": round(report.min_ms or 0.0, 3),
+                "median_ms": round(report.median_ms or 0.0, 3),
+            }
+        else:
+            out |= {"error_kind": report.error_kind, "error": report.error}
+        print(msgspec.json.encode(out).decode())
+    else:
+        print(f"redis:   {report.redacted_url} (from {report.source})")
+        if report.error_kind is None:
+            print(f"server:  {report.server} {report.version}, role {report.role}")
+            print(
+                f"latency: min {report.min_ms:.3f} ms, median {report.median_ms:.3f} ms "
+                f"over {len(report.latencies_ms)} PINGs"
+            )
+        else:
+            what = "authentication failed" if report.error_kind == "auth" else "unreachable"
+            print(f"symbold: redis {what}: {report.error}", file=sys.stderr)
+    if report.error_kind == "auth":
+        return exitcodes.CONFIG
+    if report.error_kind is not None:
+        return exitcodes.UNAVAILABLE
+    return exitcodes.OK
+
+
+def cmd_config_check(loaded: Loaded, args: argparse.Namespace) -> int:
+    url = resolve_url(loaded)
+    header = {
+        "config_file": str(loaded.config_path) if loaded.config_path else None,
+        "redis_url": url.redacted,
+        "redis_url_source": url.source,
+    }
+    body = {"effective": header, "settings": redacted_tree(loaded.settings, redact_url)}
+    print(msgspec.json.format(msgspec.json.encode(body), indent=2).decode())
+    return exitcodes.OK
+
+
+def log_startup(loaded: Loaded, url: RedisURL) -> None:
+    get_logger().info(
+        "config.loaded",
+        config_file=str(loaded.config_path) if loaded.config_path else None,
+        **{f"redis_{k}": v for k, v in url.describe().items()},
+    )

