@@ -1,0 +1,678 @@
+"""Fetch the raw exchangeInfo body from Binance (or a saved file), with host fallback.
+
+What a caller may rely on:
+
+- ``fetch(session, cfg)`` returns the raw body bytes of one successful ``200`` response (or of a
+  ``file:`` URL) and never decodes or checks the JSON: another module does that.
+- Base URLs are tried in order. A failure moves on to the next host only when another host could
+  plausibly do better: connection error, timeout, 5xx, truncated or corrupt body, and also an
+  unexpected status (3xx, 404: one mirror misconfigured) or an unreadable ``file:`` URL. It stops
+  at once on rate limits (429/418: Binance counts weight per IP, not per host), on 403 (WAF) and
+  451 (restricted location), which are permanent, and on a body over the cap (the payload is the
+  same everywhere).
+- Every error is an ``UpstreamError`` with ``.kind`` (a short stable string for logs and metrics),
+  ``.retryable`` (whether trying again later may help; 403/451 say no), ``.url`` (redacted),
+  ``.status`` and ``.used_weight``. ``RateLimited`` adds ``.retry_after`` (seconds, clamped to
+  0..3 days, or None). ``AllHostsFailed`` adds ``.failures``, one ``HostFailure`` per host.
+- Memory is bounded by ``max_body_bytes`` counted after decompression: the body is read in chunks
+  and refused as soon as it grows past the cap, so a gzip bomb costs about the cap, not its expanded
+  size. This relies on aiohttp's own bounded decompression (aiohttp >= 3.13.3,
+  GHSA-6mq8-rvhq-8wgg); the tests check it with a 200 MB bomb.
+- No message or ``url`` attribute carries URL credentials or secret-looking query values
+  (see ``redact_url``).
+
+The module does not log: it returns results and raises errors, and the caller decides what to log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import io
+import math
+import os
+import random
+import re
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Final
+
+import aiohttp
+from aiohttp import hdrs
+from aiohttp.http_exceptions import ContentEncodingError, ContentLengthError, TransferEncodingError
+from yarl import URL
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "MAX_RETRY_AFTER",
+    "USED_WEIGHT_HEADER",
+    "AllHostsFailed",
+    "BadBody",
+    "BodyTooLarge",
+    "FetchResult",
+    "FileSourceError",
+    "Forbidden",
+    "HostFailure",
+    "LegalRestriction",
+    "RateLimited",
+    "ServerError",
+    "SourceConfig",
+    "TransportError",
+    "UnexpectedStatus",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "fetch",
+    "make_session",
+    "parse_retry_after",
+    "parse_used_weight",
+    "redact_url",
+    "retry_delay",
+]
+
+DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+"""Default cap on a body after decompression. A full modern spot reply is about 17 MB."""
+
+MAX_RETRY_AFTER: Final = 3 * 24 * 3600.0
+"""Longest wait we honour: Binance IP bans escalate up to 3 days."""
+
+USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
+
+_CHUNK: Final = 64 * 1024
+_ERROR_SNIPPET_BYTES: Final = 2048
+_ERROR_SNIPPET_CHARS: Final = 200
+_ERROR_SNIPPET_WAIT: Final = 1.0
+_SECRET_QUERY_KEY: Final = re.compile(r"key|secret|token|sig|pass|auth|cred", re.IGNORECASE)
+_DELAY_SECONDS: Final = re.compile(r"\d{1,15}(\.\d{1,9})?")
+_WEIGHT: Final = re.compile(r"\d{1,15}")
+# Binance's 418 body: "... IP banned until 1694185561976. Please use WebSocket Streams ..."
+_BANNED_UNTIL: Final = re.compile(rb"banned until (\d{12,14})")
+
+
+# --------------------------------------------------------------------------------------------
+# configuration and results
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """Where and how to fetch one exchangeInfo endpoint.
+
+    ``base_urls`` are tried in order; each is ``scheme://host[:port]`` and ``path`` is appended
+    (``/api/v3/exchangeInfo``). A ``file:///abs/payload.json`` entry names a saved payload itself:
+    ``path`` and ``query`` are not applied to it. Timeouts are in seconds and apply per host:
+    ``timeout_total`` bounds one whole request (connect, headers and body), ``timeout_connect``
+    getting a connection, ``timeout_read`` any single wait for bytes from the peer.
+    ``max_body_bytes`` caps the body after decompression.
+    """
+
+    base_urls: tuple[str, ...]
+    path: str
+    timeout_total: float = 30.0
+    timeout_connect: float = 5.0
+    timeout_read: float = 10.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    user_agent: str = "symbold/0.1"
+    query: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # A bare string would be iterated character by character, each "URL" failing oddly.
+        if not isinstance(self.base_urls, tuple) or not self.base_urls:
+            raise ValueError("base_urls must be a non-empty tuple of URLs")
+        for base in self.base_urls:
+            _check_base_url(base)
+        for name in ("timeout_total", "timeout_connect", "timeout_read"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class HostFailure:
+    """Why one base URL failed: enough to log, no traceback or body kept alive."""
+
+    url: str
+    kind: str
+    message: str
+    retryable: bool
+    status: int | None
+    elapsed_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """A successful fetch.
+
+    ``url`` is the redacted URL that answered; ``status`` is 200 (also for ``file:``);
+    ``used_weight`` is ``X-MBX-USED-WEIGHT-1M`` (None if absent, unparsable, or a file);
+    ``elapsed_ms`` is the time of the successful attempt alone; ``attempts`` lists the hosts
+    that failed before it, in order.
+    """
+
+    body: bytes = field(repr=False)  # up to tens of MB: never in a repr or a log line
+    url: str
+    status: int
+    used_weight: int | None
+    elapsed_ms: float
+    attempts: tuple[HostFailure, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+
+
+class UpstreamError(Exception):
+    """Base of every error ``fetch`` raises.
+
+    ``kind``: short stable name (see subclasses); ``retryable``: a later attempt may succeed;
+    ``next_host``: whether ``fetch`` moves on to the next base URL after it (internal policy,
+    exposed for transparency); ``attempts``: hosts that failed before this one, when ``fetch``
+    stopped early on this error.
+    """
+
+    kind: str = "upstream"
+    retryable: bool = True
+    next_host: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        used_weight: int | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.url = url
+        self.status = status
+        self.used_weight = used_weight
+        if kind is not None:
+            self.kind = kind
+        self.attempts: tuple[HostFailure, ...] = ()
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TransportError(UpstreamError):
+    """Could not connect, or the connection broke before a response (kind ``connection``)."""
+
+    kind = "connection"
+
+
+class UpstreamTimeout(TransportError):
+    """Connect, read or total timeout (kind ``timeout``)."""
+
+    kind = "timeout"
+
+
+class ServerError(UpstreamError):
+    """A 5xx from Binance or a proxy in front of it (kind ``server_error``)."""
+
+    kind = "server_error"
+
+
+class UnexpectedStatus(UpstreamError):
+    """Any other non-200 status (3xx, 404, ...): most likely a wrong URL (kind ``http_status``)."""
+
+    kind = "http_status"
+    retryable = False
+
+
+class BadBody(UpstreamError):
+    """The body did not arrive intact: kind ``truncated`` or ``bad_encoding`` (corrupt gzip)."""
+
+    kind = "bad_body"
+
+
+class BodyTooLarge(UpstreamError):
+    """The body grew past ``max_body_bytes`` (kind ``body_too_large``): raise the cap or alert."""
+
+    kind = "body_too_large"
+    retryable = False
+    # Every host serves the same payload: if it outgrew the cap on one, it has on all, and each
+    # further try would download up to the cap again.
+    next_host = False
+
+
+class FileSourceError(UpstreamError):
+    """A ``file:`` URL could not be read (kind ``file``)."""
+
+    kind = "file"
+    retryable = False
+
+
+class RateLimited(UpstreamError):
+    """429 (kind ``rate_limited``) or 418 IP ban (kind ``banned``).
+
+    ``retry_after``: seconds to wait, from ``Retry-After`` or, failing that, the "banned until"
+    time in a Binance error body; clamped to 0..``MAX_RETRY_AFTER``; None if neither said.
+    Limits are per IP, so ``fetch`` does not try the other hosts.
+    """
+
+    kind = "rate_limited"
+    next_host = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None,
+        status: int,
+        used_weight: int | None,
+        retry_after: float | None,
+    ) -> None:
+        super().__init__(
+            message,
+            url=url,
+            status=status,
+            used_weight=used_weight,
+            kind="banned" if status == 418 else "rate_limited",
+        )
+        self.retry_after = retry_after
+
+
+class Forbidden(UpstreamError):
+    """403: a WAF block. Permanent until a human looks (kind ``forbidden``)."""
+
+    kind = "forbidden"
+    retryable = False
+    next_host = False
+
+
+class LegalRestriction(UpstreamError):
+    """451: Binance refuses this location. Permanent (kind ``legal_restriction``)."""
+
+    kind = "legal_restriction"
+    retryable = False
+    next_host = False
+
+
+class AllHostsFailed(UpstreamError):
+    """Every base URL failed; ``failures`` has one entry per host, in order.
+
+    ``retryable`` is True if any host's failure was.
+    """
+
+    kind = "all_hosts_failed"
+
+    def __init__(self, failures: tuple[HostFailure, ...]) -> None:
+        reasons = "; ".join(f"{f.url} -> {f.kind}: {f.message}" for f in failures)
+        super().__init__(f"all {len(failures)} upstream hosts failed: {reasons}")
+        self.failures = failures
+        self.attempts = failures
+        self.retryable = any(f.retryable for f in failures)
+
+
+# --------------------------------------------------------------------------------------------
+# pure helpers
+
+
+def redact_url(url: str | URL) -> str:
+    """``url`` for messages: no user/password, no fragment, secret-looking query values masked."""
+    try:
+        parsed = url if isinstance(url, URL) else URL(url)
+        if parsed.user is not None or parsed.password is not None:
+            parsed = parsed.with_user(None)
+        if parsed.query_string:
+            parsed = parsed.with_query(
+                [
+                    (key, "REDACTED" if _SECRET_QUERY_KEY.search(key) else value)
+                    for key, value in parsed.query.items()
+                ]
+            )
+        return str(parsed.with_fragment(None))
+    except (ValueError, TypeError):
+        return "<unparsable url>"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP-date.
+
+    Returns None when absent or unparsable; otherwise clamped to 0..``MAX_RETRY_AFTER``
+    (a date in the past gives 0). ``now`` (epoch seconds) is for tests.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if _DELAY_SECONDS.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def parse_used_weight(value: str | None) -> int | None:
+    """``X-MBX-USED-WEIGHT-1M`` as an int; None when absent or not a plain non-negative integer."""
+    if value is None:
+        return None
+    text = value.strip()
+    return int(text) if _WEIGHT.fullmatch(text) else None
+
+
+def retry_delay(
+    retry_after: float | None,
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait before the next try.
+
+    With ``retry_after`` (the server said): exactly that, clamped to 0..``MAX_RETRY_AFTER``.
+    The backoff ``cap`` does not shorten it: waiting less than a ban makes the ban longer.
+    Without: full-jitter exponential backoff, uniform in
+    ``[0, min(cap, base * 2**attempt)]``, ``attempt`` counting consecutive failures from 0.
+    ``rng`` makes it deterministic in tests. No I/O, no clock.
+    """
+    if retry_after is not None and not math.isnan(retry_after):
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
+    # min(..., 64): 2.0**attempt overflows for a very long outage; the cap applies long before.
+    ceiling = max(0.0, min(cap, base * 2.0 ** min(max(attempt, 0), 64)))
+    return rng.uniform(0.0, ceiling) if rng is not None else random.uniform(0.0, ceiling)
+
+
+# --------------------------------------------------------------------------------------------
+# session and fetch
+
+
+def make_session(cfg: SourceConfig, *, limit: int = 4) -> aiohttp.ClientSession:
+    """Create the one shared session (call it inside the running loop; ``await .close()`` it).
+
+    Timeouts and User-Agent default from ``cfg``, but ``fetch`` passes each config's own
+    timeouts per request, so one session can serve several ``SourceConfig``s. ``limit`` bounds
+    open connections: we make a request every few minutes, not a crawl.
+    """
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=_client_timeout(cfg),
+        headers={hdrs.USER_AGENT: cfg.user_agent},
+        # Kept on: aiohttp decompresses in bounded steps and we cap the decompressed total.
+        auto_decompress=True,
+        raise_for_status=False,
+        # No proxies or .netrc picked up from the environment behind the operator's back.
+        trust_env=False,
+    )
+
+
+async def fetch(session: aiohttp.ClientSession, cfg: SourceConfig) -> FetchResult:
+    """Fetch ``cfg.path`` from the first base URL that delivers a complete 200 body.
+
+    Raises ``RateLimited``, ``Forbidden``, ``LegalRestriction`` or ``BodyTooLarge`` at once
+    (with ``.attempts`` set to the hosts that failed before), and ``AllHostsFailed`` when every
+    host failed for a reason worth trying elsewhere. Worst-case duration is about
+    ``len(base_urls) * timeout_total``. Cancellation propagates untouched.
+    """
+    if not session.auto_decompress:
+        # We would hand compressed bytes to the decoder and count the cap on the wrong size.
+        raise ValueError("fetch needs a session with auto_decompress=True (see make_session)")
+    failures: list[HostFailure] = []
+    for base in cfg.base_urls:
+        started = time.perf_counter()
+        try:
+            if _is_file_url(base):
+                result = await _fetch_file(base, cfg, started)
+            else:
+                result = await _fetch_http(session, base, cfg, started)
+        except UpstreamError as err:
+            failure = HostFailure(
+                url=err.url or redact_url(base),
+                kind=err.kind,
+                message=err.message,
+                retryable=err.retryable,
+                status=err.status,
+                elapsed_ms=_ms_since(started),
+            )
+            if not err.next_host:
+                err.attempts = tuple(failures)
+                raise
+            failures.append(failure)
+            continue
+        return dataclasses.replace(result, attempts=tuple(failures))
+    # Raised outside the except block on purpose: no __context__ chain keeping the last
+    # attempt's frames (and its partial body buffer) alive.
+    raise AllHostsFailed(tuple(failures))
+
+
+def _client_timeout(cfg: SourceConfig) -> aiohttp.ClientTimeout:
+    # aiohttp's default is 300 s total and no read timeout at all: always set all of them.
+    return aiohttp.ClientTimeout(
+        total=cfg.timeout_total,
+        connect=cfg.timeout_connect,
+        sock_connect=cfg.timeout_connect,
+        sock_read=cfg.timeout_read,
+    )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _is_file_url(base: str) -> bool:
+    return base[:5].lower() == "file:"
+
+
+def _check_base_url(base: object) -> None:
+    if not isinstance(base, str):
+        raise TypeError(f"base URL must be a string, got {type(base).__name__}")
+    if _is_file_url(base):
+        _file_path(base)
+        return
+    shown = redact_url(base)
+    try:
+        url = URL(base)
+    except (ValueError, TypeError):
+        raise ValueError(f"invalid base URL {shown}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"base URL must be http(s)://host[:port] or file:///path, got {shown}")
+
+
+def _file_path(base: str) -> str:
+    parts = urllib.parse.urlsplit(base)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"file URL must name a local absolute path: {redact_url(base)}")
+    path = urllib.request.url2pathname(parts.path)
+    if not os.path.isabs(path):
+        raise ValueError(f"file URL must name a local absolute path: {redact_url(base)}")
+    return path
+
+
+def _request_url(base: str, cfg: SourceConfig) -> URL:
+    joined = base.rstrip("/") + "/" + cfg.path.lstrip("/") if cfg.path else base
+    url = URL(joined)
+    return url.extend_query(cfg.query) if cfg.query else url
+
+
+async def _fetch_http(
+    session: aiohttp.ClientSession, base: str, cfg: SourceConfig, started: float
+) -> FetchResult:
+    url = _request_url(base, cfg)
+    shown = redact_url(url)
+    headers = {
+        hdrs.USER_AGENT: cfg.user_agent,
+        hdrs.ACCEPT: "application/json",
+        # Only the codecs whose bounded decompression is tested here; aiohttp would also offer
+        # br/zstd when those optional packages happen to be installed.
+        hdrs.ACCEPT_ENCODING: "gzip, deflate",
+    }
+    try:
+        async with session.get(
+            url,
+            headers=headers,
+            timeout=_client_timeout(cfg),
+            # Binance does not redirect; a redirect means a portal or a wrong URL, so report it.
+            allow_redirects=False,
+        ) as resp:
+            used_weight = parse_used_weight(resp.headers.get(USED_WEIGHT_HEADER))
+            if resp.status != 200:
+                raise await _status_error(resp, shown, used_weight)
+            body = await _read_capped(resp, cfg.max_body_bytes, shown, used_weight)
+            return FetchResult(
+                body=body,
+                url=shown,
+                status=resp.status,
+                used_weight=used_weight,
+                elapsed_ms=_ms_since(started),
+            )
+    # TimeoutError first: aiohttp's ServerTimeoutError is both a TimeoutError and a ClientError.
+    except TimeoutError as exc:
+        what = str(exc) or f"no complete response within {cfg.timeout_total:g}s"
+        raise UpstreamTimeout(f"timeout fetching {shown}: {what}", url=shown) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise BadBody(
+            f"bad body from {shown}: {_describe(exc)}", url=shown, kind=_payload_kind(exc)
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise TransportError(f"cannot fetch {shown}: {_describe(exc)}", url=shown) from exc
+
+
+def _payload_kind(exc: aiohttp.ClientPayloadError) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, ContentEncodingError):
+        return "bad_encoding"
+    if isinstance(cause, ContentLengthError | TransferEncodingError):
+        return "truncated"
+    return "bad_body"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.InvalidURL):
+        return type(exc).__name__  # its text is the raw URL, credentials and all
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+async def _read_capped(
+    resp: aiohttp.ClientResponse, cap: int, shown: str, used_weight: int | None
+) -> bytes:
+    encoding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    declared = resp.content_length
+    # Without compression the declared length is the body size: refuse before reading a byte.
+    if declared is not None and encoding in ("", "identity") and declared > cap:
+        raise BodyTooLarge(
+            f"body from {shown} declares {declared} bytes, over max_body_bytes={cap}",
+            url=shown,
+            status=resp.status,
+            used_weight=used_weight,
+        )
+    # BytesIO.getvalue() hands over its buffer without a copy when nothing else shares it, so
+    # a 17 MB body does not briefly cost 34 MB as b"".join or bytes(bytearray) would.
+    buf = io.BytesIO()
+    size = 0
+    # resp.content yields decompressed bytes; aiohttp inflates a bounded amount at a time and
+    # pauses the socket when we stop reading, so stopping at the cap bounds memory.
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > cap:
+            buf.close()  # free the partial body now, not when the traceback is dropped
+            raise BodyTooLarge(
+                f"body from {shown} exceeds max_body_bytes={cap} after decompression",
+                url=shown,
+                status=resp.status,
+                used_weight=used_weight,
+            )
+        buf.write(chunk)
+    return buf.getvalue()
+
+
+async def _status_error(
+    resp: aiohttp.ClientResponse, shown: str, used_weight: int | None
+) -> UpstreamError:
+    status = resp.status
+    snippet = await _error_snippet(resp)
+    detail = f"HTTP {status}"
+    text = _snippet_text(snippet)
+    if text:
+        detail = f"{detail}: {text}"
+    if status in (418, 429):
+        retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
+        if retry_after is None:
+            retry_after = _banned_until(snippet)
+        wait = "unknown" if retry_after is None else f"{retry_after:g}s"
+        weight = "unknown" if used_weight is None else str(used_weight)
+        return RateLimited(
+            f"rate limited by {shown} ({detail}); retry after {wait}, used weight {weight}",
+            url=shown,
+            status=status,
+            used_weight=used_weight,
+            retry_after=retry_after,
+        )
+    cls: type[UpstreamError]
+    if status == 403:
+        cls = Forbidden
+    elif status == 451:
+        cls = LegalRestriction
+    elif 500 <= status <= 599:
+        cls = ServerError
+    else:
+        cls = UnexpectedStatus
+    return cls(f"{shown} answered {detail}", url=shown, status=status, used_weight=used_weight)
+
+
+async def _error_snippet(resp: aiohttp.ClientResponse) -> bytes:
+    # The start of an error body says why (Binance's {"code":..,"msg":..}); it is best effort,
+    # bounded in size and time, and never turns one error into another.
+    try:
+        async with asyncio.timeout(_ERROR_SNIPPET_WAIT):
+            return await resp.content.read(_ERROR_SNIPPET_BYTES)
+    except (aiohttp.ClientError, TimeoutError):
+        return b""
+
+
+def _snippet_text(snippet: bytes) -> str:
+    text = snippet.decode("utf-8", errors="replace")
+    if text.lstrip().startswith("<"):
+        text = re.sub(r"<[^>]*>", " ", text)  # an HTML error page: keep its words
+    text = " ".join(text.split())
+    if len(text) > _ERROR_SNIPPET_CHARS:
+        text = text[:_ERROR_SNIPPET_CHARS] + "..."
+    return text
+
+
+def _banned_until(snippet: bytes, *, now: float | None = None) -> float | None:
+    match = _BANNED_UNTIL.search(snippet)
+    if match is None:
+        return None
+    seconds = int(match.group(1)) / 1000.0 - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+async def _fetch_file(base: str, cfg: SourceConfig, started: float) -> FetchResult:
+    shown = redact_url(base)
+    path = _file_path(base)
+    try:
+        # A thread: reading tens of MB from disk must not stall the event loop.
+        body = await asyncio.to_thread(_read_file_capped, path, cfg.max_body_bytes, shown)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise FileSourceError(f"cannot read {shown}: {reason}", url=shown) from exc
+    return FetchResult(
+        body=body, url=shown, status=200, used_weight=None, elapsed_ms=_ms_since(started)
+    )
+
+
+def _read_file_capped(path: str, cap: int, shown: str) -> bytes:
+    with open(path, "rb") as fh:
+        # Read one byte past the cap rather than trusting st_size (files can grow meanwhile).
+        data = fh.read(cap + 1)
+    if len(data) > cap:
+        raise BodyTooLarge(f"{shown} is larger than max_body_bytes={cap}", url=shown)
+    return data
