@@ -18,10 +18,22 @@ import msgspec
 
 from daemon import __version__, exitcodes
 from daemon.connections import ConnectionConfig
+from daemon.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
-from daemon.ping import ping
+from daemon.ping import classify, ping
 from daemon.redis_url import RedisURL, redact_url, resolve_redis_url
-from daemon.settings import ConfigError, Loaded, load_settings, redacted_tree
+from daemon.refresh import CycleResult, MarketRefresher, source_config
+from daemon.service import Service
+from daemon.settings import (
+    MARKETS,
+    ConfigError,
+    Loaded,
+    MarketName,
+    load_settings,
+    redacted_tree,
+)
+from daemon.status import format_status, read_status
+from daemon.upstream import make_session
 
 T = TypeVar("T")
 
@@ -93,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="validate and print the effective settings"
     )
     p_check.set_defaults(handler=cmd_config_check)
+
+    p_run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    p_run.set_defaults(handler=cmd_run)
+
+    p_refresh = sub.add_parser(
+        "refresh",
+        parents=[common],
+        help="one refresh cycle now (exit 0 accepted, 1 failed, 75 held back by a guard)",
+    )
+    p_refresh.add_argument(
+        "--market", choices=MARKETS, action="append", help="market (repeatable; default: enabled)"
+    )
+    p_refresh.set_defaults(handler=cmd_refresh)
+
+    p_status = sub.add_parser("status", parents=[common], help="what Redis holds, per market")
+    p_status.add_argument("--market", choices=MARKETS, action="append")
+    p_status.add_argument("--json", action="store_true", help="print one JSON object")
+    p_status.set_defaults(handler=cmd_status)
     return parser
 
 
@@ -192,3 +222,88 @@ def log_startup(loaded: Loaded, url: RedisURL) -> None:
         config_file=str(loaded.config_path) if loaded.config_path else None,
         **{f"redis_{k}": v for k, v in url.describe().items()},
     )
+
+
+def _markets(loaded: Loaded, chosen: list[MarketName] | None) -> list[MarketName]:
+    if chosen:
+        return list(dict.fromkeys(chosen))
+    enabled = list(loaded.settings.markets.enabled())
+    if not enabled:
+        raise ConfigError("markets: no market is enabled; set markets.<name>.enabled = true")
+    return enabled
+
+
+def cmd_run(loaded: Loaded, args: argparse.Namespace) -> int:
+    url = resolve_url(loaded)
+    log_startup(loaded, url)
+    return run_async(Service(loaded.settings, url).run())
+
+
+async def _refresh(loaded: Loaded, markets: list[MarketName]) -> list[CycleResult]:
+    s = loaded.settings
+    client = connection_config(loaded).make_async(decode=False)
+    first = s.markets.get(markets[0])
+    session = make_session(source_config(first, s.upstream))
+    results: list[CycleResult] = []
+    try:
+        for name in markets:
+            refresher = MarketRefresher(
+                name,
+                s.markets.get(name),
+                upstream=s.upstream,
+                guards=s.guards,
+                scheduler=s.scheduler,
+                keys=keys_for(s, name),
+                client=client,
+                session=session,
+            )
+            results.append(await refresher.refresh_once())
+    finally:
+        await session.close()
+        await client.aclose()
+    return results
+
+
+def cmd_refresh(loaded: Loaded, args: argparse.Namespace) -> int:
+    results = run_async(_refresh(loaded, _markets(loaded, args.market)))
+    code = exitcodes.OK
+    for result in results:
+        if result.ok:
+            print(
+                f"{result.market}: {result.outcome}, {result.listed} listed of {result.count}, "
+                f"version {result.version}, {result.duration_ms:.0f} ms"
+            )
+            continue
+        print(f"{result.market}: {result.outcome}: {result.reason}", file=sys.stderr)
+        if result.redis_down:
+            code = max(code, exitcodes.UNAVAILABLE)
+        elif result.outcome == "rejected":
+            code = max(code, exitcodes.TEMPFAIL) if code != exitcodes.FAILURE else code
+        elif code == exitcodes.OK:
+            code = exitcodes.FAILURE
+    return code
+
+
+async def _status(loaded: Loaded, markets: list[MarketName]) -> list[Any]:
+    client = connection_config(loaded).make_async(decode=False)
+    try:
+        return [await read_status(client, keys_for(loaded.settings, m)) for m in markets]
+    finally:
+        await client.aclose()
+
+
+def cmd_status(loaded: Loaded, args: argparse.Namespace) -> int:
+    import redis
+
+    try:
+        statuses = run_async(_status(loaded, _markets(loaded, args.market)))
+    except (redis.RedisError, OSError) as exc:
+        kind = classify(exc)
+        print(f"symbold: redis {kind}: {scrub_text(str(exc))}", file=sys.stderr)
+        return exitcodes.CONFIG if kind == "auth" else exitcodes.UNAVAILABLE
+    if args.json:
+        body = {st.market: st.to_builtins() for st in statuses}
+        print(msgspec.json.encode(body).decode())
+    else:
+        print(format_status(statuses))
+    return exitcodes.OK

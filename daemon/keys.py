@@ -22,6 +22,7 @@ KEY_NAMES = (
     "changes",
     "events",
     "ban_until",
+    "daemon",
 )
 
 # Fields of the metrics hash; exact counters (see snapshot writer for why they are idempotent).
@@ -42,6 +43,8 @@ class MarketKeys:
     changes: str
     events: str
     ban_until: str
+    # Heartbeat of the daemon that refreshes this market (expires when it stops beating).
+    daemon: str
 
     def all_keys(self) -> tuple[str, ...]:
         """Every real key (not the channel), for cleanup and cluster-slot checks."""
@@ -54,6 +57,7 @@ class MarketKeys:
             self.metrics,
             self.changes,
             self.ban_until,
+            self.daemon,
         )
 
 

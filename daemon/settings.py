@@ -90,6 +90,7 @@ class KeyOverrides(_Frozen, frozen=True):
     changes: KeyName | None = None
     events: KeyName | None = None
     ban_until: KeyName | None = None
+    daemon: KeyName | None = None
 
 
 class MarketSettings(_Frozen, frozen=True):
@@ -160,6 +161,8 @@ class SchedulerSettings(_Frozen, frozen=True):
     shutdown_timeout: PositiveFloat = 10.0
     # Entries kept in each market's changes stream (approximate, XADD MAXLEN ~).
     changes_maxlen: PositiveInt = 1000
+    # Between refreshes, check this often that Redis still holds the cache (republish if not).
+    check_interval: Annotated[float, msgspec.Meta(ge=0.05)] = 5.0
 
 
 class Settings(_Frozen, frozen=True):

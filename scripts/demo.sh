@@ -31,4 +31,15 @@ else
     echo "demo: started a private Redis ($bin) on 127.0.0.1:$port"
 fi
 
-symbold ping
+# The demo writes under its own key prefix, so it never touches a real deployment's keys.
+SYMBOLD_KEY_PREFIX=symbold-demo
+SYMBOLD_SPOT_BASE_URLS="file://$(python -c 'import pathlib, daemon; print(pathlib.Path(daemon.__file__).parent / "samples" / "spot-sample.json")')"
+export SYMBOLD_KEY_PREFIX SYMBOLD_SPOT_BASE_URLS
+
+symbold ping --count 3
+echo
+echo "demo: symbold refresh (one cycle from the shipped sample payload)"
+symbold refresh --log-format console
+echo
+echo "demo: symbold status"
+symbold status

@@ -1,0 +1,346 @@
+"""One refresh cycle of one market: fetch, normalize, guard, write or fall back.
+
+The daemon's timer loop, ``symbold refresh`` and the Celery ``refresh_symbols`` task all run
+this same :meth:`MarketRefresher.refresh_once`. It never raises for upstream or Redis trouble:
+it returns a :class:`CycleResult` saying what happened, and has logged it.
+
+Rules it keeps:
+- a reply that is malformed, empty or shrunk beyond the guard never replaces good data;
+- after any failure the cache keeps being served: if ``symbols`` vanished (expired, Redis
+  restarted empty) it is republished from the snapshot held in memory or from ``last_good``;
+- a 429/418 deadline is stored in Redis and honoured by every later cycle, across restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+import redis
+import redis.asyncio
+
+from daemon import normalize
+from daemon.guards import ShrinkStreak, judge
+from daemon.keys import MarketKeys
+from daemon.logs import get_logger, scrub_text
+from daemon.settings import GuardSettings, MarketSettings, SchedulerSettings, UpstreamSettings
+from daemon.store import HeldSnapshot, SnapshotMeta, SnapshotStore, StoredState, new_token
+from daemon.upstream import (
+    FetchResult,
+    RateLimited,
+    SourceConfig,
+    UpstreamError,
+    fetch,
+)
+
+Outcome = Literal["accepted", "unchanged", "rejected", "error", "skipped"]
+
+# Log when the used request weight passes this share of the announced limit.
+WEIGHT_WARN_SHARE = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """What one cycle did. `accepted` and `unchanged` both mean the snapshot is current."""
+
+    market: str
+    outcome: Outcome
+    reason: str = ""
+    version: str | None = None
+    count: int = 0
+    listed: int = 0
+    duration_ms: float = 0.0
+    # Seconds until a rate-limit ban ends (the scheduler waits at least that long).
+    wait: float | None = None
+    # 403/451: retrying soon will not help.
+    permanent: bool = False
+    redis_down: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("accepted", "unchanged")
+
+
+def source_config(market: MarketSettings, upstream: UpstreamSettings) -> SourceConfig:
+    """The fetcher's view of a market's settings."""
+    return SourceConfig(
+        base_urls=tuple(market.base_urls),
+        path=market.path,
+        timeout_total=upstream.timeout_total,
+        timeout_connect=upstream.timeout_connect,
+        timeout_read=upstream.timeout_read,
+        max_body_bytes=upstream.max_body_bytes,
+        user_agent=upstream.user_agent,
+    )
+
+
+class MarketRefresher:
+    """Owns one market's refresh cycle and the snapshot it last accepted (held in memory).
+
+    Not re-entrant: callers must not run two cycles of one market at once (the scheduler
+    guarantees it; :meth:`refresh_once` also holds an internal flag and refuses overlap).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        market: MarketSettings,
+        *,
+        upstream: UpstreamSettings,
+        guards: GuardSettings,
+        scheduler: SchedulerSettings,
+        keys: MarketKeys,
+        client: redis.asyncio.Redis,
+        session: aiohttp.ClientSession,
+    ) -> None:
+        self.name = name
+        self.market = market
+        self.upstream = upstream
+        self.guards = guards
+        self.source = source_config(market, upstream)
+        self.store = SnapshotStore(
+            client, keys, cache_ttl=market.cache_ttl, changes_maxlen=scheduler.changes_maxlen
+        )
+        self.session = session
+        self.held: HeldSnapshot | None = None
+        self.ban_until: float = 0.0
+        self.last_result: CycleResult | None = None
+        self._running = False
+        self.log = get_logger("symbold.refresh").bind(market=name)
+
+    async def refresh_once(self) -> CycleResult:
+        """Run one cycle; never raises for upstream or Redis failures."""
+        if self._running:
+            return CycleResult(self.name, "skipped", reason="a refresh is already running")
+        self._running = True
+        started = time.perf_counter()
+        try:
+            result = await self._cycle(started)
+        finally:
+            self._running = False
+        self.last_result = result
+        return result
+
+    async def _cycle(self, started: float) -> CycleResult:
+        try:
+            state = await self.store.read_state()
+        except (redis.RedisError, OSError) as exc:
+            return self._redis_failed(exc, started)
+
+        now = time.time()
+        ban = max(self.ban_until, state.ban_until or 0.0)
+        if ban > now:
+            self.ban_until = ban
+            await self._keep_serving(state)
+            self.log.warning("refresh.skipped", reason="rate-limit ban", wait_s=round(ban - now, 1))
+            return CycleResult(self.name, "skipped", reason="rate-limit ban", wait=ban - now)
+
+        try:
+            fetched = await fetch(self.session, self.source)
+        except UpstreamError as err:
+            return await self._upstream_failed(err, state, started)
+
+        try:
+            result = await self._accept_or_reject(fetched, state, started)
+        except (redis.RedisError, OSError) as exc:
+            return self._redis_failed(exc, started)
+        return result
+
+    async def _accept_or_reject(
+        self, fetched: FetchResult, state: StoredState, started: float
+    ) -> CycleResult:
+        try:
+            norm = normalize.normalize(fetched.body, market=self.name)
+        except normalize.PayloadError as err:
+            return await self._reject(f"malformed reply: {err}", state, started, None)
+        self._check_weight(fetched, norm.weight_limit)
+        if norm.dropped or norm.refused or norm.duplicates:
+            self.log.warning(
+                "normalize.rows_dropped",
+                dropped=norm.dropped,
+                refused=len(norm.refused),
+                refused_names=list(norm.refused[:10]),
+                duplicates=norm.duplicates,
+            )
+        listed = normalize.prioritize(
+            norm.records,
+            list_statuses=self.market.list_statuses,
+            quote_priority=self.market.quote_priority,
+            pinned=self.market.pinned,
+        )
+        blobs = normalize.build_snapshot(norm.records, listed)
+
+        last_listed = self.held.meta.listed if self.held is not None else state.listed
+        streak = state.streak if state.streak.version else ShrinkStreak()
+        verdict = judge(
+            listed=blobs.listed,
+            count=blobs.count,
+            version=blobs.version,
+            last_listed=last_listed,
+            streak=streak,
+            max_shrink=self.guards.max_shrink,
+            confirm_shrink=self.guards.confirm_shrink,
+        )
+        if not verdict.accept:
+            return await self._reject(verdict.reason, state, started, verdict.streak, blobs)
+        if verdict.confirmed_shrink:
+            self.log.error(
+                "refresh.shrink_accepted",
+                listed=blobs.listed,
+                last_listed=last_listed,
+                confirmations=self.guards.confirm_shrink,
+            )
+
+        unchanged = state.version == blobs.version
+        diff = None
+        if not unchanged:
+            if self.held is not None and self.held.meta.version == state.version:
+                old = self.held.blobs.by_symbol
+            elif state.has_by_symbol:
+                old = await self.store.read_by_symbol()
+            else:
+                old = {}
+            diff = normalize.diff_snapshots(old, blobs.by_symbol) if old else None
+
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        meta = SnapshotMeta(
+            version=blobs.version,
+            count=blobs.count,
+            listed=blobs.listed,
+            source=fetched.url,
+            server_time=norm.server_time,
+            fetched_at=time.time(),
+            duration_ms=duration_ms,
+        )
+        await self.store.commit(
+            blobs, meta, diff=diff, token=new_token(), full=not (unchanged and state.complete)
+        )
+        self.held = HeldSnapshot(blobs=blobs, meta=meta)
+        outcome: Outcome = "unchanged" if unchanged else "accepted"
+        fields: dict[str, object] = {
+            "count": blobs.count,
+            "listed": blobs.listed,
+            "version": blobs.version,
+            "duration_ms": round(duration_ms, 1),
+            "source": fetched.url,
+        }
+        if diff is not None:
+            fields |= {
+                "added": len(diff.added),
+                "removed": len(diff.removed),
+                "status_changed": len(diff.status_changed),
+                "filters_changed": len(diff.filters_changed),
+            }
+        self.log.info("refresh.ok" if not unchanged else "refresh.unchanged", **fields)
+        return CycleResult(
+            self.name,
+            outcome,
+            version=blobs.version,
+            count=blobs.count,
+            listed=blobs.listed,
+            duration_ms=duration_ms,
+        )
+
+    async def _reject(
+        self,
+        reason: str,
+        state: StoredState,
+        started: float,
+        streak: ShrinkStreak | None,
+        blobs: normalize.SnapshotBlobs | None = None,
+    ) -> CycleResult:
+        self.log.warning(
+            "refresh.rejected",
+            reason=reason,
+            listed=blobs.listed if blobs else None,
+            version=blobs.version if blobs else None,
+        )
+        await self.store.record_failure(
+            outcome="rejected", error=f"rejected: {reason}", token=new_token(), streak=streak
+        )
+        await self._keep_serving(state)
+        return CycleResult(
+            self.name,
+            "rejected",
+            reason=reason,
+            version=blobs.version if blobs else None,
+            listed=blobs.listed if blobs else 0,
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    async def _upstream_failed(
+        self, err: UpstreamError, state: StoredState, started: float
+    ) -> CycleResult:
+        wait: float | None = None
+        message = scrub_text(f"{err.kind}: {err}")
+        if isinstance(err, RateLimited):
+            wait = err.retry_after if err.retry_after is not None else self.upstream.ban_fallback
+            self.ban_until = time.time() + wait
+        permanent = not err.retryable
+        level = self.log.error if permanent else self.log.warning
+        level(
+            "refresh.failed",
+            error=message,
+            kind=err.kind,
+            status=err.status,
+            used_weight=err.used_weight,
+            wait_s=wait,
+            permanent=permanent,
+        )
+        try:
+            if isinstance(err, RateLimited):
+                await self.store.set_ban(self.ban_until)
+            await self.store.record_failure(outcome="error", error=message, token=new_token())
+            await self._keep_serving(state)
+        except (redis.RedisError, OSError) as exc:
+            return self._redis_failed(exc, started)
+        return CycleResult(
+            self.name,
+            "error",
+            reason=message,
+            wait=wait,
+            permanent=permanent,
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def _redis_failed(self, exc: BaseException, started: float) -> CycleResult:
+        message = scrub_text(f"{type(exc).__name__}: {exc}")
+        self.log.warning("redis.unavailable", error=message)
+        return CycleResult(
+            self.name,
+            "error",
+            reason=f"redis: {message}",
+            redis_down=True,
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    async def _keep_serving(self, state: StoredState) -> None:
+        """After a failed cycle: put the cache back if it is gone."""
+        if state.has_symbols and state.has_by_symbol:
+            return
+        source = await self.store.republish(self.held, token=new_token())
+        if source is not None:
+            self.log.warning("refresh.fallback", source=source)
+
+    async def watch(self) -> str | None:
+        """Between cycles: republish if Redis lost the cache (restart, flush, expiry).
+
+        Returns where the data came from when it republished. Redis errors propagate.
+        """
+        state = await self.store.read_state()
+        if state.has_symbols and state.has_by_symbol:
+            return None
+        if self.held is None and not state.has_last_good:
+            return None
+        source = await self.store.republish(self.held, token=new_token())
+        if source is not None:
+            self.log.warning("refresh.fallback", source=source, reason="cache missing")
+        return source
+
+    def _check_weight(self, fetched: FetchResult, limit: int | None = None) -> None:
+        if limit is None or fetched.used_weight is None:
+            return
+        if fetched.used_weight > WEIGHT_WARN_SHARE * limit:
+            self.log.warning("upstream.weight_high", used_weight=fetched.used_weight, limit=limit)

@@ -1,0 +1,179 @@
+"""The timer loops: when each market refreshes, and how a forced refresh is coalesced.
+
+- One :class:`MarketLoop` per enabled market; a market never refreshes twice at once because
+  its loop is the only caller of its refresher's cycle.
+- After success the next cycle is ``interval`` away, moved by up to ``jitter`` either way.
+  After failures it backs off exponentially (full jitter) up to ``backoff_ceiling``, never
+  shorter than a rate-limit ban, and permanent upstream errors (403/451) wait the ceiling.
+- Between cycles the loop checks every ``check_interval`` that Redis still holds the cache, so
+  a Redis that restarted empty is served again within seconds, not at the next refresh.
+- :class:`ForcedRefresh` turns a burst of SIGHUPs into one refresh of every market, with at
+  least ``min_refresh_gap`` between two forced refreshes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+
+import redis
+
+from daemon.logs import get_logger, scrub_text
+from daemon.refresh import CycleResult, MarketRefresher
+from daemon.settings import MarketSettings, SchedulerSettings, UpstreamSettings
+from daemon.upstream import retry_delay
+
+
+def next_delay(
+    result: CycleResult,
+    failures: int,
+    *,
+    market: MarketSettings,
+    upstream: UpstreamSettings,
+    rng: random.Random,
+) -> float:
+    """Seconds until the next cycle after `result` (`failures` counts consecutive failures,
+    this one included). Pure apart from `rng`."""
+    if result.ok:
+        spread = market.interval * market.jitter
+        return max(1.0, market.interval + rng.uniform(-spread, spread))
+    if result.outcome == "skipped" and result.wait is None:
+        return market.interval
+    if result.permanent:
+        return upstream.backoff_ceiling
+    backoff = retry_delay(
+        None, failures - 1, base=upstream.backoff_base, cap=upstream.backoff_ceiling, rng=rng
+    )
+    # Full jitter can draw ~0; keep a floor so a broken upstream is not hammered.
+    backoff = max(backoff, min(upstream.backoff_base, upstream.backoff_ceiling))
+    if result.wait is not None:
+        return max(backoff, result.wait)
+    return backoff
+
+
+class MarketLoop:
+    """Refreshes one market on its timer until `stop` is set."""
+
+    def __init__(
+        self,
+        refresher: MarketRefresher,
+        *,
+        upstream: UpstreamSettings,
+        scheduler: SchedulerSettings,
+        stop: asyncio.Event,
+        rng: random.Random | None = None,
+        on_cycle: Callable[[CycleResult], None] | None = None,
+    ) -> None:
+        self.refresher = refresher
+        self.upstream = upstream
+        self.scheduler = scheduler
+        self.stop = stop
+        self.wake = asyncio.Event()
+        self.rng = rng or random.Random()
+        self.on_cycle = on_cycle
+        self.failures = 0
+        self.cycles = 0
+        self.next_at: float = time.time()
+        self.in_cycle = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.log = get_logger("symbold.scheduler").bind(market=refresher.name)
+
+    async def run(self) -> None:
+        """Cycle now, then on the timer; returns when `stop` is set (between cycles)."""
+        delay = 0.0
+        while not self.stop.is_set():
+            await self._wait(delay)
+            if self.stop.is_set():
+                break
+            self.wake.clear()
+            self.idle.clear()
+            try:
+                result = await self.refresher.refresh_once()
+            finally:
+                self.idle.set()
+            self.cycles += 1
+            self.failures = 0 if result.ok else self.failures + 1
+            delay = next_delay(
+                result,
+                self.failures,
+                market=self.refresher.market,
+                upstream=self.upstream,
+                rng=self.rng,
+            )
+            self.next_at = time.time() + delay
+            if self.on_cycle is not None:
+                self.on_cycle(result)
+
+    async def _wait(self, delay: float) -> None:
+        """Sleep `delay` seconds, waking early for `wake` or `stop`; watch the cache meanwhile."""
+        deadline = time.monotonic() + delay
+        while not self.stop.is_set() and not self.wake.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            step = min(remaining, self.scheduler.check_interval)
+            await _first_of((self.stop, self.wake), seconds=step)
+            if self.stop.is_set() or self.wake.is_set() or deadline <= time.monotonic():
+                return
+            await self._watch()
+
+    async def _watch(self) -> None:
+        try:
+            await self.refresher.watch()
+        except (redis.RedisError, OSError) as exc:
+            self.log.debug("redis.unavailable", error=scrub_text(str(exc)), during="watch")
+
+
+async def _first_of(events: Iterable[asyncio.Event], seconds: float) -> None:
+    """Wait until any of `events` is set, or `seconds` pass."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+class ForcedRefresh:
+    """Coalesces refresh requests (SIGHUP) into wake-ups of every market loop.
+
+    :meth:`request` only sets an event, so it is safe from a signal handler. Requests that
+    arrive while a forced refresh is pending, or within `min_gap` of the last one, merge into
+    the next one: N requests over T seconds cause at most 1 + T / min_gap forced refreshes.
+    """
+
+    def __init__(self, loops: Iterable[MarketLoop], *, min_gap: float, stop: asyncio.Event):
+        self.loops = list(loops)
+        self.min_gap = min_gap
+        self.stop = stop
+        self.requested = asyncio.Event()
+        self.forced = 0
+        self._last = -float("inf")
+        self.log = get_logger("symbold.scheduler")
+
+    def request(self) -> None:
+        self.requested.set()
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            await _first_of((self.requested, self.stop), seconds=3600.0)
+            if self.stop.is_set():
+                return
+            if not self.requested.is_set():
+                continue
+            gap = self._last + self.min_gap - time.monotonic()
+            if gap > 0:
+                # Wait out the gap; more requests in the meantime merge into this one.
+                await _first_of((self.stop,), seconds=gap)
+                if self.stop.is_set():
+                    return
+            self.requested.clear()
+            self._last = time.monotonic()
+            self.forced += 1
+            self.log.info("refresh.forced", markets=[loop.refresher.name for loop in self.loops])
+            for loop in self.loops:
+                loop.wake.set()

@@ -1,0 +1,261 @@
+"""The snapshot store: how one market's snapshot lives in Redis.
+
+What a reader may rely on:
+
+- A snapshot is written in one MULTI/EXEC: ``symbols``, ``last_good``, ``refreshed_at``,
+  ``by_symbol`` and ``meta`` change together; a reader sees the old snapshot or the new one,
+  never a mix (all keys share the ``{market}`` hash tag, so this also holds on a cluster).
+- ``symbols`` expires after ``cache_ttl``; ``last_good`` never expires; both hold the same JSON
+  array of the listed records; ``by_symbol`` holds every record (all statuses).
+- Counters in ``metrics`` are exact: each event is counted by a tiny script guarded by a
+  one-time token, so a transaction that redis-py retries after a timeout cannot count twice.
+- A change is appended to the ``changes`` stream and published on ``events`` only when the
+  content changed; entries carry the ``version`` so a consumer can drop a duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio
+
+from daemon.guards import ShrinkStreak
+from daemon.keys import MarketKeys
+from daemon.normalize import SnapshotBlobs, SnapshotDiff
+
+# Count one event exactly once: the token key exists only if this event was counted already.
+_COUNT_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+end
+return false
+"""
+_TOKEN_TTL = 24 * 3600
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """What Redis holds for a market, read in one round trip before a cycle."""
+
+    version: str | None
+    listed: int | None
+    streak: ShrinkStreak
+    has_symbols: bool
+    has_last_good: bool
+    has_by_symbol: bool
+    ban_until: float | None
+
+    @property
+    def complete(self) -> bool:
+        return self.has_symbols and self.has_last_good and self.has_by_symbol
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """Fields of the ``meta`` hash written with a snapshot."""
+
+    version: str
+    count: int
+    listed: int
+    source: str
+    server_time: int | None
+    fetched_at: float
+    duration_ms: float
+    stale: bool = False
+    last_error: str = ""
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "version": self.version,
+            "count": str(self.count),
+            "listed": str(self.listed),
+            "source": self.source,
+            "server_time": "" if self.server_time is None else str(self.server_time),
+            "fetched_at": f"{self.fetched_at:.3f}",
+            "duration_ms": f"{self.duration_ms:.1f}",
+            "stale": "1" if self.stale else "0",
+            "last_error": self.last_error,
+        }
+
+
+def new_token() -> str:
+    """A one-time token for an event to be counted (create it before the first attempt)."""
+    return uuid.uuid4().hex
+
+
+def _mapping(fields: Mapping[str, Any]) -> Any:
+    # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
+    return fields
+
+
+def _int(value: bytes | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class SnapshotStore:
+    """Reads and writes one market's keys on a bytes (non-decoding) asyncio client."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        keys: MarketKeys,
+        *,
+        cache_ttl: int,
+        changes_maxlen: int = 1000,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.cache_ttl = cache_ttl
+        self.changes_maxlen = changes_maxlen
+
+    def _token_key(self, token: str) -> str:
+        return f"{self.keys.metrics}:once:{token}"
+
+    def _count(self, pipe: redis.asyncio.client.Pipeline, field: str, token: str) -> None:
+        pipe.eval(_COUNT_ONCE, 2, self.keys.metrics, self._token_key(token), field, _TOKEN_TTL)
+
+    async def read_state(self) -> StoredState:
+        """One non-transactional round trip: meta fields, key existence, ban deadline."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(k.meta, ["version", "listed", "shrink_version", "shrink_count"])
+        pipe.exists(k.symbols)
+        pipe.exists(k.last_good)
+        pipe.exists(k.by_symbol)
+        pipe.get(k.ban_until)
+        (version, listed, s_version, s_count), has_sym, has_lg, has_bs, ban = await pipe.execute()
+        ban_until: float | None = None
+        if ban is not None:
+            try:
+                ban_until = float(ban)
+            except ValueError:
+                ban_until = None
+        return StoredState(
+            version=version.decode() if version else None,
+            listed=_int(listed),
+            streak=ShrinkStreak(
+                version=s_version.decode() if s_version else "", count=_int(s_count) or 0
+            ),
+            has_symbols=bool(has_sym),
+            has_last_good=bool(has_lg),
+            has_by_symbol=bool(has_bs),
+            ban_until=ban_until,
+        )
+
+    async def read_by_symbol(self) -> dict[str, bytes]:
+        """The stored per-symbol records (for diffing against what a restarted daemon fetched)."""
+        raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.by_symbol))
+        return {name.decode(): value for name, value in raw.items()}
+
+    async def commit(
+        self,
+        blobs: SnapshotBlobs,
+        meta: SnapshotMeta,
+        *,
+        diff: SnapshotDiff | None,
+        token: str,
+        full: bool = True,
+    ) -> None:
+        """Write an accepted snapshot and count ``refresh_success``, atomically.
+
+        ``full=False`` (the content version is already stored and every key exists) only
+        renews the TTL, timestamp and meta instead of rewriting megabytes of equal data.
+        """
+        k = self.keys
+        pipe = self.client.pipeline(transaction=True)
+        if full:
+            pipe.set(k.last_good, blobs.symbols_json)
+            pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
+            pipe.delete(k.by_symbol)
+            pipe.hset(k.by_symbol, mapping=_mapping(blobs.by_symbol))
+        else:
+            pipe.expire(k.symbols, self.cache_ttl)
+        pipe.set(k.refreshed_at, f"{meta.fetched_at:.3f}")
+        pipe.hset(
+            k.meta, mapping=_mapping(meta.fields() | {"shrink_version": "", "shrink_count": "0"})
+        )
+        self._count(pipe, "refresh_success", token)
+        if diff is not None and not diff.is_empty:
+            event = _encode({"market": k.market, "version": blobs.version, **diff.to_builtins()})
+            pipe.xadd(
+                k.changes,
+                {"version": blobs.version, "diff": event},
+                maxlen=self.changes_maxlen,
+                approximate=True,
+            )
+            pipe.publish(k.events, event)
+        await pipe.execute()
+
+    async def record_failure(
+        self,
+        *,
+        outcome: str,
+        error: str,
+        token: str,
+        streak: ShrinkStreak | None = None,
+    ) -> None:
+        """Count a failed (``refresh_error``) or held-back (``refresh_rejected``) cycle and
+        note it in meta; the snapshot itself is left alone."""
+        field = {"error": "refresh_error", "rejected": "refresh_rejected"}[outcome]
+        fields: dict[str, str] = {"stale": "1", "last_error": error[:500]}
+        if streak is not None:
+            fields |= {"shrink_version": streak.version, "shrink_count": str(streak.count)}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.meta, mapping=_mapping(fields))
+        self._count(pipe, field, token)
+        await pipe.execute()
+
+    async def republish(self, held: HeldSnapshot | None, *, token: str) -> str | None:
+        """Serve again after the cache vanished (expiry, Redis restarted empty).
+
+        Uses the snapshot held in memory when there is one (it is the newest accepted), else
+        the ``last_good`` copy in Redis. Counts ``fallback_used`` and marks meta stale.
+        Returns where the data came from ("memory", "last_good"), or None if nothing to serve.
+        """
+        k = self.keys
+        pipe = self.client.pipeline(transaction=True)
+        if held is not None:
+            pipe.set(k.last_good, held.blobs.symbols_json)
+            pipe.set(k.symbols, held.blobs.symbols_json, ex=self.cache_ttl)
+            pipe.delete(k.by_symbol)
+            pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
+            pipe.set(k.refreshed_at, f"{held.meta.fetched_at:.3f}", nx=True)
+            pipe.hset(k.meta, mapping=_mapping(held.meta.fields() | {"stale": "1"}))
+            source = "memory"
+        else:
+            if not await self.client.exists(k.last_good):
+                return None
+            pipe.copy(k.last_good, k.symbols, replace=True)
+            pipe.expire(k.symbols, self.cache_ttl)
+            pipe.hset(k.meta, "stale", "1")
+            source = "last_good"
+        self._count(pipe, "fallback_used", token)
+        await pipe.execute()
+        return source
+
+    async def set_ban(self, until: float) -> None:
+        """Remember a 429/418 deadline so a restarted daemon honours it too."""
+        ttl_ms = max(1, int((until - time.time()) * 1000))
+        await self.client.set(self.keys.ban_until, f"{until:.3f}", px=ttl_ms)
+
+    async def metrics(self) -> dict[str, int]:
+        raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.metrics))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class HeldSnapshot:
+    """The last accepted snapshot, kept in memory to republish if Redis loses it."""
+
+    blobs: SnapshotBlobs
+    meta: SnapshotMeta
