@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint check-unit demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "symbold needs Python 3.11 or newer" >&2; exit 1; }
@@ -26,6 +26,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check daemon tests benchmarks
 	$(BIN)/ruff format --check daemon tests benchmarks
 	$(BIN)/mypy --strict daemon
+
+check-unit: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" sh scripts/check-unit.sh
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" sh scripts/demo.sh

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ import msgspec
 
 from daemon import __version__, exitcodes
 from daemon.connections import ConnectionConfig
+from daemon.health import judge_freshness
 from daemon.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
 from daemon.ping import classify, ping
@@ -122,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_status = sub.add_parser("status", parents=[common], help="what Redis holds, per market")
     p_status.add_argument("--market", choices=MARKETS, action="append")
     p_status.add_argument("--json", action="store_true", help="print one JSON object")
+    p_status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 when every market is fresh (younger than health.max_age), 1 when stale",
+    )
     p_status.set_defaults(handler=cmd_status)
     return parser
 
@@ -236,7 +243,15 @@ def _markets(loaded: Loaded, chosen: list[MarketName] | None) -> list[MarketName
 def cmd_run(loaded: Loaded, args: argparse.Namespace) -> int:
     url = resolve_url(loaded)
     log_startup(loaded, url)
-    return run_async(Service(loaded.settings, url).run())
+
+    def reload() -> tuple[Loaded, RedisURL]:
+        # The same layers as at start: the file again, the environment and flags as they were.
+        fresh = load_settings(
+            loaded.config_path, environ=loaded.environ, overrides=_overrides(args)
+        )
+        return fresh, resolve_url(fresh)
+
+    return run_async(Service(loaded.settings, url, reload=reload).run())
 
 
 async def _refresh(loaded: Loaded, markets: list[MarketName]) -> list[CycleResult]:
@@ -301,9 +316,20 @@ def cmd_status(loaded: Loaded, args: argparse.Namespace) -> int:
         kind = classify(exc)
         print(f"symbold: redis {kind}: {scrub_text(str(exc))}", file=sys.stderr)
         return exitcodes.CONFIG if kind == "auth" else exitcodes.UNAVAILABLE
+    now = time.time()
+    max_age = loaded.settings.health.max_age
+    verdicts = [judge_freshness(st.market, st.refreshed_at, max_age, now) for st in statuses]
     if args.json:
-        body = {st.market: st.to_builtins() for st in statuses}
+        body = {
+            st.market: st.to_builtins() | {"fresh": v.fresh}
+            for st, v in zip(statuses, verdicts, strict=True)
+        }
         print(msgspec.json.encode(body).decode())
     else:
-        print(format_status(statuses))
+        print(format_status(statuses, now))
+    if args.check:
+        stale = [v.reason for v in verdicts if not v.fresh]
+        if stale:
+            print("stale: " + "; ".join(stale), file=sys.stderr)
+            return exitcodes.FAILURE
     return exitcodes.OK

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_FLOOR_SLACK = 1e-6
+
 
 @dataclass(frozen=True, slots=True)
 class ShrinkStreak:
@@ -49,7 +51,10 @@ def judge(
         return Verdict(False, "empty", ShrinkStreak())
     if last_listed is None or last_listed == 0:
         return Verdict(True, "first", ShrinkStreak())
-    floor = last_listed * (1.0 - max_shrink)
+    # Losing exactly `max_shrink` is allowed, but last * (1 - max_shrink) can land a hair above
+    # the whole number in binary floating point (10 * (1 - 0.7) == 3.0000000000000004). The
+    # slack absorbs that rounding; it cannot change a verdict on a whole listed count otherwise.
+    floor = last_listed * (1.0 - max_shrink) - _FLOOR_SLACK
     if listed >= floor:
         return Verdict(True, "ok", ShrinkStreak())
     seen = streak.count + 1 if streak.version == version else 1

@@ -107,6 +107,9 @@ class MarketRefresher:
         self.held: HeldSnapshot | None = None
         self.ban_until: float = 0.0
         self.last_result: CycleResult | None = None
+        # From the last successful fetch, for metrics.
+        self.fetch_ms: float | None = None
+        self.used_weight: int | None = None
         self._running = False
         self.log = get_logger("symbold.refresh").bind(market=name)
 
@@ -140,7 +143,11 @@ class MarketRefresher:
         try:
             fetched = await fetch(self.session, self.source)
         except UpstreamError as err:
+            if err.used_weight is not None:
+                self.used_weight = err.used_weight
             return await self._upstream_failed(err, state, started)
+        self.fetch_ms = fetched.elapsed_ms
+        self.used_weight = fetched.used_weight
 
         try:
             result = await self._accept_or_reject(fetched, state, started)

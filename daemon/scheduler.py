@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import redis
 
@@ -76,13 +76,24 @@ class MarketLoop:
         self.failures = 0
         self.cycles = 0
         self.next_at: float = time.time()
-        self.in_cycle = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
+        # Set after every cycle (waiters clear it); lets a reload wait for "refreshed since".
+        self.cycle_done = asyncio.Event()
+        self.finished = False
+        # Monotonic time the loop last showed it is alive (between and around cycles).
+        self.beat = time.monotonic()
         self.log = get_logger("symbold.scheduler").bind(market=refresher.name)
 
     async def run(self) -> None:
         """Cycle now, then on the timer; returns when `stop` is set (between cycles)."""
+        try:
+            await self._run()
+        finally:
+            self.finished = True
+            self.cycle_done.set()
+
+    async def _run(self) -> None:
         delay = 0.0
         while not self.stop.is_set():
             await self._wait(delay)
@@ -95,6 +106,8 @@ class MarketLoop:
             finally:
                 self.idle.set()
             self.cycles += 1
+            self.beat = time.monotonic()
+            self.cycle_done.set()
             self.failures = 0 if result.ok else self.failures + 1
             delay = next_delay(
                 result,
@@ -114,6 +127,7 @@ class MarketLoop:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            self.beat = time.monotonic()
             step = min(remaining, self.scheduler.check_interval)
             await _first_of((self.stop, self.wake), seconds=step)
             if self.stop.is_set() or self.wake.is_set() or deadline <= time.monotonic():
@@ -139,21 +153,22 @@ async def _first_of(events: Iterable[asyncio.Event], seconds: float) -> None:
 
 
 class ForcedRefresh:
-    """Coalesces refresh requests (SIGHUP) into wake-ups of every market loop.
+    """Coalesces refresh requests (SIGHUP) into runs of `action`.
 
     :meth:`request` only sets an event, so it is safe from a signal handler. Requests that
-    arrive while a forced refresh is pending, or within `min_gap` of the last one, merge into
-    the next one: N requests over T seconds cause at most 1 + T / min_gap forced refreshes.
+    arrive while `action` runs, or within `min_gap` of the last run's start, merge into the
+    next run: N requests over T seconds cause at most 1 + T / min_gap runs.
     """
 
-    def __init__(self, loops: Iterable[MarketLoop], *, min_gap: float, stop: asyncio.Event):
-        self.loops = list(loops)
+    def __init__(
+        self, action: Callable[[], Awaitable[None]], *, min_gap: float, stop: asyncio.Event
+    ) -> None:
+        self.action = action
         self.min_gap = min_gap
         self.stop = stop
         self.requested = asyncio.Event()
         self.forced = 0
         self._last = -float("inf")
-        self.log = get_logger("symbold.scheduler")
 
     def request(self) -> None:
         self.requested.set()
@@ -174,6 +189,15 @@ class ForcedRefresh:
             self.requested.clear()
             self._last = time.monotonic()
             self.forced += 1
-            self.log.info("refresh.forced", markets=[loop.refresher.name for loop in self.loops])
-            for loop in self.loops:
-                loop.wake.set()
+            await self.action()
+
+
+async def wake_and_wait(loops: Iterable[MarketLoop], stop: asyncio.Event) -> None:
+    """Wake every loop for a refresh now and wait until each finished that cycle (or stop)."""
+    targets = [(loop, loop.cycles + (0 if loop.idle.is_set() else 1) + 1) for loop in loops]
+    for loop, _ in targets:
+        loop.wake.set()
+    for loop, target in targets:
+        while loop.cycles < target and not stop.is_set() and not loop.finished:
+            await _first_of((loop.cycle_done, stop), seconds=3600.0)
+            loop.cycle_done.clear()

@@ -1,13 +1,17 @@
 """The service object: startup -> run -> shutdown, and the signals that steer it.
 
-Signal handlers only set events. SIGHUP asks for a refresh of every market (coalesced).
-SIGTERM/SIGINT ask for a stop: loops finish the cycle they are in, bounded by
-``shutdown_timeout``, after which the cycle is abandoned (a snapshot transaction is either
-committed whole or not at all, so abandoning it loses nothing), and the process exits 0. A
-second SIGTERM/SIGINT stops at once (exit 1).
+Signal handlers only set events:
+- SIGHUP: reload and refresh. Re-read the config file (a bad one is logged and the running
+  settings kept), rebuild the market loops if the settings changed, refresh every market, then
+  tell systemd READY=1 again. A burst of SIGHUPs coalesces, with ``min_refresh_gap`` between runs.
+- SIGTERM/SIGINT: stop. Loops finish the cycle they are in, bounded by ``shutdown_timeout``,
+  after which the cycle is abandoned (a snapshot transaction commits whole or not at all, so
+  abandoning it loses nothing); exit 0. A second SIGTERM/SIGINT stops at once (exit 1).
 
-The service keeps running whatever Redis or Binance do: failures are logged, retried with
-backoff, and the cache keeps being served from the last good snapshot.
+Under systemd (``NOTIFY_SOCKET``) it sends READY=1 once the loops run, even when Redis or
+Binance is down (STATUS says what it waits for), a one-line STATUS after every cycle, WATCHDOG=1
+while the event loop and every market loop are alive, RELOADING=1/READY=1 around a reload, and
+STOPPING=1. The service keeps running whatever Redis or Binance do.
 """
 
 from __future__ import annotations
@@ -27,13 +31,21 @@ import redis.asyncio
 
 from daemon import exitcodes
 from daemon.connections import ConnectionConfig
+from daemon.health import HealthServer, Telemetry
 from daemon.keys import keys_for
-from daemon.logs import get_logger, scrub_text
+from daemon.logs import configure_logging, get_logger, scrub_text
+from daemon.notify import Notifier, Watchdog, watchdog_interval
 from daemon.redis_url import RedisURL
 from daemon.refresh import CycleResult, MarketRefresher, source_config
-from daemon.scheduler import ForcedRefresh, MarketLoop
-from daemon.settings import ConfigError, Settings
+from daemon.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
+from daemon.settings import ConfigError, Loaded, Settings
 from daemon.upstream import make_session
+
+# A market loop that shows no sign of life for this long (beyond its longest legitimate
+# cycle) is taken as wedged and the watchdog stops pinging.
+_WEDGE_MARGIN = 30.0
+
+Reloader = Callable[[], tuple[Loaded, RedisURL]]
 
 
 class Service:
@@ -44,25 +56,38 @@ class Service:
         settings: Settings,
         url: RedisURL,
         *,
+        reload: Reloader | None = None,
+        notifier: Notifier | None = None,
         on_cycle: Callable[[CycleResult], None] | None = None,
     ) -> None:
         self.settings = settings
         self.url = url
+        self.reloader = reload
+        self.notifier = notifier or Notifier()
         self.on_cycle = on_cycle
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
         self.started = asyncio.Event()
+        self.telemetry = Telemetry()
         self.loops: list[MarketLoop] = []
-        self.forced: ForcedRefresh | None = None
+        self.forced = ForcedRefresh(
+            self._reload_and_refresh,
+            min_gap=settings.scheduler.min_refresh_gap,
+            stop=self.should_exit,
+        )
+        self.health_port: int | None = None
+        self.reloads = 0
         self.log = get_logger("symbold.service")
+        self._loops_stop = asyncio.Event()
+        self._loop_tasks: list[asyncio.Task[None]] = []
         self._client: redis.asyncio.Redis | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._health: HealthServer | None = None
 
     # -- signals (handlers only set events) ------------------------------------------------
 
     def request_refresh(self) -> None:
-        if self.forced is not None:
-            self.forced.request()
+        self.forced.request()
 
     def request_stop(self) -> None:
         if self.should_exit.is_set():
@@ -95,18 +120,32 @@ class Service:
 
     async def _startup(self) -> None:
         s = self.settings
-        markets = s.markets.enabled()
+        if not s.markets.enabled():
+            raise ConfigError("markets: no market is enabled; set markets.<name>.enabled = true")
         self.log.info(
             "service.starting",
             pid=os.getpid(),
-            markets=list(markets),
+            markets=list(s.markets.enabled()),
             **{f"redis_{k}": v for k, v in self.url.describe().items()},
         )
-        if not markets:
-            raise ConfigError("markets: no market is enabled; set markets.<name>.enabled = true")
+        await self._start_loops()
+        if s.health.enabled:
+            self._health = HealthServer(
+                self.telemetry, host=s.health.host, port=s.health.port, max_age=s.health.max_age
+            )
+            self.health_port = await self._health.start()
+            self.log.info("health.listening", host=s.health.host, port=self.health_port)
+
+    async def _start_loops(self) -> None:
+        """Build the client, session and one loop per enabled market from self.settings."""
+        s = self.settings
+        markets = s.markets.enabled()
         self._client = ConnectionConfig(url=self.url, settings=s.redis).make_async(decode=False)
         # One session for every market: fetch passes each market's own timeouts per request.
         self._session = make_session(source_config(next(iter(markets.values())), s.upstream))
+        previous = {lp.refresher.name: lp.refresher for lp in self.loops}
+        self.loops = []
+        self._loops_stop = asyncio.Event()
         for name, market in markets.items():
             refresher = MarketRefresher(
                 name,
@@ -118,63 +157,102 @@ class Service:
                 client=self._client,
                 session=self._session,
             )
+            old = previous.get(name)
+            if old is not None and old.store.keys == refresher.store.keys:
+                # Keep the snapshot held in memory across a reload: it is still the newest.
+                refresher.held = old.held
+                refresher.ban_until = old.ban_until
             self.loops.append(
                 MarketLoop(
                     refresher,
                     upstream=s.upstream,
                     scheduler=s.scheduler,
-                    stop=self.should_exit,
+                    stop=self._loops_stop,
                     on_cycle=self._cycle_done,
                 )
             )
-        self.forced = ForcedRefresh(
-            self.loops, min_gap=s.scheduler.min_refresh_gap, stop=self.should_exit
-        )
-
-    async def _main_loop(self) -> int:
-        assert self.forced is not None
-        tasks = [
+        self.telemetry.track(lp.refresher for lp in self.loops)
+        self._loop_tasks = [
             asyncio.create_task(lp.run(), name=f"market-{lp.refresher.name}") for lp in self.loops
         ]
-        tasks.append(asyncio.create_task(self.forced.run(), name="forced-refresh"))
-        tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
-        self.started.set()
-        self.log.info("service.started", markets=[lp.refresher.name for lp in self.loops])
-        stop_waiter = asyncio.create_task(self.should_exit.wait())
-        done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        crashed = [t for t in done if t is not stop_waiter and not t.cancelled() and t.exception()]
-        for task in crashed:
-            self.log.error(
-                "service.task_crashed", task=task.get_name(), error=repr(task.exception())
-            )
-        self.should_exit.set()
-        stop_waiter.cancel()
-        self.log.info("service.stopping")
-        code = await self._drain(tasks)
-        return exitcodes.FAILURE if crashed else code
 
-    async def _drain(self, tasks: list[asyncio.Task[None]]) -> int:
-        """Let running cycles finish within the bound, then cancel what is left."""
-        timeout = self.settings.scheduler.shutdown_timeout
-        force = asyncio.create_task(self.force_exit.wait())
-        pending = {t for t in tasks if not t.done()}
-        forced = False
-        if pending:
+    async def _stop_loops(self) -> bool:
+        """Stop the market loops within the shutdown bound; True if a second signal forced it."""
+        self._loops_stop.set()
+        forced = await self._drain(self._loop_tasks)
+        self._loop_tasks = []
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        return forced
+
+    async def _main_loop(self) -> int:
+        helpers = [
+            asyncio.create_task(self.forced.run(), name="forced-refresh"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+        ]
+        interval = watchdog_interval()
+        if interval is not None:
+            dog = Watchdog(self.notifier, interval, self._liveness)
+            helpers.append(asyncio.create_task(dog.run(self.should_exit), name="watchdog"))
+        self.started.set()
+        self.notifier.ready(status="started; first refresh running")
+        self.log.info("service.started", markets=[lp.refresher.name for lp in self.loops])
+
+        crashed: list[str] = []
+        while not self.should_exit.is_set():
+            watched = [*self._loop_tasks, *helpers]
+            stop_waiter = asyncio.create_task(self.should_exit.wait())
+            # The timeout re-reads the task list, which a reload replaces.
             done, _ = await asyncio.wait(
-                [*pending, force], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                [stop_waiter, *watched], timeout=1.0, return_when=asyncio.FIRST_COMPLETED
             )
-            while pending and force not in done:
-                pending = {t for t in pending if not t.done()}
-                if not pending:
-                    break
-                remaining = timeout - 0.0
-                done, _ = await asyncio.wait(
-                    [*pending, force], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            stop_waiter.cancel()
+            for task in done:
+                if task is stop_waiter or task.cancelled() or task.exception() is None:
+                    continue
+                crashed.append(task.get_name())
+                self.log.error(
+                    "service.task_crashed",
+                    task=task.get_name(),
+                    error=scrub_text(repr(task.exception())),
                 )
-                if not done:
-                    break
-            forced = force.done()
-            pending = {t for t in tasks if not t.done()}
+            if crashed:
+                break
+
+        self.should_exit.set()
+        self.notifier.stopping(status="stopping")
+        self.log.info("service.stopping")
+        forced = await self._stop_loops()
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        if crashed or forced:
+            return exitcodes.FAILURE
+        return exitcodes.OK
+
+    async def _drain(self, tasks: list[asyncio.Task[None]]) -> bool:
+        """Let running cycles finish within the bound, then cancel what is left.
+
+        Returns True if a second stop request cut the grace period short.
+        """
+        pending = {t for t in tasks if not t.done()}
+        if not pending:
+            return False
+        force = asyncio.create_task(self.force_exit.wait())
+        deadline = time.monotonic() + self.settings.scheduler.shutdown_timeout
+        while pending and not force.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.wait(
+                [*pending, force], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending = {t for t in pending if not t.done()}
+        forced = force.done()
         force.cancel()
         if pending:
             self.log.warning(
@@ -183,23 +261,100 @@ class Service:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        return exitcodes.FAILURE if forced else exitcodes.OK
+        return forced
 
     async def _shutdown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._client is not None:
+        if self._loop_tasks:
+            await self._stop_loops()
+        if self._health is not None:
+            await self._health.stop()
+            self._health = None
+        if self.loops:
+            # Say we are gone, so `symbold status` does not show a stale heartbeat.
+            client = ConnectionConfig(url=self.url, settings=self.settings.redis).make_async(
+                decode=False
+            )
             with contextlib.suppress(redis.RedisError, OSError):
-                for lp in self.loops:
-                    await self._client.delete(lp.refresher.store.keys.daemon)
-            await self._client.aclose()
-            self._client = None
+                await client.delete(*(lp.refresher.store.keys.daemon for lp in self.loops))
+            await client.aclose()
+        self.notifier.close()
         self.log.info("service.stopped")
 
+    # -- reload ----------------------------------------------------------------------------
+
+    async def _reload_and_refresh(self) -> None:
+        self.notifier.reloading()
+        self.reloads += 1
+        if self.reloader is not None:
+            try:
+                loaded, url = self.reloader()
+            except ConfigError as err:
+                self.log.error("config.reload_failed", error=scrub_text(str(err)), kept="old")
+            else:
+                await self._apply(loaded.settings, url)
+        self.log.info("refresh.forced", markets=[lp.refresher.name for lp in self.loops])
+        await wake_and_wait(self.loops, self.should_exit)
+        self.notifier.ready(status=self.status_line())
+
+    async def _apply(self, settings: Settings, url: RedisURL) -> None:
+        if settings == self.settings and url.url == self.url.url:
+            self.log.info("config.reloaded", changed=False)
+            return
+        if not settings.markets.enabled():
+            self.log.error("config.reload_failed", error="no market is enabled", kept="old")
+            return
+        self.log.info("config.reloaded", changed=True)
+        await self._stop_loops()
+        self.settings = settings
+        self.url = url
+        self.forced.min_gap = settings.scheduler.min_refresh_gap
+        configure_logging(settings.log.level, settings.log.format, secrets=url.secrets())
+        await self._start_loops()
+
+    # -- observing -------------------------------------------------------------------------
+
     def _cycle_done(self, result: CycleResult) -> None:
+        self.telemetry.observe(result)
+        self.notifier.status(self.status_line())
         if self.on_cycle is not None:
             self.on_cycle(result)
+
+    def status_line(self, now: float | None = None) -> str:
+        """One line for `systemctl status`, e.g. "spot: 2292 symbols, 41 s old"."""
+        now = time.time() if now is None else now
+        parts = []
+        for lp in self.loops:
+            r = lp.refresher
+            last = r.last_result
+            if r.held is not None:
+                age = _short(now - r.held.meta.fetched_at)
+                text = f"{r.name}: {r.held.meta.count} symbols, {age} old"
+            else:
+                text = f"{r.name}: no snapshot yet"
+            if last is not None and not last.ok:
+                reason = "redis unavailable" if last.redis_down else last.reason[:60]
+                text += f", {'stale' if r.held else 'waiting'}: {last.outcome} ({reason})"
+            parts.append(text)
+        return "; ".join(parts)
+
+    def _liveness(self) -> str | None:
+        """None while the service works; else why the watchdog should stop pinging."""
+        now = time.monotonic()
+        for lp in self.loops:
+            task = next(
+                (t for t in self._loop_tasks if t.get_name() == f"market-{lp.refresher.name}"), None
+            )
+            if task is not None and task.done():
+                return f"market loop {lp.refresher.name} ended"
+            source = lp.refresher.source
+            longest = (
+                len(source.base_urls) * source.timeout_total
+                + 3 * self.settings.redis.socket_timeout
+            )
+            limit = max(longest, self.settings.scheduler.check_interval) + _WEDGE_MARGIN
+            if now - lp.beat > limit:
+                return f"market loop {lp.refresher.name} silent for {now - lp.beat:.0f} s"
+        return None
 
     async def _heartbeat(self) -> None:
         """Tell `symbold status` a daemon runs, and when each market refreshes next."""
@@ -207,24 +362,36 @@ class Service:
         started = time.time()
         interval = max(1.0, min(10.0, self.settings.scheduler.check_interval))
         while not self.should_exit.is_set():
-            assert self._client is not None
-            try:
-                pipe = self._client.pipeline(transaction=False)
-                for lp in self.loops:
-                    beat = {
-                        "pid": os.getpid(),
-                        "host": host,
-                        "started_at": round(started, 3),
-                        "next_refresh_at": round(lp.next_at, 3),
-                        "cycles": lp.cycles,
-                    }
-                    pipe.set(
-                        lp.refresher.store.keys.daemon,
-                        msgspec.json.encode(beat),
-                        ex=int(interval * 3) + 1,
+            client = self._client
+            if client is not None:
+                try:
+                    pipe = client.pipeline(transaction=False)
+                    for lp in self.loops:
+                        beat = {
+                            "pid": os.getpid(),
+                            "host": host,
+                            "started_at": round(started, 3),
+                            "next_refresh_at": round(lp.next_at, 3),
+                            "cycles": lp.cycles,
+                        }
+                        pipe.set(
+                            lp.refresher.store.keys.daemon,
+                            msgspec.json.encode(beat),
+                            ex=int(interval * 3) + 1,
+                        )
+                    await pipe.execute()
+                except (redis.RedisError, OSError) as exc:
+                    self.log.debug(
+                        "redis.unavailable", error=scrub_text(str(exc)), during="heartbeat"
                     )
-                await pipe.execute()
-            except (redis.RedisError, OSError) as exc:
-                self.log.debug("redis.unavailable", error=scrub_text(str(exc)), during="heartbeat")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.should_exit.wait(), timeout=interval)
+
+
+def _short(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

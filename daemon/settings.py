@@ -46,8 +46,11 @@ class _Frozen(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class RedisSettings(_Frozen, frozen=True):
-    # Empty means "not set here": REDIS_URL, then CELERY_BROKER_URL, then the default.
+    # Empty means "not set here": the credential, REDIS_URL, CELERY_BROKER_URL, the default.
     url: str = ""
+    # Name of a systemd credential (LoadCredential=) holding the URL, read from
+    # $CREDENTIALS_DIRECTORY; used when no url is set in the file, SYMBOLD_REDIS_URL or a flag.
+    credential: KeyName = "redis_url"
     key_prefix: KeyName = "symbold"
     client_name: KeyName = "symbold"
     connect_timeout: PositiveFloat = 5.0
@@ -165,12 +168,22 @@ class SchedulerSettings(_Frozen, frozen=True):
     check_interval: Annotated[float, msgspec.Meta(ge=0.05)] = 5.0
 
 
+class HealthSettings(_Frozen, frozen=True):
+    # The HTTP endpoint (/healthz, /metrics) is off unless asked for.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9469
+    # A market whose last accepted snapshot is older than this is stale (seconds).
+    max_age: PositiveFloat = 900.0
+
+
 class Settings(_Frozen, frozen=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
     guards: GuardSettings = msgspec.field(default_factory=GuardSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
+    health: HealthSettings = msgspec.field(default_factory=HealthSettings)
     markets: MarketsSettings = msgspec.field(
         default_factory=lambda: MarketsSettings(**_default_markets())
     )
@@ -315,6 +328,21 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not UTF-8 text") from None
 
 
+def _read_credential(env: Mapping[str, str], name: str) -> str | None:
+    """The URL systemd passed with LoadCredential=, if any (never logged)."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    path = Path(directory) / name
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise ConfigError(f"redis.credential: cannot read {path}: {err.strerror}") from None
+    return text or None
+
+
 def load_settings(
     config_path: Path | None = None,
     *,
@@ -362,6 +390,13 @@ def load_settings(
             redis_url_origin = "command line"
 
     settings = _convert(tree, origin_of)
+    if redis_url_origin is None:
+        from_credential = _read_credential(env, settings.redis.credential)
+        if from_credential is not None:
+            settings = msgspec.structs.replace(
+                settings, redis=msgspec.structs.replace(settings.redis, url=from_credential)
+            )
+            redis_url_origin = f"credential {settings.redis.credential}"
     return Loaded(
         settings=settings,
         config_path=config_path,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
 
 from daemon.refresh import CycleResult
 from daemon.scheduler import ForcedRefresh, next_delay
@@ -47,32 +46,28 @@ def test_permanent_errors_wait_the_ceiling() -> None:
     assert delay(CycleResult("spot", "error", permanent=True), 1) == 600.0
 
 
-class _FakeLoop:
-    """Stands in for a MarketLoop: ForcedRefresh only touches `wake` and the refresher name."""
-
-    def __init__(self) -> None:
-        self.wake = asyncio.Event()
-        self.refresher: Any = type("R", (), {"name": "spot"})()
-
-
 async def test_forced_refresh_coalesces_a_burst_and_keeps_the_gap() -> None:
     stop = asyncio.Event()
-    loop = _FakeLoop()
+    ran = asyncio.Event()
     gap = 0.3
-    forced = ForcedRefresh([loop], min_gap=gap, stop=stop)  # type: ignore[list-item]
+
+    async def action() -> None:
+        ran.set()
+
+    forced = ForcedRefresh(action, min_gap=gap, stop=stop)
     task = asyncio.create_task(forced.run())
     try:
         async with asyncio.timeout(5):
             for _ in range(500):  # a burst, as a signal storm delivers it
                 forced.request()
-            await loop.wake.wait()
+            await ran.wait()
             first = time.monotonic()
-            loop.wake.clear()
+            ran.clear()
             assert forced.forced == 1
-            assert not forced.requested.is_set()  # the whole burst was consumed by one
+            assert not forced.requested.is_set()  # the whole burst was consumed by one run
             for _ in range(500):
                 forced.request()
-            await loop.wake.wait()
+            await ran.wait()
             assert time.monotonic() - first >= gap * 0.99
             assert forced.forced == 2
     finally:
