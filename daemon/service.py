@@ -35,6 +35,7 @@ from daemon.health import HealthServer, Telemetry
 from daemon.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text
 from daemon.notify import Notifier, Watchdog, watchdog_interval
+from daemon.ping import classify
 from daemon.redis_url import RedisURL
 from daemon.refresh import CycleResult, MarketRefresher, source_config
 from daemon.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
@@ -128,6 +129,7 @@ class Service:
             markets=list(s.markets.enabled()),
             **{f"redis_{k}": v for k, v in self.url.describe().items()},
         )
+        await self._check_credentials()
         await self._start_loops()
         if s.health.enabled:
             self._health = HealthServer(
@@ -175,6 +177,21 @@ class Service:
         self._loop_tasks = [
             asyncio.create_task(lp.run(), name=f"market-{lp.refresher.name}") for lp in self.loops
         ]
+
+    async def _check_credentials(self) -> None:
+        """A wrong password is a configuration error (exit 78); an unreachable Redis is not."""
+        client = ConnectionConfig(url=self.url, settings=self.settings.redis).make_async()
+        try:
+            await client.ping()
+        except (redis.RedisError, OSError) as exc:
+            if classify(exc) == "auth":
+                raise ConfigError(
+                    f"redis: authentication failed for {self.url.redacted} "
+                    f"(from {self.url.source}): {scrub_text(str(exc))}"
+                ) from None
+            self.log.warning("redis.unavailable", error=scrub_text(str(exc)), during="startup")
+        finally:
+            await client.aclose()
 
     async def _stop_loops(self) -> bool:
         """Stop the market loops within the shutdown bound; True if a second signal forced it."""

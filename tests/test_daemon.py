@@ -228,3 +228,21 @@ def test_make_demo_runs_offline_with_a_private_redis(tmp_path: Path) -> None:
     assert "started a private Redis" in result.stdout
     assert "spot: accepted, 16 listed of 20" in result.stdout
     assert "spot: 16 listed of 20 symbols" in result.stdout
+
+
+async def test_run_with_wrong_password_exits_78_without_the_secret(
+    redis_factory: type[RedisServer], fake: FakeBinance, tmp_path: Path
+) -> None:
+    server = redis_factory(password="the-right-one").start()
+    secret = "Wr0ng-Secret-Value"
+    config = write_config(tmp_path, fake.url)
+    env = {"REDIS_URL": f"redis://:{secret}@127.0.0.1:{server.port}/0"}
+    daemon = await DaemonProcess("run", env=env, config=config).start()
+    try:
+        async with asyncio.timeout(20):
+            assert await daemon.wait() == 78
+    finally:
+        await daemon.close()
+    assert "authentication failed" in daemon.output()
+    assert secret not in daemon.output()
+    assert fake.requests[SPOT] == 0
