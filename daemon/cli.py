@@ -8,10 +8,9 @@ authentication error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,9 +21,9 @@ from daemon.connections import ConnectionConfig
 from daemon.health import judge_freshness
 from daemon.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
+from daemon.oneshot import refresh_markets, run_async
 from daemon.ping import classify, ping
 from daemon.redis_url import RedisURL, redact_url, resolve_redis_url
-from daemon.refresh import CycleResult, MarketRefresher, source_config
 from daemon.service import Service
 from daemon.settings import (
     MARKETS,
@@ -35,7 +34,6 @@ from daemon.settings import (
     redacted_tree,
 )
 from daemon.status import format_status, read_status
-from daemon.upstream import make_session
 
 T = TypeVar("T")
 
@@ -52,16 +50,6 @@ environment:
   SYMBOLD_REDIS_URL, SYMBOLD_LOG_LEVEL, SYMBOLD_LOG_FORMAT, SYMBOLD_KEY_PREFIX,
   SYMBOLD_<MARKET>_ENABLED, SYMBOLD_<MARKET>_BASE_URLS, SYMBOLD_<MARKET>_INTERVAL
 """
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on uvloop when it is installed, else on the default loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -120,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--market", choices=MARKETS, action="append", help="market (repeatable; default: enabled)"
     )
     p_refresh.set_defaults(handler=cmd_refresh)
+
+    p_enqueue = sub.add_parser(
+        "enqueue", parents=[common], help="send one Celery task by name (needs symbold[celery])"
+    )
+    p_enqueue.add_argument("task", help="task name, e.g. symbold.refresh_symbols")
+    p_enqueue.add_argument("--args", default="[]", help="JSON array of positional arguments")
+    p_enqueue.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
+    p_enqueue.set_defaults(handler=cmd_enqueue)
 
     p_status = sub.add_parser("status", parents=[common], help="what Redis holds, per market")
     p_status.add_argument("--market", choices=MARKETS, action="append")
@@ -254,33 +250,10 @@ def cmd_run(loaded: Loaded, args: argparse.Namespace) -> int:
     return run_async(Service(loaded.settings, url, reload=reload).run())
 
 
-async def _refresh(loaded: Loaded, markets: list[MarketName]) -> list[CycleResult]:
-    s = loaded.settings
-    client = connection_config(loaded).make_async(decode=False)
-    first = s.markets.get(markets[0])
-    session = make_session(source_config(first, s.upstream))
-    results: list[CycleResult] = []
-    try:
-        for name in markets:
-            refresher = MarketRefresher(
-                name,
-                s.markets.get(name),
-                upstream=s.upstream,
-                guards=s.guards,
-                scheduler=s.scheduler,
-                keys=keys_for(s, name),
-                client=client,
-                session=session,
-            )
-            results.append(await refresher.refresh_once())
-    finally:
-        await session.close()
-        await client.aclose()
-    return results
-
-
 def cmd_refresh(loaded: Loaded, args: argparse.Namespace) -> int:
-    results = run_async(_refresh(loaded, _markets(loaded, args.market)))
+    results = run_async(
+        refresh_markets(loaded.settings, resolve_url(loaded), _markets(loaded, args.market))
+    )
     code = exitcodes.OK
     for result in results:
         if result.ok:
@@ -332,4 +305,32 @@ def cmd_status(loaded: Loaded, args: argparse.Namespace) -> int:
         if stale:
             print("stale: " + "; ".join(stale), file=sys.stderr)
             return exitcodes.FAILURE
+    return exitcodes.OK
+
+
+def cmd_enqueue(loaded: Loaded, args: argparse.Namespace) -> int:
+    try:
+        task_args = msgspec.json.decode(args.args)
+        task_kwargs = msgspec.json.decode(args.kwargs)
+    except msgspec.DecodeError as err:
+        print(f"symbold: --args/--kwargs is not JSON: {err}", file=sys.stderr)
+        return exitcodes.USAGE
+    if not isinstance(task_args, list) or not isinstance(task_kwargs, dict):
+        print("symbold: --args must be a JSON array and --kwargs a JSON object", file=sys.stderr)
+        return exitcodes.USAGE
+    from daemon.enqueue import CeleryMissing, TaskSender
+
+    celery = loaded.settings.celery
+    sender = TaskSender(celery.broker_url or resolve_url(loaded).url, celery)
+    try:
+        task_id = sender.send_blocking(args.task, task_args, task_kwargs)
+    except CeleryMissing as err:
+        print(f"symbold: {err}", file=sys.stderr)
+        return exitcodes.CONFIG
+    except Exception as err:  # noqa: BLE001 - kombu raises many types for an unreachable broker
+        print(f"symbold: broker unreachable: {scrub_text(str(err))}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    finally:
+        sender.close()
+    print(f"sent {args.task} as {task_id} to queue {celery.queue}")
     return exitcodes.OK

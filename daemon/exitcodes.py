@@ -7,6 +7,7 @@ authentication error (the unit's RestartPreventExitStatus, so a bad config does 
 
 OK = 0
 FAILURE = 1
+USAGE = 64  # EX_USAGE: bad arguments
 UNAVAILABLE = 69  # EX_UNAVAILABLE
 TEMPFAIL = 75  # EX_TEMPFAIL
 CONFIG = 78  # EX_CONFIG

@@ -57,6 +57,8 @@ class CycleResult:
     # 403/451: retrying soon will not help.
     permanent: bool = False
     redis_down: bool = False
+    # What changed, when an accepted snapshot replaced a different one.
+    diff: normalize.SnapshotDiff | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,7 +138,10 @@ class MarketRefresher:
         ban = max(self.ban_until, state.ban_until or 0.0)
         if ban > now:
             self.ban_until = ban
-            await self._keep_serving(state)
+            try:
+                await self._keep_serving(state)
+            except (redis.RedisError, OSError) as exc:
+                return self._redis_failed(exc, started)
             self.log.warning("refresh.skipped", reason="rate-limit ban", wait_s=round(ban - now, 1))
             return CycleResult(self.name, "skipped", reason="rate-limit ban", wait=ban - now)
 
@@ -244,6 +249,7 @@ class MarketRefresher:
         return CycleResult(
             self.name,
             outcome,
+            diff=diff,
             version=blobs.version,
             count=blobs.count,
             listed=blobs.listed,

@@ -31,6 +31,7 @@ import redis.asyncio
 
 from daemon import exitcodes
 from daemon.connections import ConnectionConfig
+from daemon.enqueue import TaskSender
 from daemon.health import HealthServer, Telemetry
 from daemon.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text
@@ -84,6 +85,8 @@ class Service:
         self._client: redis.asyncio.Redis | None = None
         self._session: aiohttp.ClientSession | None = None
         self._health: HealthServer | None = None
+        self.sender: TaskSender | None = None
+        self._sends: set[asyncio.Task[bool]] = set()
 
     # -- signals (handlers only set events) ------------------------------------------------
 
@@ -130,6 +133,9 @@ class Service:
             **{f"redis_{k}": v for k, v in self.url.describe().items()},
         )
         await self._check_credentials()
+        if s.celery.enabled:
+            # The legacy broker is the same Redis unless told otherwise (CELERY_BROKER_URL).
+            self.sender = TaskSender(s.celery.broker_url or self.url.url, s.celery)
         await self._start_loops()
         if s.health.enabled:
             self._health = HealthServer(
@@ -283,6 +289,12 @@ class Service:
     async def _shutdown(self) -> None:
         if self._loop_tasks:
             await self._stop_loops()
+        for send in list(self._sends):
+            send.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
+        if self.sender is not None:
+            self.sender.close()
+            self.sender = None
         if self._health is not None:
             await self._health.stop()
             self._health = None
@@ -333,8 +345,34 @@ class Service:
     def _cycle_done(self, result: CycleResult) -> None:
         self.telemetry.observe(result)
         self.notifier.status(self.status_line())
+        self._enqueue_for(result)
         if self.on_cycle is not None:
             self.on_cycle(result)
+
+    def _enqueue_for(self, result: CycleResult) -> None:
+        """Hand the legacy Celery tasks their events, without waiting for the broker."""
+        if self.sender is None:
+            return
+        celery = self.settings.celery
+        if celery.on_change and result.diff is not None and not result.diff.is_empty:
+            kwargs: dict[str, object] = {
+                "market": result.market,
+                "version": result.version,
+                **result.diff.to_builtins(),
+            }
+            self._spawn_send(celery.on_change, kwargs)
+        elif celery.on_failure and result.outcome in ("error", "rejected"):
+            loop = next((lp for lp in self.loops if lp.refresher.name == result.market), None)
+            held = loop.refresher.held if loop is not None else None
+            stale_age = round(time.time() - held.meta.fetched_at, 1) if held else None
+            kwargs = {"market": result.market, "error": result.reason, "stale_age": stale_age}
+            self._spawn_send(celery.on_failure, kwargs)
+
+    def _spawn_send(self, task: str, kwargs: dict[str, object]) -> None:
+        assert self.sender is not None
+        send = asyncio.create_task(self.sender.send(task, kwargs=kwargs), name=f"send-{task}")
+        self._sends.add(send)
+        send.add_done_callback(self._sends.discard)
 
     def status_line(self, now: float | None = None) -> str:
         """One line for `systemctl status`, e.g. "spot: 2292 symbols, 41 s old"."""

@@ -177,6 +177,24 @@ class HealthSettings(_Frozen, frozen=True):
     max_age: PositiveFloat = 900.0
 
 
+class CelerySettings(_Frozen, frozen=True):
+    # Enqueue legacy Celery tasks on events (needs the `celery` extra).
+    enabled: bool = False
+    # Empty: the resolved Redis URL, so a legacy CELERY_BROKER_URL keeps working.
+    broker_url: str = ""
+    # Queue the tasks are sent to.
+    queue: KeyName = "celery"
+    # Task name called with the diff (market, version, added, removed, status_changed,
+    # filters_changed) when a snapshot changes; empty: none.
+    on_change: str = ""
+    # Task name called with market, error, stale_age when a refresh fails; empty: none.
+    on_failure: str = ""
+    # Seconds one send may take before it is given up (the broker may hang).
+    send_timeout: PositiveFloat = 5.0
+    # Sends waiting for the broker at most; more are dropped and counted.
+    max_pending: PositiveInt = 100
+
+
 class Settings(_Frozen, frozen=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -184,6 +202,7 @@ class Settings(_Frozen, frozen=True):
     guards: GuardSettings = msgspec.field(default_factory=GuardSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
+    celery: CelerySettings = msgspec.field(default_factory=CelerySettings)
     markets: MarketsSettings = msgspec.field(
         default_factory=lambda: MarketsSettings(**_default_markets())
     )
@@ -216,6 +235,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "SYMBOLD_SPOT_INTERVAL": "markets.spot.interval",
     "SYMBOLD_USDM_INTERVAL": "markets.usdm.interval",
     "SYMBOLD_COINM_INTERVAL": "markets.coinm.interval",
+    "SYMBOLD_CELERY_QUEUE": "celery.queue",
 }
 
 _SECRET_KEYS = re.compile(r"(url|password|token|secret)$")

@@ -1,0 +1,57 @@
+"""One refresh cycle outside the daemon: ``symbold refresh`` and the Celery task share it.
+
+It builds the same :class:`~daemon.refresh.MarketRefresher` the daemon's loops use, runs one
+cycle per market and closes everything again, so there is exactly one implementation of a
+refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from daemon.connections import ConnectionConfig
+from daemon.keys import keys_for
+from daemon.redis_url import RedisURL
+from daemon.refresh import CycleResult, MarketRefresher, source_config
+from daemon.settings import MarketName, Settings
+from daemon.upstream import make_session
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop when it is installed, else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+async def refresh_markets(
+    settings: Settings, url: RedisURL, markets: Sequence[MarketName]
+) -> list[CycleResult]:
+    """One cycle of each market, in order; never raises for Redis or upstream failures."""
+    client = ConnectionConfig(url=url, settings=settings.redis).make_async(decode=False)
+    session = make_session(source_config(settings.markets.get(markets[0]), settings.upstream))
+    results: list[CycleResult] = []
+    try:
+        for name in markets:
+            refresher = MarketRefresher(
+                name,
+                settings.markets.get(name),
+                upstream=settings.upstream,
+                guards=settings.guards,
+                scheduler=settings.scheduler,
+                keys=keys_for(settings, name),
+                client=client,
+                session=session,
+            )
+            results.append(await refresher.refresh_once())
+    finally:
+        await session.close()
+        await client.aclose()
+    return results
