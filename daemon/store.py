@@ -230,7 +230,12 @@ class SnapshotStore:
             pipe.delete(k.by_symbol)
             pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
             pipe.set(k.refreshed_at, f"{held.meta.fetched_at:.3f}", nx=True)
-            pipe.hset(k.meta, mapping=_mapping(held.meta.fields() | {"stale": "1"}))
+            # Not last_error: a failed cycle recorded why just before falling back, and the
+            # held snapshot's empty one must not erase it. Filled in only if meta lost it.
+            fields = held.meta.fields() | {"stale": "1"}
+            del fields["last_error"]
+            pipe.hset(k.meta, mapping=_mapping(fields))
+            pipe.hsetnx(k.meta, "last_error", "")
             source = "memory"
         else:
             if not await self.client.exists(k.last_good):
