@@ -452,7 +452,8 @@ class Breakdown:
     sources: tuple[SourceConfig, SourceConfig]
     warmup: int
     samples: dict[str, list[Sample]] = field(default_factory=lambda: {step: [] for step in STEPS})
-    previous: dict[str, bytes] | None = None
+    previous: normalize.SnapshotBlobs | None = None
+    memo: normalize.RowMemo = field(default_factory=normalize.RowMemo)
 
     async def run(self, i: int) -> None:
         refresher, market = self.refresher, self.refresher.market
@@ -468,7 +469,7 @@ class Breakdown:
         took["fetch"] = clock.stop()
 
         clock = Clock()
-        norm = normalize.normalize(fetched.body, market=refresher.name)
+        norm = normalize.normalize(fetched.body, market=refresher.name, memo=self.memo)
         took["normalize"] = clock.stop()
 
         clock = Clock()
@@ -481,12 +482,12 @@ class Breakdown:
         took["prioritize"] = clock.stop()
 
         clock = Clock()
-        blobs = normalize.build_snapshot(norm.records, listed)
+        blobs = normalize.build_snapshot(norm.records, listed, norm.encoded)
         took["build_snapshot"] = clock.stop()
 
         clock = Clock()
         previous = self.previous
-        diff = normalize.diff_snapshots(previous, blobs.by_symbol) if previous else None
+        diff = normalize.diff_snapshots(previous.by_symbol, blobs.by_symbol) if previous else None
         took["diff"] = clock.stop()
 
         meta = SnapshotMeta(
@@ -499,10 +500,10 @@ class Breakdown:
             duration_ms=0.0,
         )
         clock = Clock()
-        await store.commit(blobs, meta, diff=diff, token=new_token(), full=True)
+        await store.commit(blobs, meta, diff=diff, token=new_token(), previous=previous)
         took["commit"] = clock.stop()
 
-        self.previous = blobs.by_symbol
+        self.previous = blobs
         if i >= self.warmup:
             for step, sample in took.items():
                 self.samples[step].append(sample)

@@ -109,6 +109,8 @@ class MarketRefresher:
         self.held: HeldSnapshot | None = None
         self.ban_until: float = 0.0
         self.last_result: CycleResult | None = None
+        # Rows seen in the previous payload: unchanged rows are not decoded again.
+        self.memo = normalize.RowMemo()
         # From the last successful fetch, for metrics.
         self.fetch_ms: float | None = None
         self.used_weight: int | None = None
@@ -164,7 +166,7 @@ class MarketRefresher:
         self, fetched: FetchResult, state: StoredState, started: float
     ) -> CycleResult:
         try:
-            norm = normalize.normalize(fetched.body, market=self.name)
+            norm = normalize.normalize(fetched.body, market=self.name, memo=self.memo)
         except normalize.PayloadError as err:
             return await self._reject(f"malformed reply: {err}", state, started, None)
         self._check_weight(fetched, norm.weight_limit)
@@ -182,7 +184,7 @@ class MarketRefresher:
             quote_priority=self.market.quote_priority,
             pinned=self.market.pinned,
         )
-        blobs = normalize.build_snapshot(norm.records, listed)
+        blobs = normalize.build_snapshot(norm.records, listed, norm.encoded)
 
         last_listed = self.held.meta.listed if self.held is not None else state.listed
         streak = state.streak if state.streak.version else ShrinkStreak()
@@ -226,8 +228,15 @@ class MarketRefresher:
             fetched_at=time.time(),
             duration_ms=duration_ms,
         )
+        # What Redis holds, if we know its content: then only the difference is sent.
+        previous = None
+        if state.complete:
+            if unchanged:
+                previous = blobs
+            elif self.held is not None and self.held.meta.version == state.version:
+                previous = self.held.blobs
         await self.store.commit(
-            blobs, meta, diff=diff, token=new_token(), full=not (unchanged and state.complete)
+            blobs, meta, diff=diff, token=new_token(), previous=previous, publish=not unchanged
         )
         self.held = HeldSnapshot(blobs=blobs, meta=meta)
         outcome: Outcome = "unchanged" if unchanged else "accepted"

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import msgspec
 import redis.asyncio
+from redis.exceptions import WatchError
 
 from daemon.guards import ShrinkStreak
 from daemon.keys import MarketKeys
@@ -83,6 +84,10 @@ class SnapshotMeta:
             "stale": "1" if self.stale else "0",
             "last_error": self.last_error,
         }
+
+
+class _NotPrevious(Exception):
+    """Redis does not hold the snapshot an incremental write was based on."""
 
 
 def new_token() -> str:
@@ -164,37 +169,79 @@ class SnapshotStore:
         *,
         diff: SnapshotDiff | None,
         token: str,
-        full: bool = True,
-    ) -> None:
+        previous: SnapshotBlobs | None = None,
+        publish: bool = True,
+    ) -> str:
         """Write an accepted snapshot and count ``refresh_success``, atomically.
 
-        ``full=False`` (the content version is already stored and every key exists) only
-        renews the TTL, timestamp and meta instead of rewriting megabytes of equal data.
+        ``previous`` is the snapshot Redis is believed to hold (its version was read this
+        cycle and every key exists): then only the difference is written (changed and removed
+        symbols, the list if it changed), under WATCH on ``meta`` so that a concurrent writer
+        or a restarted Redis turns it into a full write instead. ``publish`` sends the event
+        (a new version); the stream gets an entry only for a non-empty diff.
+        Returns ``"incremental"`` or ``"full"``.
         """
+        if previous is not None:
+            try:
+                await self._write(blobs, meta, diff, token, previous, publish)
+            except (WatchError, _NotPrevious):
+                pass
+            else:
+                return "incremental"
+        await self._write(blobs, meta, diff, token, None, publish)
+        return "full"
+
+    async def _write(
+        self,
+        blobs: SnapshotBlobs,
+        meta: SnapshotMeta,
+        diff: SnapshotDiff | None,
+        token: str,
+        previous: SnapshotBlobs | None,
+        publish: bool,
+    ) -> None:
         k = self.keys
-        pipe = self.client.pipeline(transaction=True)
-        if full:
-            pipe.set(k.last_good, blobs.symbols_json)
-            pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
-            pipe.delete(k.by_symbol)
-            pipe.hset(k.by_symbol, mapping=_mapping(blobs.by_symbol))
-        else:
+        async with self.client.pipeline(transaction=True) as pipe:
+            if previous is not None:
+                await pipe.watch(k.meta)
+                stored: bytes | None = await pipe.hget(k.meta, "version")  # type: ignore[assignment]
+                if stored is None or stored.decode() != previous.version:
+                    raise _NotPrevious
+                pipe.multi()  # type: ignore[no-untyped-call]
+                if blobs.symbols_json != previous.symbols_json:
+                    pipe.set(k.last_good, blobs.symbols_json)
+                old = previous.by_symbol
+                changed = {n: b for n, b in blobs.by_symbol.items() if old.get(n) != b}
+                removed = [n for n in old if n not in blobs.by_symbol]
+                if changed:
+                    pipe.hset(k.by_symbol, mapping=_mapping(changed))
+                if removed:
+                    pipe.hdel(k.by_symbol, *removed)
+            else:
+                pipe.set(k.last_good, blobs.symbols_json)
+                pipe.delete(k.by_symbol)
+                pipe.hset(k.by_symbol, mapping=_mapping(blobs.by_symbol))
+            # The list is sent once, as last_good; the server copies it into the expiring key.
+            pipe.copy(k.last_good, k.symbols, replace=True)
             pipe.expire(k.symbols, self.cache_ttl)
-        pipe.set(k.refreshed_at, f"{meta.fetched_at:.3f}")
-        pipe.hset(
-            k.meta, mapping=_mapping(meta.fields() | {"shrink_version": "", "shrink_count": "0"})
-        )
-        self._count(pipe, "refresh_success", token)
-        if diff is not None and not diff.is_empty:
-            event = _encode({"market": k.market, "version": blobs.version, **diff.to_builtins()})
-            pipe.xadd(
-                k.changes,
-                {"version": blobs.version, "diff": event},
-                maxlen=self.changes_maxlen,
-                approximate=True,
+            pipe.set(k.refreshed_at, f"{meta.fetched_at:.3f}")
+            pipe.hset(
+                k.meta,
+                mapping=_mapping(meta.fields() | {"shrink_version": "", "shrink_count": "0"}),
             )
-            pipe.publish(k.events, event)
-        await pipe.execute()
+            self._count(pipe, "refresh_success", token)
+            changes = diff.to_builtins() if diff is not None else {}
+            event = _encode({"market": k.market, "version": blobs.version, **changes})
+            if diff is not None and not diff.is_empty:
+                pipe.xadd(
+                    k.changes,
+                    {"version": blobs.version, "diff": event},
+                    maxlen=self.changes_maxlen,
+                    approximate=True,
+                )
+            if publish:
+                pipe.publish(k.events, event)
+            await pipe.execute()
 
     async def record_failure(
         self,
@@ -226,7 +273,8 @@ class SnapshotStore:
         pipe = self.client.pipeline(transaction=True)
         if held is not None:
             pipe.set(k.last_good, held.blobs.symbols_json)
-            pipe.set(k.symbols, held.blobs.symbols_json, ex=self.cache_ttl)
+            pipe.copy(k.last_good, k.symbols, replace=True)
+            pipe.expire(k.symbols, self.cache_ttl)
             pipe.delete(k.by_symbol)
             pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
             pipe.set(k.refreshed_at, f"{held.meta.fetched_at:.3f}", nx=True)
@@ -236,6 +284,11 @@ class SnapshotStore:
             del fields["last_error"]
             pipe.hset(k.meta, mapping=_mapping(fields))
             pipe.hsetnx(k.meta, "last_error", "")
+            # Readers that lost their subscription with the old server learn the version again.
+            pipe.publish(
+                k.events,
+                _encode({"market": k.market, "version": held.meta.version, "republished": True}),
+            )
             source = "memory"
         else:
             if not await self.client.exists(k.last_good):

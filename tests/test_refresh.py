@@ -1491,6 +1491,10 @@ async def test_a_retried_commit_counts_success_exactly_once(
         ) as ref:
             await accepted(ref)
             fake.set_payload(SPOT, CHANGED_PAYLOAD)
+            # Forget the held snapshot so the full write runs: that MULTI/EXEC is retried by
+            # redis-py. (The incremental write is WATCHed, and a watched transaction is never
+            # re-sent; test_incremental_commit_is_not_resent covers it.)
+            ref.held = None
             real_commit = ref.store.commit
 
             async def commit_while_asleep(*args: Any, **kwargs: Any) -> None:
@@ -1519,6 +1523,44 @@ async def test_a_retried_commit_counts_success_exactly_once(
             entries = await admin.xrange(KEYS.changes)
             assert len(entries) == _calls(stats, "exec")
             assert {e[1][b"version"] for e in entries} == {result.version.encode()}
+    finally:
+        await admin.aclose()
+
+
+async def test_incremental_commit_is_not_resent(
+    redis_factory: Any, settings: Settings, fake: FakeBinance
+) -> None:
+    server = redis_factory().start()
+    admin = direct(server.url)
+    socket_timeout = 0.5
+    try:
+        async with open_refresher(
+            server.url,
+            settings,
+            redis_overrides={"socket_timeout": socket_timeout, "retry_attempts": 3},
+        ) as ref:
+            await accepted(ref)
+            assert ref.held is not None  # so the next commit writes only the difference
+            fake.set_payload(SPOT, CHANGED_PAYLOAD)
+            real_commit = ref.store.commit
+
+            async def commit_while_asleep(*args: Any, **kwargs: Any) -> str:
+                async with server_asleep(server.port, socket_timeout + 0.4):
+                    return await real_commit(*args, **kwargs)
+
+            ref.store.commit = commit_while_asleep  # type: ignore[method-assign]
+            result = await ref.refresh_once()
+            # A watched transaction that timed out is not re-sent as it is; the store then
+            # writes the full snapshot with the same one-time token, so success counts once
+            # whether or not the server ran the first EXEC after it woke.
+            assert result.outcome in ("accepted", "error")
+            assert await read_metrics(admin) == {"refresh_success": 2}
+            fresh = await ref.refresh_once()  # the same payload again: nothing half-written
+            assert fresh.ok
+            assert (await read_meta(admin))["version"] == fresh.version == result.version or (
+                result.outcome == "error"
+            )
+            assert await read_metrics(admin) == {"refresh_success": 3}
     finally:
         await admin.aclose()
 
