@@ -7,7 +7,6 @@ recorded payloads (never copied into the repo).
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ from daemon.normalize import (
     Normalized,
     PayloadError,
     RateLimit,
+    RowMemo,
     SymbolRecord,
     build_snapshot,
     decode_payload,
@@ -35,7 +35,7 @@ from daemon.normalize import (
 )
 
 SAMPLES = Path(nz.__file__).parent / "samples"
-FIXTURES = Path(os.environ.get("SYMBOLD_BINANCE_FIXTURES", "/work/shared/fixtures/binance"))
+from tests.support.fixtures import FIXTURES  # noqa: E402
 
 RECORD_FIELDS = (
     "symbol",
@@ -1001,3 +1001,83 @@ def test_fixture_versions_differ_between_payloads_and_diff_works() -> None:
         json.loads(old.by_symbol[s])["status"] != json.loads(new.by_symbol[s])["status"]
         for s, _, _ in diff.status_changed
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The row memo: the result never depends on it, only the work does
+# ---------------------------------------------------------------------------------------
+
+
+def _same(a: Normalized, b: Normalized) -> None:
+    assert a.records == b.records
+    assert dict(a.encoded) == dict(b.encoded)
+    assert (a.rows, a.dropped, a.refused, a.duplicates, a.lenient) == (
+        b.rows,
+        b.dropped,
+        b.refused,
+        b.duplicates,
+        b.lenient,
+    )
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    return [_row(f"S{i:03d}USDT") for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["identical", "in_place", "inserted_first", "removed_middle", "reordered", "odd_rows"],
+)
+def test_memo_gives_the_same_result_as_a_fresh_run(edit: str) -> None:
+    before = _rows(30)
+    after = [dict(r) for r in before]
+    if edit == "in_place":
+        after[10] = _row("S010USDT", status="BREAK")
+    elif edit == "inserted_first":
+        after.insert(0, _row("NEWUSDT"))
+    elif edit == "removed_middle":
+        del after[15]
+    elif edit == "reordered":
+        after.reverse()
+    elif edit == "odd_rows":
+        after[3] = _row("BAD NAME")  # refused
+        after[4] = _row("S000USDT")  # duplicate of row 0
+        after[5] = {"symbol": "NOBASE", "status": "TRADING"}  # dropped
+        after[6] = _row("S006USDT", filters=[{"filterType": "PRICE_FILTER", "tickSize": 0.5}])
+
+    memo = RowMemo()
+    normalize(_payload(*before), market="spot", memo=memo)
+    warm = normalize(_payload(*after), market="spot", memo=memo)
+    cold = normalize(_payload(*after), market="spot")
+    _same(warm, cold)
+    assert _accounted(warm)
+    expected_work = {
+        "identical": 0,
+        "in_place": 1,
+        "inserted_first": 1,
+        "removed_middle": 0,
+        "reordered": 0,
+        "odd_rows": 3,  # the duplicate has the very bytes of row 0: found, not decoded
+    }[edit]
+    assert warm.processed == expected_work
+    # and the memo now describes `after`: the same payload again costs nothing
+    again = normalize(_payload(*after), market="spot", memo=memo)
+    _same(again, cold)
+    assert again.processed == 0
+
+
+def test_memo_keeps_records_independent_of_the_payload_buffer() -> None:
+    memo = RowMemo()
+    body = bytearray(_payload(*_rows(3)))
+    first = normalize(bytes(body), market="spot", memo=memo)
+    filters = bytes(first.records[0].filters)
+    body[:] = b" " * len(body)  # the caller reuses its buffer
+    assert bytes(first.records[0].filters) == filters
+
+
+def test_build_snapshot_with_and_without_encoded_agree() -> None:
+    result = normalize(_payload(*_rows(12)), market="spot")
+    listed = prioritize(result.records, list_statuses={"TRADING"}, quote_priority=[], pinned=[])
+    with_encoded = build_snapshot(result.records, listed, result.encoded)
+    without = build_snapshot(result.records, listed)
+    assert with_encoded == without

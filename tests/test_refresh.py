@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -434,7 +433,8 @@ async def test_changes_stream_is_trimmed_to_about_changes_maxlen(
 
 # -- recorded Binance payloads ---------------------------------------------------------------
 
-FIXTURES = Path("/work/shared/fixtures/binance")
+from tests.support.fixtures import FIXTURES  # noqa: E402
+
 DEFAULT_QUOTES = ("USDT", "FDUSD", "USDC", "BTC", "ETH", "BNB")
 
 

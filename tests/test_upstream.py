@@ -54,8 +54,8 @@ from tests.support.fake_binance import (
     Fault,
     small_exchange_info,
 )
+from tests.support.fixtures import FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/binance")
 SPOT_2023 = FIXTURES / "spot-exchangeinfo-2023-09.json"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
