@@ -329,7 +329,16 @@ class MarketRefresher:
 
     def _redis_failed(self, exc: BaseException, started: float) -> CycleResult:
         message = scrub_text(f"{type(exc).__name__}: {exc}")
-        self.log.warning("redis.unavailable", error=message)
+        if isinstance(exc, redis.AuthenticationError) or message.startswith(
+            ("ResponseError: NOAUTH", "ResponseError: WRONGPASS", "AuthenticationError")
+        ):
+            # The password changed under us: a person has to act, retrying cannot fix it.
+            self.log.error("redis.auth_failed", error=message, action="fix the Redis credentials")
+        elif isinstance(exc, (redis.ReadOnlyError, redis.exceptions.OutOfMemoryError)):
+            # Reachable, but refusing writes (a replica after failover, maxmemory noeviction).
+            self.log.error("redis.write_refused", error=message)
+        else:
+            self.log.warning("redis.unavailable", error=message)
         return CycleResult(
             self.name,
             "error",
