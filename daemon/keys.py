@@ -23,6 +23,8 @@ KEY_NAMES = (
     "events",
     "ban_until",
     "daemon",
+    "leader",
+    "refresh_request",
 )
 
 # Fields of the metrics hash; exact counters (see snapshot writer for why they are idempotent).
@@ -45,6 +47,10 @@ class MarketKeys:
     ban_until: str
     # Heartbeat of the daemon that refreshes this market (expires when it stops beating).
     daemon: str
+    # Lease naming the daemon that leads this market among replicas.
+    leader: str
+    # Set by a follower's SIGHUP; the leader takes it and refreshes.
+    refresh_request: str
 
     def all_keys(self) -> tuple[str, ...]:
         """Every real key (not the channel), for cleanup and cluster-slot checks."""
@@ -58,6 +64,8 @@ class MarketKeys:
             self.changes,
             self.ban_until,
             self.daemon,
+            self.leader,
+            self.refresh_request,
         )
 
 

@@ -13,6 +13,8 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +26,7 @@ import redis.asyncio
 from daemon import normalize
 from daemon.guards import ShrinkStreak, judge
 from daemon.keys import MarketKeys
+from daemon.lease import LeaseLost
 from daemon.logs import get_logger, scrub_text
 from daemon.settings import GuardSettings, MarketSettings, SchedulerSettings, UpstreamSettings
 from daemon.store import HeldSnapshot, SnapshotMeta, SnapshotStore, StoredState, new_token
@@ -59,6 +62,8 @@ class CycleResult:
     redis_down: bool = False
     # What changed, when an accepted snapshot replaced a different one.
     diff: normalize.SnapshotDiff | None = None
+    # The write was refused because another daemon holds the market's lease.
+    fenced: bool = False
 
     @property
     def ok(self) -> bool:
@@ -125,6 +130,10 @@ class MarketRefresher:
         started = time.perf_counter()
         try:
             result = await self._cycle(started)
+        except LeaseLost:
+            # Another daemon leads this market now; Redis refused our write, nothing changed.
+            self.log.warning("refresh.fenced", reason="lease lost; the write was refused")
+            result = CycleResult(self.name, "skipped", reason="lease lost", fenced=True)
         finally:
             self._running = False
         self.last_result = result
@@ -227,6 +236,12 @@ class MarketRefresher:
             server_time=norm.server_time,
             fetched_at=time.time(),
             duration_ms=duration_ms,
+            # Computed now, not at import: a Celery prefork child has its own pid.
+            writer=(
+                self.store.fence.token.decode()
+                if self.store.fence
+                else f"{socket.gethostname()}:{os.getpid()}"
+            ),
         )
         # What Redis holds, if we know its content: then only the difference is sent.
         previous = None

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import redis
 
+from daemon.lease import Lease, LeaseLost
 from daemon.logs import get_logger, scrub_text
 from daemon.refresh import CycleResult, MarketRefresher
 from daemon.settings import MarketSettings, SchedulerSettings, UpstreamSettings
@@ -65,8 +66,11 @@ class MarketLoop:
         stop: asyncio.Event,
         rng: random.Random | None = None,
         on_cycle: Callable[[CycleResult], None] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.refresher = refresher
+        # With a lease this loop refreshes only while it leads the market among replicas.
+        self.lease = lease
         self.upstream = upstream
         self.scheduler = scheduler
         self.stop = stop
@@ -85,20 +89,39 @@ class MarketLoop:
         self.beat = time.monotonic()
         self.log = get_logger("symbold.scheduler").bind(market=refresher.name)
 
+    @property
+    def leading(self) -> bool:
+        return self.lease is None or self.lease.held
+
     async def run(self) -> None:
-        """Cycle now, then on the timer; returns when `stop` is set (between cycles)."""
+        """Cycle now, then on the timer; returns when `stop` is set (between cycles).
+
+        With a lease: follow (stay warm, forward refresh requests) until the lease is free,
+        then lead; a lost lease (expired, or a fenced write) turns it back into a follower.
+        """
+        keeper = asyncio.create_task(self._keep_lease()) if self.lease is not None else None
         try:
             await self._run()
         finally:
             self.finished = True
             self.cycle_done.set()
+            if keeper is not None:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
+            if self.lease is not None:
+                await self.lease.release()
 
     async def _run(self) -> None:
         delay = 0.0
         while not self.stop.is_set():
+            if not self.leading:
+                delay = await self._follow()
+                continue
             await self._wait(delay)
             if self.stop.is_set():
                 break
+            if not self.leading:
+                continue
             self.wake.clear()
             self.idle.clear()
             try:
@@ -108,6 +131,10 @@ class MarketLoop:
             self.cycles += 1
             self.beat = time.monotonic()
             self.cycle_done.set()
+            if result.fenced and self.lease is not None:
+                self.lease.held = False
+                self.refresher.store.fence = None
+                continue
             self.failures = 0 if result.ok else self.failures + 1
             delay = next_delay(
                 result,
@@ -120,6 +147,68 @@ class MarketLoop:
             if self.on_cycle is not None:
                 self.on_cycle(result)
 
+    async def _follow(self) -> float:
+        """Wait as a follower until this daemon takes the lease; return the delay until the
+        market's next refresh is due (so a takeover keeps one refresh per interval)."""
+        assert self.lease is not None
+        lease, store = self.lease, self.refresher.store
+        store.fence = None
+        poll = lease.ttl / 3
+        announced = False
+        while not self.stop.is_set():
+            self.beat = time.monotonic()
+            try:
+                if self.wake.is_set():
+                    # SIGHUP on a follower: ask the leader instead of fetching ourselves.
+                    self.wake.clear()
+                    await store.request_refresh()
+                    self.log.info("refresh.forwarded", to=await lease.holder())
+                if await lease.try_acquire():
+                    store.fence = lease.fence
+                    self.log.info("lease.leading", token=lease.token)
+                    return await self._due_in()
+                if not announced:
+                    announced = True
+                    self.log.info("lease.following", leader=await lease.holder())
+                held = await store.load_if_newer(self.refresher.held)
+                if held is not None:
+                    self.refresher.held = held
+            except (redis.RedisError, OSError) as exc:
+                self.log.debug("redis.unavailable", error=scrub_text(str(exc)), during="follow")
+            await _first_of((self.stop, self.wake), seconds=poll)
+        return 0.0
+
+    async def _due_in(self) -> float:
+        refreshed_at = await self.refresher.store.refreshed_at()
+        if refreshed_at is None:
+            return 0.0
+        return max(0.0, refreshed_at + self.refresher.market.interval - time.time())
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every ttl/3 while leading; notice when it is gone."""
+        assert self.lease is not None
+        lease = self.lease
+        while not self.stop.is_set():
+            await _first_of((self.stop,), seconds=lease.ttl / 3)
+            if self.stop.is_set() or not lease.held:
+                continue
+            try:
+                if not await lease.renew():
+                    self.refresher.store.fence = None
+                    self.wake.set()  # leave any wait at once and turn follower
+            except (redis.RedisError, OSError) as exc:
+                if lease.expired_locally():
+                    lease.held = False
+                    self.refresher.store.fence = None
+                    self.log.warning("lease.expired", error=scrub_text(str(exc)))
+                    self.wake.set()
+
+    def request_refresh(self) -> bool:
+        """Refresh now (leader) or forward the request (follower). True if a cycle follows
+        here, so a caller may wait for it."""
+        self.wake.set()
+        return self.leading
+
     async def _wait(self, delay: float) -> None:
         """Sleep `delay` seconds, waking early for `wake` or `stop`; watch the cache meanwhile."""
         deadline = time.monotonic() + delay
@@ -129,16 +218,27 @@ class MarketLoop:
                 return
             self.beat = time.monotonic()
             step = min(remaining, self.scheduler.check_interval)
+            if self.lease is not None:
+                step = min(step, self.lease.ttl / 3)
             await _first_of((self.stop, self.wake), seconds=step)
             if self.stop.is_set() or self.wake.is_set() or deadline <= time.monotonic():
+                return
+            if not self.leading:
                 return
             await self._watch()
 
     async def _watch(self) -> None:
         try:
             await self.refresher.watch()
+            if self.lease is not None and await self.refresher.store.take_refresh_request():
+                self.log.info("refresh.requested", by="a follower")
+                self.wake.set()
         except (redis.RedisError, OSError) as exc:
             self.log.debug("redis.unavailable", error=scrub_text(str(exc)), during="watch")
+        except LeaseLost:
+            if self.lease is not None:
+                self.lease.held = False
+                self.refresher.store.fence = None
 
 
 async def _first_of(events: Iterable[asyncio.Event], seconds: float) -> None:
@@ -193,10 +293,10 @@ class ForcedRefresh:
 
 
 async def wake_and_wait(loops: Iterable[MarketLoop], stop: asyncio.Event) -> None:
-    """Wake every loop for a refresh now and wait until each finished that cycle (or stop)."""
+    """Refresh every market now and wait until each leading loop finished that cycle (or
+    stop); a follower forwards the request to the leader and is not waited for."""
     targets = [(loop, loop.cycles + (0 if loop.idle.is_set() else 1) + 1) for loop in loops]
-    for loop, _ in targets:
-        loop.wake.set()
+    targets = [(loop, target) for loop, target in targets if loop.request_refresh()]
     for loop, target in targets:
         while loop.cycles < target and not stop.is_set() and not loop.finished:
             await _first_of((loop.cycle_done, stop), seconds=3600.0)

@@ -34,6 +34,7 @@ from daemon.connections import ConnectionConfig
 from daemon.enqueue import TaskSender
 from daemon.health import HealthServer, Telemetry
 from daemon.keys import keys_for
+from daemon.lease import Lease
 from daemon.logs import configure_logging, get_logger, scrub_text
 from daemon.notify import Notifier, Watchdog, watchdog_interval
 from daemon.ping import classify
@@ -86,6 +87,7 @@ class Service:
         self._session: aiohttp.ClientSession | None = None
         self._health: HealthServer | None = None
         self.sender: TaskSender | None = None
+        self._beat_keys: set[str] = set()
         self._sends: set[asyncio.Task[bool]] = set()
 
     # -- signals (handlers only set events) ------------------------------------------------
@@ -170,6 +172,13 @@ class Service:
                 # Keep the snapshot held in memory across a reload: it is still the newest.
                 refresher.held = old.held
                 refresher.ban_until = old.ban_until
+            lease = None
+            if s.lease.enabled:
+                lease = Lease(self._client, refresher.store.keys.leader, ttl=s.lease.ttl)
+                # Lead at once when nobody does (the usual single daemon); else follow.
+                with contextlib.suppress(redis.RedisError, OSError):
+                    if await lease.try_acquire():
+                        refresher.store.fence = lease.fence
             self.loops.append(
                 MarketLoop(
                     refresher,
@@ -177,6 +186,7 @@ class Service:
                     scheduler=s.scheduler,
                     stop=self._loops_stop,
                     on_cycle=self._cycle_done,
+                    lease=lease,
                 )
             )
         self.telemetry.track(lp.refresher for lp in self.loops)
@@ -298,13 +308,13 @@ class Service:
         if self._health is not None:
             await self._health.stop()
             self._health = None
-        if self.loops:
+        if self._beat_keys:
             # Say we are gone, so `symbold status` does not show a stale heartbeat.
             client = ConnectionConfig(url=self.url, settings=self.settings.redis).make_async(
                 decode=False
             )
             with contextlib.suppress(redis.RedisError, OSError):
-                await client.delete(*(lp.refresher.store.keys.daemon for lp in self.loops))
+                await client.delete(*self._beat_keys)
             await client.aclose()
         self.notifier.close()
         self.log.info("service.stopped")
@@ -386,6 +396,8 @@ class Service:
                 text = f"{r.name}: {r.held.meta.count} symbols, {age} old"
             else:
                 text = f"{r.name}: no snapshot yet"
+            if not lp.leading:
+                text += " (standby)"
             if last is not None and not last.ok:
                 reason = "redis unavailable" if last.redis_down else last.reason[:60]
                 text += f", {'stale' if r.held else 'waiting'}: {last.outcome} ({reason})"
@@ -422,6 +434,9 @@ class Service:
                 try:
                     pipe = client.pipeline(transaction=False)
                     for lp in self.loops:
+                        if not lp.leading:
+                            continue  # the leader's heartbeat is the one status shows
+                        self._beat_keys.add(lp.refresher.store.keys.daemon)
                         beat = {
                             "pid": os.getpid(),
                             "host": host,

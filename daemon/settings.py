@@ -94,6 +94,8 @@ class KeyOverrides(_Frozen, frozen=True):
     events: KeyName | None = None
     ban_until: KeyName | None = None
     daemon: KeyName | None = None
+    leader: KeyName | None = None
+    refresh_request: KeyName | None = None
 
 
 class MarketSettings(_Frozen, frozen=True):
@@ -168,6 +170,14 @@ class SchedulerSettings(_Frozen, frozen=True):
     check_interval: Annotated[float, msgspec.Meta(ge=0.05)] = 5.0
 
 
+class LeaseSettings(_Frozen, frozen=True):
+    # Several daemons on one Redis: one leads each market, the others stand by.
+    enabled: bool = True
+    # Seconds a leader's lease lasts without renewal; a dead leader is replaced within
+    # ttl + ttl/3. The leader renews every ttl/3.
+    ttl: Annotated[float, msgspec.Meta(ge=0.3)] = 15.0
+
+
 class HealthSettings(_Frozen, frozen=True):
     # The HTTP endpoint (/healthz, /metrics) is off unless asked for.
     enabled: bool = False
@@ -202,6 +212,7 @@ class Settings(_Frozen, frozen=True):
     guards: GuardSettings = msgspec.field(default_factory=GuardSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
+    lease: LeaseSettings = msgspec.field(default_factory=LeaseSettings)
     celery: CelerySettings = msgspec.field(default_factory=CelerySettings)
     markets: MarketsSettings = msgspec.field(
         default_factory=lambda: MarketsSettings(**_default_markets())

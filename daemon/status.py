@@ -33,6 +33,8 @@ class MarketStatus:
     counters: dict[str, int] = field(default_factory=dict)
     ban_until: float | None = None
     daemon: dict[str, Any] | None = None
+    # Lease holder among replicas ("host:pid:id"), when leases are on and someone leads.
+    leader: str | None = None
 
     def to_builtins(self) -> dict[str, Any]:
         out: dict[str, Any] = msgspec.to_builtins(self)
@@ -59,7 +61,10 @@ async def read_status(client: redis.asyncio.Redis, keys: MarketKeys) -> MarketSt
     pipe.ttl(keys.symbols)
     pipe.get(keys.ban_until)
     pipe.get(keys.daemon)
-    refreshed_raw, meta_raw, metrics_raw, ttl, ban_raw, daemon_raw = await pipe.execute()
+    pipe.get(keys.leader)
+    refreshed_raw, meta_raw, metrics_raw, ttl, ban_raw, daemon_raw, leader_raw = (
+        await pipe.execute()
+    )
     meta = {k.decode(): v.decode(errors="replace") for k, v in meta_raw.items()}
     refreshed_at = _num(refreshed_raw, float)
     daemon: dict[str, Any] | None = None
@@ -85,6 +90,7 @@ async def read_status(client: redis.asyncio.Redis, keys: MarketKeys) -> MarketSt
         counters=counters,
         ban_until=_num(ban_raw, float),
         daemon=daemon,
+        leader=leader_raw.decode(errors="replace") if leader_raw else None,
     )
 
 
@@ -128,4 +134,6 @@ def format_status(statuses: list[MarketStatus], now: float | None = None) -> str
             lines.append(f"  daemon: pid {st.daemon.get('pid')} on {st.daemon.get('host')}{when}")
         else:
             lines.append("  daemon: not running")
+        if st.leader:
+            lines.append(f"  leader: {st.leader}")
     return "\n".join(lines)

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from daemon.guards import ShrinkStreak
 from daemon.keys import MarketKeys
+from daemon.lease import Fence, LeaseLost
 from daemon.normalize import SnapshotBlobs, SnapshotDiff
 
 # Count one event exactly once: the token key exists only if this event was counted already.
@@ -37,6 +39,8 @@ end
 return false
 """
 _TOKEN_TTL = 24 * 3600
+# A watched transaction aborted by a concurrent touch (our own lease renewal) is rebuilt.
+_WATCH_RETRIES = 3
 
 _encode = msgspec.json.Encoder().encode
 
@@ -71,6 +75,8 @@ class SnapshotMeta:
     duration_ms: float
     stale: bool = False
     last_error: str = ""
+    # Which daemon wrote it: its lease token (host:pid:id), or host:pid without leases.
+    writer: str = ""
 
     def fields(self) -> dict[str, str]:
         return {
@@ -83,6 +89,7 @@ class SnapshotMeta:
             "duration_ms": f"{self.duration_ms:.1f}",
             "stale": "1" if self.stale else "0",
             "last_error": self.last_error,
+            "writer": self.writer,
         }
 
 
@@ -122,11 +129,14 @@ class SnapshotStore:
         self.keys = keys
         self.cache_ttl = cache_ttl
         self.changes_maxlen = changes_maxlen
+        # Set while this daemon leads the market among replicas: every write then checks,
+        # inside its transaction, that the lease still holds our token.
+        self.fence: Fence | None = None
 
     def _token_key(self, token: str) -> str:
         return f"{self.keys.metrics}:once:{token}"
 
-    def _count(self, pipe: redis.asyncio.client.Pipeline, field: str, token: str) -> None:
+    def _count(self, pipe: Pipeline, field: str, token: str) -> None:
         pipe.eval(_COUNT_ONCE, 2, self.keys.metrics, self._token_key(token), field, _TOKEN_TTL)
 
     async def read_state(self) -> StoredState:
@@ -161,6 +171,52 @@ class SnapshotStore:
         """The stored per-symbol records (for diffing against what a restarted daemon fetched)."""
         raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.by_symbol))
         return {name.decode(): value for name, value in raw.items()}
+
+    async def _transact(
+        self, fill: Callable[[Pipeline], None], *, expect_version: str | None = None
+    ) -> None:
+        """Run one MULTI/EXEC that `fill` builds.
+
+        With a fence, it runs only while the lease holds our token (LeaseLost otherwise);
+        with `expect_version`, only while meta holds that version (_NotPrevious otherwise).
+        Both are checked under WATCH, so a change between check and EXEC aborts it; our own
+        lease renewal also touches the key, hence a few retries. A watched transaction is
+        never re-sent by redis-py after a timeout; an unwatched one may be, which is why every
+        counter in it is counted once by token.
+        """
+        watched = [self.keys.meta] if expect_version is not None else []
+        if self.fence is not None:
+            watched.append(self.fence.key)
+        if not watched:
+            pipe = self.client.pipeline(transaction=True)
+            fill(pipe)
+            await pipe.execute()
+            return
+        for attempt in range(_WATCH_RETRIES + 1):
+            async with self.client.pipeline(transaction=True) as pipe:
+                await pipe.watch(*watched)
+                claim = False
+                if self.fence is not None:
+                    holder: bytes | None = await pipe.get(self.fence.key)  # type: ignore[assignment]
+                    # Vacant (Redis restarted empty): nobody else leads; claim it with the write.
+                    claim = holder is None
+                    if holder is not None and holder != self.fence.token:
+                        raise LeaseLost(self.fence.key)
+                if expect_version is not None:
+                    stored: bytes | None = await pipe.hget(self.keys.meta, "version")  # type: ignore[assignment]
+                    if stored is None or stored.decode() != expect_version:
+                        raise _NotPrevious
+                pipe.multi()  # type: ignore[no-untyped-call]
+                if claim and self.fence is not None:
+                    pipe.set(self.fence.key, self.fence.token, px=self.fence.ttl_ms)
+                fill(pipe)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    if attempt == _WATCH_RETRIES:
+                        raise
+                    continue
+                return
 
     async def commit(
         self,
@@ -201,13 +257,9 @@ class SnapshotStore:
         publish: bool,
     ) -> None:
         k = self.keys
-        async with self.client.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Pipeline) -> None:
             if previous is not None:
-                await pipe.watch(k.meta)
-                stored: bytes | None = await pipe.hget(k.meta, "version")  # type: ignore[assignment]
-                if stored is None or stored.decode() != previous.version:
-                    raise _NotPrevious
-                pipe.multi()  # type: ignore[no-untyped-call]
                 if blobs.symbols_json != previous.symbols_json:
                     pipe.set(k.last_good, blobs.symbols_json)
                 old = previous.by_symbol
@@ -241,7 +293,10 @@ class SnapshotStore:
                 )
             if publish:
                 pipe.publish(k.events, event)
-            await pipe.execute()
+
+        await self._transact(
+            fill, expect_version=previous.version if previous is not None else None
+        )
 
     async def record_failure(
         self,
@@ -257,10 +312,12 @@ class SnapshotStore:
         fields: dict[str, str] = {"stale": "1", "last_error": error[:500]}
         if streak is not None:
             fields |= {"shrink_version": streak.version, "shrink_count": str(streak.count)}
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.keys.meta, mapping=_mapping(fields))
-        self._count(pipe, field, token)
-        await pipe.execute()
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.hset(self.keys.meta, mapping=_mapping(fields))
+            self._count(pipe, field, token)
+
+        await self._transact(fill)
 
     async def republish(self, held: HeldSnapshot | None, *, token: str) -> str | None:
         """Serve again after the cache vanished (expiry, Redis restarted empty).
@@ -270,36 +327,89 @@ class SnapshotStore:
         Returns where the data came from ("memory", "last_good"), or None if nothing to serve.
         """
         k = self.keys
+        if held is None and not await self.client.exists(k.last_good):
+            return None
+
+        def fill(pipe: Pipeline) -> None:
+            if held is not None:
+                pipe.set(k.last_good, held.blobs.symbols_json)
+                pipe.copy(k.last_good, k.symbols, replace=True)
+                pipe.expire(k.symbols, self.cache_ttl)
+                pipe.delete(k.by_symbol)
+                pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
+                pipe.set(k.refreshed_at, f"{held.meta.fetched_at:.3f}", nx=True)
+                # Not last_error: a failed cycle recorded why just before falling back, and
+                # the held snapshot's empty one must not erase it. Filled in if meta lost it.
+                fields = held.meta.fields() | {"stale": "1"}
+                del fields["last_error"]
+                pipe.hset(k.meta, mapping=_mapping(fields))
+                pipe.hsetnx(k.meta, "last_error", "")
+                # Readers that lost their subscription with the old server learn the version.
+                event = {"market": k.market, "version": held.meta.version, "republished": True}
+                pipe.publish(k.events, _encode(event))
+            else:
+                pipe.copy(k.last_good, k.symbols, replace=True)
+                pipe.expire(k.symbols, self.cache_ttl)
+                pipe.hset(k.meta, "stale", "1")
+            self._count(pipe, "fallback_used", token)
+
+        await self._transact(fill)
+        return "memory" if held is not None else "last_good"
+
+    async def refreshed_at(self) -> float | None:
+        raw = await self.client.get(self.keys.refreshed_at)
+        try:
+            return float(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+    async def request_refresh(self) -> None:
+        """A follower asks the leader for a refresh (kept a minute if nobody takes it)."""
+        await self.client.set(self.keys.refresh_request, f"{time.time():.3f}", ex=60)
+
+    async def take_refresh_request(self) -> bool:
+        """The leader takes a pending request, if any (GETDEL: exactly one leader sees it)."""
+        return await self.client.getdel(self.keys.refresh_request) is not None
+
+    async def load_if_newer(self, held: HeldSnapshot | None) -> HeldSnapshot | None:
+        """The stored snapshot when its version differs from `held`'s (followers keep it in
+        memory to republish after a takeover); None when unchanged or absent.
+
+        Read in one MULTI, so list, hash and meta belong to one snapshot.
+        """
+        k = self.keys
+        version: bytes | None = await self.client.hget(k.meta, "version")  # type: ignore[assignment]
+        if version is None or (held is not None and held.meta.version == version.decode()):
+            return None
         pipe = self.client.pipeline(transaction=True)
-        if held is not None:
-            pipe.set(k.last_good, held.blobs.symbols_json)
-            pipe.copy(k.last_good, k.symbols, replace=True)
-            pipe.expire(k.symbols, self.cache_ttl)
-            pipe.delete(k.by_symbol)
-            pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
-            pipe.set(k.refreshed_at, f"{held.meta.fetched_at:.3f}", nx=True)
-            # Not last_error: a failed cycle recorded why just before falling back, and the
-            # held snapshot's empty one must not erase it. Filled in only if meta lost it.
-            fields = held.meta.fields() | {"stale": "1"}
-            del fields["last_error"]
-            pipe.hset(k.meta, mapping=_mapping(fields))
-            pipe.hsetnx(k.meta, "last_error", "")
-            # Readers that lost their subscription with the old server learn the version again.
-            pipe.publish(
-                k.events,
-                _encode({"market": k.market, "version": held.meta.version, "republished": True}),
+        pipe.get(k.last_good)
+        pipe.hgetall(k.by_symbol)
+        pipe.hgetall(k.meta)
+        symbols_json, by_symbol_raw, meta_raw = await pipe.execute()
+        meta = {key.decode(): value.decode() for key, value in meta_raw.items()}
+        if symbols_json is None or not by_symbol_raw or "version" not in meta:
+            return None
+        try:
+            snapshot_meta = SnapshotMeta(
+                version=meta["version"],
+                count=int(meta.get("count") or 0),
+                listed=int(meta.get("listed") or 0),
+                source=meta.get("source", ""),
+                server_time=_int(meta.get("server_time", "").encode() or None),
+                fetched_at=float(meta.get("fetched_at") or 0.0),
+                duration_ms=float(meta.get("duration_ms") or 0.0),
+                writer=meta.get("writer", ""),
             )
-            source = "memory"
-        else:
-            if not await self.client.exists(k.last_good):
-                return None
-            pipe.copy(k.last_good, k.symbols, replace=True)
-            pipe.expire(k.symbols, self.cache_ttl)
-            pipe.hset(k.meta, "stale", "1")
-            source = "last_good"
-        self._count(pipe, "fallback_used", token)
-        await pipe.execute()
-        return source
+        except ValueError:
+            return None
+        blobs = SnapshotBlobs(
+            by_symbol={name.decode(): value for name, value in by_symbol_raw.items()},
+            symbols_json=symbols_json,
+            version=snapshot_meta.version,
+            count=snapshot_meta.count,
+            listed=snapshot_meta.listed,
+        )
+        return HeldSnapshot(blobs=blobs, meta=snapshot_meta)
 
     async def set_ban(self, until: float) -> None:
         """Remember a 429/418 deadline so a restarted daemon honours it too."""

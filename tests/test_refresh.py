@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -259,6 +261,8 @@ async def test_first_refresh_writes_every_key_per_the_contract(
         "last_error": "",
         "shrink_version": "",
         "shrink_count": "0",
+        # no lease in this test: the writer is named by host and pid
+        "writer": f"{socket.gethostname()}:{os.getpid()}",
     }
     assert 0 < float(meta["duration_ms"]) < 5000
 
