@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from daemon import logs, redis_client
+from daemon import logs, readers, redis_client
 from tests.support.redis_server import RedisServer
 
 
@@ -56,6 +56,7 @@ def _clean_global_state() -> Iterator[None]:
     """Logging config, registered secrets and the legacy module's clients are process-wide."""
     yield
     redis_client.reset()
+    readers.reset()
     structlog.reset_defaults()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == "symbold"]:

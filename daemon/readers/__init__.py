@@ -1,0 +1,208 @@
+"""Fast symbol readers for the bot's processes: sync and async twins with the same behaviour.
+
+What a caller gets::
+
+    from daemon.readers import SymbolReader, get_symbol_sync, get_symbol
+
+    rec = get_symbol_sync("BTCUSDT")            # SymbolRecord | None, one HGET
+    rec.tick_size, rec.min_notional             # decimal strings, exactly as Binance sent them
+    listed = get_symbols_sync()                 # list[SymbolRecord], priority order
+    info = snapshot_info_sync("spot")           # version, count, listed, stale, age
+    rec = await get_symbol("BTCUSDT")           # async twins: no suffix, as in redis_client
+
+    with SymbolReader.from_settings(near_cache=True) as reader:   # own reader, near-cache on
+        rec = reader.get_symbol("BTCUSDT")      # from memory after the first read
+
+Records are :class:`~daemon.normalize.SymbolRecord` values: typed (mypy catches a misspelt
+field), frozen (the near-cache hands the same object to every caller and nobody can change it
+under the others), and decoded by msgspec straight from the stored JSON, faster than
+``json.loads`` into a dict. Code that wants the legacy dict calls :func:`record_to_dict`.
+
+Reads, per market (key names from :mod:`daemon.keys`, so overrides in the settings apply):
+
+- ``get_symbol(name)``: one ``HGET by_symbol name``; the whole list is never read. None when
+  the symbol is not in the snapshot (any status is returned, not only listed ones) or there
+  is no snapshot. Redis errors propagate (``redis.RedisError``): an outage is not "no such
+  symbol".
+- ``get_symbols()``: the stored ``symbols`` list, or ``last_good`` once it has expired (one
+  script, one round trip). ``get_symbols(statuses={...})``: every record with one of those
+  statuses, from ``by_symbol``; order: the ones in the stored listing first, in listing order,
+  then the rest by symbol (``str`` order). So ``statuses`` equal to the daemon's
+  ``list_statuses`` gives exactly the listing.
+- ``snapshot_info()``: :class:`SnapshotInfo`, read in one round trip.
+
+The near-cache (off by default; ``near_cache=True`` or :class:`NearCacheOptions`, or
+``configure(near_cache=True)`` for the module-level functions) keeps decoded records (and
+negative answers, and the listing) of one snapshot version per market. A subscriber (a
+thread, or a task for the async reader) listens on each market's ``events`` channel; a message
+for another version drops that market's entries. Rules (the details are on
+:class:`~daemon.readers._core.NearCache`):
+
+- hits are served only while the channel is live: subscribed, and some reply heard within
+  ``silence_limit`` (it is PINGed every ``ping_interval``). Otherwise every call reads Redis,
+  until the subscriber is back; becoming live again empties the cache first, since messages
+  published in between were missed;
+- a reader never serves a version older than one it has seen: every read of Redis made with
+  the near-cache on returns the snapshot version with the data (one script, consistent), and
+  any read that sees another version than the cached one replaces or empties it. Ordering
+  comes from causality (a read that started after the cached version was established sees a
+  version at least as new), tracked with a generation counter per market; version hashes
+  are only compared for equality, which is enough because they are content hashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Collection
+
+from daemon.normalize import SymbolRecord
+from daemon.readers._async import AsyncSymbolReader
+from daemon.readers._core import (
+    ChannelSilentError,
+    NearCacheOptions,
+    NearCacheStatus,
+    ReaderClosedError,
+    SnapshotInfo,
+    connection_config_for,
+    record_to_dict,
+)
+from daemon.readers._sync import SymbolReader
+from daemon.settings import Loaded
+
+__all__ = [
+    "AsyncSymbolReader",
+    "ChannelSilentError",
+    "NearCacheOptions",
+    "NearCacheStatus",
+    "ReaderClosedError",
+    "SnapshotInfo",
+    "SymbolReader",
+    "SymbolRecord",
+    "close_async",
+    "close_sync",
+    "configure",
+    "default_async_reader",
+    "default_reader",
+    "get_symbol",
+    "get_symbol_sync",
+    "get_symbols",
+    "get_symbols_sync",
+    "record_to_dict",
+    "reset",
+    "snapshot_info",
+    "snapshot_info_sync",
+]
+
+_state_lock = threading.Lock()
+_loaded: Loaded | None = None
+_near_cache: bool | NearCacheOptions = False
+_sync_reader: SymbolReader | None = None
+# One async reader per event loop: a reader is bound to the loop it first ran in.
+_async_readers: dict[asyncio.AbstractEventLoop, AsyncSymbolReader] = {}
+
+
+def configure(loaded: Loaded | None = None, *, near_cache: bool | NearCacheOptions = False) -> None:
+    """Settings and near-cache choice for the module-level functions' readers.
+
+    Default: the settings are loaded on first use (same file and URL order as the daemon) and
+    the near-cache is off. Closes the current sync reader; async readers are dropped (close
+    them first with :func:`close_async` in their loops).
+    """
+    global _loaded, _near_cache, _sync_reader
+    with _state_lock:
+        old, _sync_reader = _sync_reader, None
+        _loaded = loaded
+        _near_cache = near_cache
+        _async_readers.clear()
+    if old is not None:
+        old.close()
+
+
+def reset() -> None:
+    """Back to defaults: close the sync reader, forget settings and async readers (tests)."""
+    configure(None)
+
+
+def default_reader() -> SymbolReader:
+    """The process's sync reader (created on first use, thread-safe, fork-safe)."""
+    global _sync_reader, _loaded
+    reader = _sync_reader
+    if reader is not None:
+        return reader
+    with _state_lock:
+        if _sync_reader is None:
+            _loaded, config = connection_config_for(_loaded)
+            _sync_reader = SymbolReader(config, _loaded.settings, near_cache=_near_cache)
+        return _sync_reader
+
+
+def default_async_reader() -> AsyncSymbolReader:
+    """The running loop's async reader (created on first use). Call inside a coroutine."""
+    global _loaded
+    loop = asyncio.get_running_loop()
+    reader = _async_readers.get(loop)
+    if reader is None:
+        with _state_lock:
+            for dead in [other for other in _async_readers if other.is_closed()]:
+                del _async_readers[dead]
+            _loaded, config = connection_config_for(_loaded)
+            reader = AsyncSymbolReader(config, _loaded.settings, near_cache=_near_cache)
+            _async_readers[loop] = reader
+    return reader
+
+
+def close_sync() -> None:
+    """Close the process's sync reader (a later call makes a new one)."""
+    global _sync_reader
+    with _state_lock:
+        reader, _sync_reader = _sync_reader, None
+    if reader is not None:
+        reader.close()
+
+
+async def close_async() -> None:
+    """Close the running loop's async reader (call before the loop ends)."""
+    reader = _async_readers.pop(asyncio.get_running_loop(), None)
+    if reader is not None:
+        await reader.aclose()
+
+
+# --- sync ------------------------------------------------------------------------------------
+
+
+def get_symbol_sync(name: str, market: str = "spot") -> SymbolRecord | None:
+    """The record of `name`, or None. See :meth:`SymbolReader.get_symbol`."""
+    return default_reader().get_symbol(name, market)
+
+
+def get_symbols_sync(
+    market: str = "spot", statuses: Collection[str] | None = None
+) -> list[SymbolRecord]:
+    """The listed records in priority order. See :meth:`SymbolReader.get_symbols`."""
+    return default_reader().get_symbols(market, statuses)
+
+
+def snapshot_info_sync(market: str = "spot") -> SnapshotInfo:
+    """See :meth:`SymbolReader.snapshot_info`."""
+    return default_reader().snapshot_info(market)
+
+
+# --- async -----------------------------------------------------------------------------------
+
+
+async def get_symbol(name: str, market: str = "spot") -> SymbolRecord | None:
+    """Async twin of :func:`get_symbol_sync`."""
+    return await default_async_reader().get_symbol(name, market)
+
+
+async def get_symbols(
+    market: str = "spot", statuses: Collection[str] | None = None
+) -> list[SymbolRecord]:
+    """Async twin of :func:`get_symbols_sync`."""
+    return await default_async_reader().get_symbols(market, statuses)
+
+
+async def snapshot_info(market: str = "spot") -> SnapshotInfo:
+    """Async twin of :func:`snapshot_info_sync`."""
+    return await default_async_reader().snapshot_info(market)
