@@ -69,8 +69,12 @@ class MarketLoop:
         lease: Lease | None = None,
     ) -> None:
         self.refresher = refresher
-        # With a lease this loop refreshes only while it leads the market among replicas.
+        # With a lease this loop refreshes only while it leads the market among replicas, and
+        # every write it makes is fenced by the lease token for good: a write in flight when
+        # the lease was lost (a frozen process waking up) is refused by Redis.
         self.lease = lease
+        if lease is not None:
+            refresher.store.fence = lease.fence
         self.upstream = upstream
         self.scheduler = scheduler
         self.stop = stop
@@ -133,7 +137,6 @@ class MarketLoop:
             self.cycle_done.set()
             if result.fenced and self.lease is not None:
                 self.lease.held = False
-                self.refresher.store.fence = None
                 continue
             self.failures = 0 if result.ok else self.failures + 1
             delay = next_delay(
@@ -152,7 +155,6 @@ class MarketLoop:
         market's next refresh is due (so a takeover keeps one refresh per interval)."""
         assert self.lease is not None
         lease, store = self.lease, self.refresher.store
-        store.fence = None
         poll = lease.ttl / 3
         announced = False
         while not self.stop.is_set():
@@ -164,7 +166,6 @@ class MarketLoop:
                     await store.request_refresh()
                     self.log.info("refresh.forwarded", to=await lease.holder())
                 if await lease.try_acquire():
-                    store.fence = lease.fence
                     self.log.info("lease.leading", token=lease.token)
                     return await self._due_in()
                 if not announced:
@@ -194,12 +195,10 @@ class MarketLoop:
                 continue
             try:
                 if not await lease.renew():
-                    self.refresher.store.fence = None
                     self.wake.set()  # leave any wait at once and turn follower
             except (redis.RedisError, OSError) as exc:
                 if lease.expired_locally():
                     lease.held = False
-                    self.refresher.store.fence = None
                     self.log.warning("lease.expired", error=scrub_text(str(exc)))
                     self.wake.set()
 
@@ -238,7 +237,6 @@ class MarketLoop:
         except LeaseLost:
             if self.lease is not None:
                 self.lease.held = False
-                self.refresher.store.fence = None
 
 
 async def _first_of(events: Iterable[asyncio.Event], seconds: float) -> None:

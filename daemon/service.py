@@ -177,8 +177,7 @@ class Service:
                 lease = Lease(self._client, refresher.store.keys.leader, ttl=s.lease.ttl)
                 # Lead at once when nobody does (the usual single daemon); else follow.
                 with contextlib.suppress(redis.RedisError, OSError):
-                    if await lease.try_acquire():
-                        refresher.store.fence = lease.fence
+                    await lease.try_acquire()
             self.loops.append(
                 MarketLoop(
                     refresher,
