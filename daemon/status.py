@@ -62,9 +62,15 @@ async def read_status(client: redis.asyncio.Redis, keys: MarketKeys) -> MarketSt
     pipe.get(keys.ban_until)
     pipe.get(keys.daemon)
     pipe.get(keys.leader)
-    refreshed_raw, meta_raw, metrics_raw, ttl, ban_raw, daemon_raw, leader_raw = (
-        await pipe.execute()
-    )
+    (
+        refreshed_raw,
+        meta_raw,
+        metrics_raw,
+        ttl,
+        ban_raw,
+        daemon_raw,
+        leader_raw,
+    ) = await pipe.execute()
     meta = {k.decode(): v.decode(errors="replace") for k, v in meta_raw.items()}
     refreshed_at = _num(refreshed_raw, float)
     daemon: dict[str, Any] | None = None
