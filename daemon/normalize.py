@@ -108,6 +108,8 @@ class _Row(msgspec.Struct, rename="camel", gc=False):
     # slower lenient path.
     symbol: str = ""
     status: str = ""
+    # COIN-M (/dapi) rows name their status `contractStatus` and have no `status`.
+    contract_status: str = ""
     base_asset: str = ""
     quote_asset: str = ""
     order_types: tuple[str, ...] = ()
@@ -141,6 +143,7 @@ class _LooseRow(msgspec.Struct, rename="camel", gc=False):
     # what is usable. Decoded with float_hook=str, so a JSON float keeps its exact text.
     symbol: Any = None
     status: Any = None
+    contract_status: Any = None
     base_asset: Any = None
     quote_asset: Any = None
     order_types: Any = None
@@ -424,6 +427,7 @@ def _lenient_row(raw: msgspec.Raw) -> _Row | None:
     return _Row(
         symbol=loose.symbol if isinstance(loose.symbol, str) else "",
         status=loose.status if isinstance(loose.status, str) else "",
+        contract_status=loose.contract_status if isinstance(loose.contract_status, str) else "",
         base_asset=loose.base_asset if isinstance(loose.base_asset, str) else "",
         quote_asset=loose.quote_asset if isinstance(loose.quote_asset, str) else "",
         order_types=tuple(_str_list(loose.order_types)),
@@ -561,9 +565,9 @@ class RowMemo:
     """
 
     def __init__(self) -> None:
-        # The previous payload's rows (views into its body, which they keep alive) and what
-        # each became, by position: payloads keep their row order, so comparing row i with
-        # row i finds the unchanged ones without copying or hashing them.
+        # The previous payload's rows (each its own bytes) and what each became, by
+        # position: payloads keep their row order, so comparing row i with row i finds the
+        # unchanged ones without copying or hashing them.
         self.raws: list[msgspec.Raw] = []
         self.outcomes: list[_RowOutcome] = []
         self.permissions = _PermissionMemo()
@@ -596,6 +600,8 @@ def _process_row(row_bytes: bytes, market: str, permissions: _PermissionMemo) ->
         return _DROPPED if strict else _DROPPED_LENIENT
     if not is_acceptable_symbol(symbol):
         return _RowOutcome(None, b"", b"", _loggable_name(symbol), not strict)
+    if not row.status:
+        row.status = row.contract_status
     if not (row.status and row.base_asset and row.quote_asset):
         return _DROPPED if strict else _DROPPED_LENIENT
 
@@ -639,9 +645,13 @@ def normalize(
     refused: list[str] = []
     dropped = duplicates = lenient = processed = 0
     rows = info.symbols
+    # The memo keeps each row as its own small bytes, never as a slice of the payload, so the
+    # multi-MB body can be freed once this call returns.
+    kept: list[msgspec.Raw] = []
     for i, raw in enumerate(rows):
         if i < len(previous) and previous[i] == raw:
             outcome = known[i]
+            kept.append(previous[i])
         else:
             if moved is None:
                 # A row edited in place (the next row still lines up) needs no index by
@@ -649,6 +659,7 @@ def normalize(
                 in_place = i + 1 < len(rows) and i + 1 < len(previous)
                 moved = {} if in_place and previous[i + 1] == rows[i + 1] else memo.by_bytes()
             row_bytes = bytes(raw)
+            kept.append(msgspec.Raw(row_bytes))
             found = moved.get(row_bytes)
             if found is None:
                 found = _process_row(row_bytes, market, memo.permissions)
@@ -670,7 +681,7 @@ def normalize(
             continue
         records.append(record)
         encoded[record.symbol] = (outcome.blob, outcome.digest)
-    memo.raws, memo.outcomes = rows, outcomes
+    memo.raws, memo.outcomes = kept, outcomes
 
     return Normalized(
         records=tuple(records),

@@ -262,6 +262,9 @@ class SnapshotStore:
             if previous is not None:
                 if blobs.symbols_json != previous.symbols_json:
                     pipe.set(k.last_good, blobs.symbols_json)
+                    pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
+                else:
+                    pipe.expire(k.symbols, self.cache_ttl)
                 old = previous.by_symbol
                 changed = {n: b for n, b in blobs.by_symbol.items() if old.get(n) != b}
                 removed = [n for n in old if n not in blobs.by_symbol]
@@ -271,11 +274,12 @@ class SnapshotStore:
                     pipe.hdel(k.by_symbol, *removed)
             else:
                 pipe.set(k.last_good, blobs.symbols_json)
+                pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
                 pipe.delete(k.by_symbol)
                 pipe.hset(k.by_symbol, mapping=_mapping(blobs.by_symbol))
-            # The list is sent once, as last_good; the server copies it into the expiring key.
-            pipe.copy(k.last_good, k.symbols, replace=True)
-            pipe.expire(k.symbols, self.cache_ttl)
+            # The list goes out twice rather than as one SET plus a server-side COPY: COPY of
+            # a multi-MB value costs Redis ~10x a SET (fresh pages), and every reader's command
+            # queues behind it. An unchanged list only has its expiry renewed.
             pipe.set(k.refreshed_at, f"{meta.fetched_at:.3f}")
             pipe.hset(
                 k.meta,
@@ -333,8 +337,7 @@ class SnapshotStore:
         def fill(pipe: Pipeline) -> None:
             if held is not None:
                 pipe.set(k.last_good, held.blobs.symbols_json)
-                pipe.copy(k.last_good, k.symbols, replace=True)
-                pipe.expire(k.symbols, self.cache_ttl)
+                pipe.set(k.symbols, held.blobs.symbols_json, ex=self.cache_ttl)
                 pipe.delete(k.by_symbol)
                 pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
                 pipe.set(k.refreshed_at, f"{held.meta.fetched_at:.3f}", nx=True)

@@ -1081,3 +1081,30 @@ def test_build_snapshot_with_and_without_encoded_agree() -> None:
     with_encoded = build_snapshot(result.records, listed, result.encoded)
     without = build_snapshot(result.records, listed)
     assert with_encoded == without
+
+
+def test_coinm_rows_take_their_status_from_contract_status() -> None:
+    # /dapi/v1/exchangeInfo names the field contractStatus and sends no status at all.
+    row = _row("BTCUSD_PERP", quoteAsset="USD", contractType="PERPETUAL", marginAsset="BTC")
+    del row["status"]
+    row["contractStatus"] = "TRADING"
+    rec = _one(_payload(row), market="coinm")
+    assert rec.status == "TRADING"
+    assert rec.contract_type == "PERPETUAL"
+    # `status`, when present, wins
+    both = _row("ETHUSD_PERP", quoteAsset="USD", status="BREAK", contractStatus="TRADING")
+    assert _one(_payload(both), market="coinm").status == "BREAK"
+
+
+def test_memo_does_not_keep_the_payload_body_alive() -> None:
+    import sys
+
+    memo = RowMemo()
+    body = _payload(*_rows(5))
+    before = sys.getrefcount(body)
+    result = normalize(body, market="spot", memo=memo)
+    # a Raw slice keeps a reference to the whole body; the memo and the records must not
+    assert sys.getrefcount(body) == before
+    assert result.records
+    normalize(body, market="spot", memo=memo)  # an all-unchanged pass keeps none either
+    assert sys.getrefcount(body) == before

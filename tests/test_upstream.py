@@ -678,13 +678,27 @@ BOMB = int(sys.argv[1])
 CAP = int(sys.argv[2])
 
 def peak_kib():
+    # VmHWM, reset before each run: ru_maxrss would start from the parent's peak, which
+    # Linux carries over fork+exec, and hide the growth being measured.
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 async def run(cap):
     async with FakeBinance() as fake:
         fake.set_mode(SPOT, Fault.gzip_bomb(BOMB))
         cfg = SourceConfig((fake.url,), SPOT, 10.0, 2.0, 5.0, max_body_bytes=cap)
         async with make_session(cfg) as session:
+            reset_peak()
             before = peak_kib()
             try:
                 result = await fetch(session, cfg)
