@@ -370,15 +370,13 @@ class Env:
     ) -> tuple[MarketRefresher, MarketKeys]:
         s = self.settings
         keys = market_keys("spot", prefix="bench")
-        refresher = MarketRefresher(
+        refresher = MarketRefresher.for_market(
+            s,
             "spot",
-            self.market(paths[0]),
-            upstream=s.upstream,
-            guards=s.guards,
-            scheduler=s.scheduler,
-            keys=keys,
             client=client if client is not None else self.symbold_client(db),
             session=session if session is not None else self.symbold_session(),
+            market=self.market(paths[0]),
+            keys=keys,
         )
         return refresher, keys
 

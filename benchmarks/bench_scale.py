@@ -78,7 +78,6 @@ from benchmarks.common import (
 )
 from daemon import normalize
 from daemon.connections import ConnectionConfig
-from daemon.keys import keys_for
 from daemon.redis_url import parse_redis_url
 from daemon.refresh import CycleResult, MarketRefresher, source_config
 from daemon.settings import MarketName, MarketSettings, Settings
@@ -379,15 +378,8 @@ class Env:
         session: aiohttp.ClientSession,
     ) -> MarketRefresher:
         s = self.settings
-        return MarketRefresher(
-            name,
-            self.market(name, path),
-            upstream=s.upstream,
-            guards=s.guards,
-            scheduler=s.scheduler,
-            keys=keys_for(s, name),
-            client=client,
-            session=session,
+        return MarketRefresher.for_market(
+            s, name, client=client, session=session, market=self.market(name, path)
         )
 
     def round(self, url: str, payloads: Sequence[Payload]) -> Round:

@@ -12,7 +12,6 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from daemon.connections import ConnectionConfig
-from daemon.keys import keys_for
 from daemon.redis_url import RedisURL
 from daemon.refresh import CycleResult, MarketRefresher, source_config
 from daemon.settings import MarketName, Settings
@@ -40,16 +39,7 @@ async def refresh_markets(
     results: list[CycleResult] = []
     try:
         for name in markets:
-            refresher = MarketRefresher(
-                name,
-                settings.markets.get(name),
-                upstream=settings.upstream,
-                guards=settings.guards,
-                scheduler=settings.scheduler,
-                keys=keys_for(settings, name),
-                client=client,
-                session=session,
-            )
+            refresher = MarketRefresher.for_market(settings, name, client=client, session=session)
             results.append(await refresher.refresh_once())
     finally:
         await session.close()

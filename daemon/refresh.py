@@ -25,10 +25,17 @@ import redis.asyncio
 
 from daemon import normalize
 from daemon.guards import ShrinkStreak, judge
-from daemon.keys import MarketKeys
+from daemon.keys import MarketKeys, keys_for
 from daemon.lease import LeaseLost
 from daemon.logs import get_logger, scrub_text
-from daemon.settings import GuardSettings, MarketSettings, SchedulerSettings, UpstreamSettings
+from daemon.settings import (
+    GuardSettings,
+    MarketName,
+    MarketSettings,
+    SchedulerSettings,
+    Settings,
+    UpstreamSettings,
+)
 from daemon.store import HeldSnapshot, SnapshotMeta, SnapshotStore, StoredState, new_token
 from daemon.upstream import (
     FetchResult,
@@ -121,6 +128,30 @@ class MarketRefresher:
         self.used_weight: int | None = None
         self._running = False
         self.log = get_logger("symbold.refresh").bind(market=name)
+
+    @classmethod
+    def for_market(
+        cls,
+        settings: Settings,
+        name: MarketName,
+        *,
+        client: redis.asyncio.Redis,
+        session: aiohttp.ClientSession,
+        market: MarketSettings | None = None,
+        keys: MarketKeys | None = None,
+    ) -> MarketRefresher:
+        """The refresher of market `name` under `settings` (`market` and `keys` override the
+        settings' own, e.g. for a benchmark's private key prefix)."""
+        return cls(
+            name,
+            market if market is not None else settings.markets.get(name),
+            upstream=settings.upstream,
+            guards=settings.guards,
+            scheduler=settings.scheduler,
+            keys=keys if keys is not None else keys_for(settings, name),
+            client=client,
+            session=session,
+        )
 
     async def refresh_once(self) -> CycleResult:
         """Run one cycle; never raises for upstream or Redis failures."""

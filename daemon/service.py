@@ -33,7 +33,6 @@ from daemon import exitcodes
 from daemon.connections import ConnectionConfig
 from daemon.enqueue import TaskSender
 from daemon.health import HealthServer, Telemetry
-from daemon.keys import keys_for
 from daemon.lease import Lease
 from daemon.logs import configure_logging, get_logger, scrub_text
 from daemon.notify import Notifier, Watchdog, watchdog_interval
@@ -156,16 +155,9 @@ class Service:
         previous = {lp.refresher.name: lp.refresher for lp in self.loops}
         self.loops = []
         self._loops_stop = asyncio.Event()
-        for name, market in markets.items():
-            refresher = MarketRefresher(
-                name,
-                market,
-                upstream=s.upstream,
-                guards=s.guards,
-                scheduler=s.scheduler,
-                keys=keys_for(s, name),
-                client=self._client,
-                session=self._session,
+        for name in markets:
+            refresher = MarketRefresher.for_market(
+                s, name, client=self._client, session=self._session
             )
             old = previous.get(name)
             if old is not None and old.store.keys == refresher.store.keys:

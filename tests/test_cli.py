@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.daemon_proc import run_cli
 from tests.support.redis_server import RedisServer, free_port
 
 SECRET = "Pa55w0rd-never-logged"
 
 
-def symbold(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "SYMBOLD_"))}
-    base.pop("CELERY_BROKER_URL", None)
-    base.pop("JOURNAL_STREAM", None)
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_ping_ok_prints_redacted_url_source_version_and_latency(redis_server: RedisServer) -> None:
-    result = symbold("ping", "--count", "3", env={"REDIS_URL": redis_server.url})
+    result = run_cli("ping", "--count", "3", env={"REDIS_URL": redis_server.url})
     assert result.returncode == 0, result.stderr
     assert f"redis://127.0.0.1:{redis_server.port}/0 (from $REDIS_URL)" in result.stdout
     assert "role master" in result.stdout
@@ -38,7 +22,7 @@ def test_ping_ok_prints_redacted_url_source_version_and_latency(redis_server: Re
 
 
 def test_ping_json(redis_server: RedisServer) -> None:
-    result = symbold("ping", "--json", env={"CELERY_BROKER_URL": redis_server.url})
+    result = run_cli("ping", "--json", env={"CELERY_BROKER_URL": redis_server.url})
     assert result.returncode == 0
     out = json.loads(result.stdout)
     assert out["ok"] is True
@@ -49,7 +33,7 @@ def test_ping_json(redis_server: RedisServer) -> None:
 
 def test_ping_unreachable_exits_69_without_secret() -> None:
     url = f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"
-    result = symbold("ping", "--redis-url", url)
+    result = run_cli("ping", "--redis-url", url)
     assert result.returncode == 69
     assert "unreachable" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1  # a one-line reason, not a traceback
@@ -60,7 +44,7 @@ def test_ping_unreachable_exits_69_without_secret() -> None:
 def test_ping_wrong_password_exits_78(redis_factory: type[RedisServer]) -> None:
     server = redis_factory(password="right-password").start()
     url = f"redis://:{SECRET}@127.0.0.1:{server.port}/0"
-    result = symbold("ping", env={"REDIS_URL": url})
+    result = run_cli("ping", env={"REDIS_URL": url})
     assert result.returncode == 78, result.stdout + result.stderr
     assert "authentication failed" in result.stderr
     assert SECRET not in result.stdout + result.stderr
@@ -68,14 +52,14 @@ def test_ping_wrong_password_exits_78(redis_factory: type[RedisServer]) -> None:
 
 def test_ping_with_password_ok(redis_factory: type[RedisServer]) -> None:
     server = redis_factory(password=SECRET).start()
-    result = symbold("ping", env={"REDIS_URL": server.url})
+    result = run_cli("ping", env={"REDIS_URL": server.url})
     assert result.returncode == 0, result.stderr
     assert SECRET not in result.stdout + result.stderr
     assert ":***@" in result.stdout
 
 
 def test_unsupported_scheme_exits_78() -> None:
-    result = symbold("ping", env={"REDIS_URL": f"sentinel://:{SECRET}@h:26379/mymaster"})
+    result = run_cli("ping", env={"REDIS_URL": f"sentinel://:{SECRET}@h:26379/mymaster"})
     assert result.returncode == 78
     assert "sentinel://" in result.stderr
     assert SECRET not in result.stderr
@@ -86,7 +70,7 @@ def test_config_check_prints_effective_settings_redacted(tmp_path: Path) -> None
     path.write_text(
         f'[redis]\nurl = "redis://bot:{SECRET}@10.0.0.5:6379/2"\n[log]\nlevel = "debug"\n'
     )
-    result = symbold("config", "check", "--config", str(path))
+    result = run_cli("config", "check", "--config", str(path))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["effective"]["config_file"] == str(path)
@@ -110,14 +94,14 @@ def test_config_check_bad_file_exits_78_naming_key_and_file(
 ) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    result = symbold("config", "check", "--config", str(path))
+    result = run_cli("config", "check", "--config", str(path))
     assert result.returncode == 78
     assert fragment in result.stderr
     assert str(path) in result.stderr
 
 
 def test_flags_after_subcommand_and_env_override() -> None:
-    result = symbold(
+    result = run_cli(
         "config", "check", "--log-level", "error", env={"SYMBOLD_LOG_FORMAT": "console"}
     )
     assert result.returncode == 0, result.stderr
@@ -126,7 +110,7 @@ def test_flags_after_subcommand_and_env_override() -> None:
 
 
 def test_help_documents_exit_codes() -> None:
-    result = symbold("--help")
+    result = run_cli("--help")
     assert result.returncode == 0
     for code in ("69", "75", "78"):
         assert f"  {code}  " in result.stdout

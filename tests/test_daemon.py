@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.daemon_proc import DaemonProcess, clean_env
+from tests.support.daemon_proc import DaemonProcess, clean_env, run_cli
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, small_exchange_info
 from tests.support.redis_server import RedisServer, free_port
 
@@ -27,17 +27,6 @@ def write_config(tmp_path: Path, fake_url: str, **scheduler: float) -> Path:
     path = tmp_path / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        env=clean_env(env),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -59,13 +59,11 @@ async def trio(
         await asyncio.gather(*(d.close() for d in daemons))
 
 
-async def leader_of(daemons: list[DaemonProcess]) -> DaemonProcess:
-    """The one daemon that took the spot lease (waits for it)."""
-    event = asyncio.Event()
+async def first_to_log(daemons: list[DaemonProcess], name: str) -> DaemonProcess:
+    """The first daemon whose log shows event `name` (waits for it)."""
 
     async def watch(d: DaemonProcess) -> DaemonProcess:
-        await d.wait_event("lease.acquired")
-        event.set()
+        await d.wait_event(name)
         return d
 
     tasks = [asyncio.create_task(watch(d)) for d in daemons]
@@ -74,6 +72,11 @@ async def leader_of(daemons: list[DaemonProcess]) -> DaemonProcess:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     return next(iter(done)).result()
+
+
+async def leader_of(daemons: list[DaemonProcess]) -> DaemonProcess:
+    """The one daemon that took the spot lease."""
+    return await first_to_log(daemons, "lease.acquired")
 
 
 def meta(redis_url: str) -> dict[str, str]:
@@ -119,7 +122,7 @@ async def test_failover_after_kill_9_within_ttl_and_one_poll(
         killed_at = time.monotonic()
         await leader.wait()
         followers = [d for d in trio if d is not leader]
-        successor = await leader_of_event(followers, "lease.leading")
+        successor = await first_to_log(followers, "lease.leading")
         took = time.monotonic() - killed_at
         # the lease expires after TTL; a follower polls every TTL/3 (plus process scheduling)
         assert took <= TTL + TTL / 3 + 1.0, took
@@ -131,19 +134,6 @@ async def test_failover_after_kill_9_within_ttl_and_one_poll(
     assert meta(redis_url)["writer"].split(":")[1] == str(
         successor.proc.pid if successor.proc else ""
     )
-
-
-async def leader_of_event(daemons: list[DaemonProcess], name: str) -> DaemonProcess:
-    async def watch(d: DaemonProcess) -> DaemonProcess:
-        await d.wait_event(name)
-        return d
-
-    tasks = [asyncio.create_task(watch(d)) for d in daemons]
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    return next(iter(done)).result()
 
 
 @pytest.mark.timeout(60)
@@ -161,7 +151,7 @@ async def test_sigstopped_leader_is_replaced_and_its_late_write_is_fenced(
         leader.signal(signal.SIGSTOP)
         stopped_at = time.monotonic()
         followers = [d for d in trio if d is not leader]
-        successor = await leader_of_event(followers, "lease.leading")
+        successor = await first_to_log(followers, "lease.leading")
         assert time.monotonic() - stopped_at <= TTL + TTL / 3 + 1.0
         # a new listing appears; the new leader publishes it (SIGHUP to refresh now)
         fake.set_payload(SPOT, small_exchange_info((*SYMBOLS, "NEWUSDT")))

@@ -6,8 +6,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +15,7 @@ import aiohttp
 import pytest
 
 from daemon.notify import Notifier, Watchdog, watchdog_interval
-from tests.support.daemon_proc import DaemonProcess, clean_env
+from tests.support.daemon_proc import DaemonProcess, run_cli
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, small_exchange_info
 
 SYMBOLS = tuple(f"S{i:02d}USDT" for i in range(20))
@@ -301,36 +299,31 @@ async def test_health_endpoint_codes_and_metrics(
         await daemon.close()
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        env=clean_env(env),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 async def test_status_check_exit_codes_and_journald_lines(
     redis_url: str, fake: FakeBinance, tmp_path: Path
 ) -> None:
     fresh_cfg = config_file(tmp_path, fake.url, "[health]\nmax_age = 600.0\n")
     env = {"REDIS_URL": redis_url}
-    never = await asyncio.to_thread(_cli, "status", "--check", "--config", str(fresh_cfg), env=env)
+    never = await asyncio.to_thread(
+        run_cli, "status", "--check", "--config", str(fresh_cfg), env=env
+    )
     assert never.returncode == 1
     assert "no snapshot yet" in never.stderr
     journald = {**env, "JOURNAL_STREAM": "8:12345"}
-    refreshed = await asyncio.to_thread(_cli, "refresh", "--config", str(fresh_cfg), env=journald)
+    refreshed = await asyncio.to_thread(
+        run_cli, "refresh", "--config", str(fresh_cfg), env=journald
+    )
     assert refreshed.returncode == 0
     line = next(x for x in refreshed.stdout.splitlines() if "refresh.ok" in x)
     assert line.startswith("<6>{")
     assert json.loads(line[3:])["event"] == "refresh.ok"
-    ok = await asyncio.to_thread(_cli, "status", "--check", "--config", str(fresh_cfg), env=env)
+    ok = await asyncio.to_thread(run_cli, "status", "--check", "--config", str(fresh_cfg), env=env)
     assert ok.returncode == 0, ok.stderr
     stale_cfg = tmp_path / "stale.toml"
     stale_cfg.write_text(fresh_cfg.read_text().replace("max_age = 600.0", "max_age = 0.001"))
-    stale = await asyncio.to_thread(_cli, "status", "--check", "--config", str(stale_cfg), env=env)
+    stale = await asyncio.to_thread(
+        run_cli, "status", "--check", "--config", str(stale_cfg), env=env
+    )
     assert stale.returncode == 1
     assert "spot: snapshot" in stale.stderr
 
@@ -339,7 +332,7 @@ def test_redis_url_from_systemd_credential(tmp_path: Path, redis_url: str) -> No
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "redis_url").write_text(redis_url + "\n")
-    result = _cli(
+    result = run_cli(
         "ping",
         "--count",
         "1",

@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 
 from daemon.connections import ConnectionConfig
-from daemon.keys import keys_for
 from daemon.redis_url import parse_redis_url
 from daemon.refresh import MarketRefresher, source_config
 from daemon.settings import MarketName, Settings, load_settings
@@ -170,16 +169,7 @@ async def open_refresher(
     cfg = settings.markets.get(market)
     session = make_session(source_config(cfg, settings.upstream))
     try:
-        yield MarketRefresher(
-            market,
-            cfg,
-            upstream=settings.upstream,
-            guards=settings.guards,
-            scheduler=settings.scheduler,
-            keys=keys_for(settings, market),
-            client=client,
-            session=session,
-        )
+        yield MarketRefresher.for_market(settings, market, client=client, session=session)
     finally:
         await session.close()
         await client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -110,3 +111,15 @@ class DaemonProcess:
             await self.proc.wait()
         if self._reader is not None:
             await self._reader
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m daemon ARGS` to completion in a clean environment plus `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        env=clean_env(env or {}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
