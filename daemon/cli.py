@@ -154,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load_settings(getattr(args, "config", None), overrides=_overrides(args))
         url = resolve_url(loaded)
+        # Checks the URL against [redis] mode/sentinels here, so a conflict is a config error
+        # for every command (config check included), not a surprise at connect time.
+        ConnectionConfig(url=url, settings=loaded.settings.redis)
     except ConfigError as err:
         print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
         return exitcodes.CONFIG

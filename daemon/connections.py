@@ -10,33 +10,265 @@ What a caller may rely on:
   ``asyncio.run`` twice (as Celery-style code does) never meets "Event loop is closed";
 - :class:`SyncClient` creates its client once even when many threads race the first call, and
   starts afresh in a forked child (Celery prefork) instead of sharing the parent's sockets.
+
+The deployment (``[redis] mode`` and the URL, see :func:`daemon.redis_url.deployment`)
+decides the client class; every one gets the same timeouts, retry and bounds:
+
+- standalone: ``redis.Redis`` / ``redis.asyncio.Redis`` on a ``BlockingConnectionPool``;
+- cluster: :class:`SyncRedisCluster` / :class:`AsyncRedisCluster`, redis-py's cluster clients
+  with three gaps closed (an unreachable cluster raises :class:`ClusterUnavailableError`, a
+  ``ConnectionError``, instead of a bare ``RedisClusterException``; pub/sub works on a fresh
+  asyncio client; pub/sub finds the promoted replica after a failover). The retry is the
+  cluster client's own (node connections never retry in redis-py: the cluster client re-reads
+  the topology and retries, following MOVED/ASK). ``max_connections`` bounds each node's pool.
+  The sync client's node pools are blocking (``pool_timeout``); redis-py's asyncio cluster has
+  no blocking pool, so there a burst beyond the bound raises ``MaxConnectionsError``. The sync
+  client reads the topology when it is built (redis-py), so building it raises when no node
+  answers. The methods are typed as returning ``Redis``: the cluster classes have the same
+  command methods, and code that needs cluster-only calls checks
+  ``isinstance(client, RedisCluster)``;
+- sentinel: ``Sentinel(...).master_for(service)``, a ``Redis`` whose pool asks the sentinels
+  for the primary on every new connection and at least once a second
+  (``PRIMARY_RECHECK_INTERVAL``), and drops connections to a demoted one. Closing the client
+  also closes its connections to the sentinels.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
+import time
 import weakref
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.cluster
 import redis.retry
-from redis.backoff import ExponentialWithJitterBackoff
+import redis.sentinel
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
-from daemon.redis_url import RedisURL
-from daemon.settings import RedisSettings
+from daemon.redis_url import Deployment, Mode, RedisURL, deployment, format_address
+from daemon.settings import ConfigError, RedisSettings
+
+# How often a sentinel pool asks the sentinels who the primary is, besides on every new
+# connection. redis-py asks only when it opens a connection, so after a planned switch-over
+# (SENTINEL FAILOVER, or a partition) pooled connections keep writing to the old primary, which
+# stays a primary until the sentinels demote it (about 10 s later; verified), and those writes
+# are then lost. Asking once a second bounds that window at about a second; a changed answer
+# makes redis-py drop the idle connections to the old primary, and in-use ones on release.
+PRIMARY_RECHECK_INTERVAL = 1.0
+
+
+class _AsyncBlockingSentinelPool(
+    redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+):
+    """Sentinel-managed connections in a pool that waits for a free one (bounded), and that
+    re-asks the sentinels for the primary at most every PRIMARY_RECHECK_INTERVAL."""
+
+    _checked_at = float("-inf")
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if self.is_master and now - self._checked_at >= PRIMARY_RECHECK_INTERVAL:
+            self._checked_at = now
+            # No answer now is no reason to refuse a pooled connection that works; a new
+            # connection asks again and reports it.
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+class _BlockingSentinelPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+    """The sync twin of :class:`_AsyncBlockingSentinelPool`."""
+
+    _checked_at = float("-inf")
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if self.is_master and now - self._checked_at >= PRIMARY_RECHECK_INTERVAL:
+            self._checked_at = now
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                self.get_master_address()  # type: ignore[no-untyped-call]
+        return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+class AsyncSentinelRedis(redis.asyncio.Redis):
+    """The primary's client in sentinel mode; ``aclose()`` also closes the sentinel clients."""
+
+    sentinel_manager: redis.asyncio.sentinel.Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            sentinel, self.sentinel_manager = self.sentinel_manager, None
+            if sentinel is not None:
+                await sentinel.aclose()
+
+
+class SentinelRedis(redis.Redis):
+    """The primary's client in sentinel mode; ``close()`` also closes the sentinel clients."""
+
+    sentinel_manager: redis.sentinel.Sentinel | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            sentinel, self.sentinel_manager = self.sentinel_manager, None
+            if sentinel is not None:
+                sentinel.close()
+
+
+class _ClusterPubSub(redis.asyncio.cluster.ClusterPubSub):
+    """Two gaps of redis-py 8.1's asyncio ClusterPubSub, closed:
+
+    - it picks its node from the slot table without loading the table first, so SUBSCRIBE
+      on a fresh client fails with KeyError(slot);
+    - a client used only for pub/sub never refreshes the table (only failed regular commands
+      do), so after a failover every new subscription would go to the dead node again. A
+      failed first command (the one that picks and connects the node) re-reads the topology
+      before the error goes up, so the caller's next attempt picks the new owner.
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.cluster.initialize()  # no-op once the client knows the topology
+        fresh = self.connection is None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            if fresh:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self.cluster.nodes_manager.initialize()
+            raise
+
+
+class ClusterUnavailableError(redis.ConnectionError, RedisClusterException):
+    """No node of the cluster answered, or the answers do not cover every slot.
+
+    redis-py raises a bare ``RedisClusterException`` (not a ``RedisError``) for this, which
+    would slip past every ``except redis.RedisError`` that handles "Redis is down" (the
+    refresh cycle, the market loop, the readers' callers). This is both: a ConnectionError
+    for them, still a RedisClusterException for code that expects redis-py's type.
+    """
+
+
+class _AsyncNodesManager(redis.asyncio.cluster.NodesManager):
+    __slots__ = ()
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            if isinstance(exc, redis.RedisError):
+                raise
+            raise ClusterUnavailableError(str(exc)) from exc
+
+
+class _SyncNodesManager(redis.cluster.NodesManager):
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            if isinstance(exc, redis.RedisError):
+                raise
+            raise ClusterUnavailableError(str(exc)) from exc
+
+
+class _SyncClusterPubSub(redis.cluster.ClusterPubSub):
+    """The sync twin of :class:`_ClusterPubSub`: after a failed first command (the dead
+    primary of the channel's slot), re-read the topology so the next subscription finds the
+    promoted replica."""
+
+    def execute_command(self, *args: Any) -> None:
+        fresh = self.connection is None
+        try:
+            super().execute_command(*args)  # type: ignore[no-untyped-call]
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            if fresh:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    self.cluster.nodes_manager.initialize()
+            raise
+
+
+class SyncRedisCluster(redis.cluster.RedisCluster):
+    """redis-py's cluster client, with a ``pubsub()`` that recovers after a failover and an
+    unreachable cluster reported as :class:`ClusterUnavailableError` (a ConnectionError)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(*args, **kwargs)  # the sync client reads the topology right here
+        except RedisClusterException as exc:
+            if isinstance(exc, redis.RedisError):
+                raise
+            raise ClusterUnavailableError(str(exc)) from exc
+        # Same object, one overridden method: every later topology refresh goes through it.
+        self.nodes_manager.__class__ = _SyncNodesManager
+
+    def pubsub(
+        self,
+        node: redis.cluster.ClusterNode | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        **kwargs: Any,
+    ) -> redis.cluster.ClusterPubSub:
+        return _SyncClusterPubSub(self, node=node, host=host, port=port, **kwargs)
+
+
+class AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
+    """redis-py's asyncio cluster client, with a ``pubsub()`` that works on a fresh client and
+    recovers after a failover, and an unreachable cluster reported as
+    :class:`ClusterUnavailableError` (a ConnectionError)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Same object, one overridden method: every topology read goes through it.
+        self.nodes_manager.__class__ = _AsyncNodesManager
+
+    def pubsub(
+        self,
+        node: redis.asyncio.cluster.ClusterNode | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        **kwargs: Any,
+    ) -> redis.asyncio.cluster.ClusterPubSub:
+        return _ClusterPubSub(self, node=node, host=host, port=port, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionConfig:
-    """Everything needed to build a client: the resolved URL plus the [redis] settings."""
+    """Everything needed to build a client: the resolved URL plus the [redis] settings.
+
+    Construction checks that the two agree (raises ConfigError: a cluster URL with
+    ``mode = "sentinel"``, sentinel mode without a service name, ...).
+    """
 
     url: RedisURL
     settings: RedisSettings
+    target: Deployment = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        target = deployment(self.url, s.mode, s.sentinels, s.service_name)
+        object.__setattr__(self, "target", target)
+
+    @property
+    def mode(self) -> Mode:
+        return self.target.mode
+
+    def describe(self) -> dict[str, object]:
+        """Safe to log: the URL's fields plus the deployment (mode, nodes, service name)."""
+        return self.url.describe() | self.target.describe()
 
     def _common_kwargs(self, decode: bool) -> dict[str, Any]:
         s = self.settings
@@ -57,9 +289,20 @@ class ConnectionConfig:
         s = self.settings
         return ExponentialWithJitterBackoff(cap=s.retry_backoff_cap, base=s.retry_backoff_base)
 
+    def _credentials(self) -> dict[str, Any]:
+        return {"username": self.url.username, "password": self.url.password}
+
     def make_async(self, *, decode: bool = True) -> redis.asyncio.Redis:
-        """A new asyncio client; call it inside the loop that will use it."""
+        """A new asyncio client; call it inside the loop that will use it.
+
+        In cluster mode this is a ``redis.asyncio.cluster.RedisCluster`` (see the module
+        docstring); in sentinel mode an :class:`AsyncSentinelRedis`.
+        """
         retry = redis.asyncio.retry.Retry(self._backoff(), self.settings.retry_attempts)
+        if self.mode == "cluster":
+            return cast(redis.asyncio.Redis, self._async_cluster(decode, retry))
+        if self.mode == "sentinel":
+            return self._async_sentinel(decode, retry)
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             self.url.url, retry=retry, **self._common_kwargs(decode)
         )
@@ -67,12 +310,123 @@ class ConnectionConfig:
         return redis.asyncio.Redis.from_pool(pool)
 
     def make_sync(self, *, decode: bool = True) -> redis.Redis:
-        """A new synchronous client."""
+        """A new synchronous client (a ``redis.cluster.RedisCluster`` in cluster mode, a
+        :class:`SentinelRedis` in sentinel mode)."""
         retry = redis.retry.Retry(self._backoff(), self.settings.retry_attempts)
+        if self.mode == "cluster":
+            return cast(redis.Redis, self._sync_cluster(decode, retry))
+        if self.mode == "sentinel":
+            return self._sync_sentinel(decode, retry)
         pool = redis.BlockingConnectionPool.from_url(
             self.url.url, retry=retry, **self._common_kwargs(decode)
         )
         return redis.Redis.from_pool(pool)
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    def _cluster_kwargs(self, decode: bool) -> dict[str, Any]:
+        kwargs = self._common_kwargs(decode) | self._credentials()
+        del kwargs["timeout"]  # the asyncio cluster client has no blocking pool
+        if self.url.tls:
+            kwargs["ssl"] = True
+            kwargs["ssl_cert_reqs"] = self.url.tls_verify or "required"
+            kwargs.update(self.url.tls_options)
+        return kwargs
+
+    def _async_cluster(self, decode: bool, retry: redis.asyncio.retry.Retry) -> AsyncRedisCluster:
+        nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.target.nodes]
+        return AsyncRedisCluster(startup_nodes=nodes, retry=retry, **self._cluster_kwargs(decode))
+
+    def _sync_cluster(self, decode: bool, retry: redis.retry.Retry) -> SyncRedisCluster:
+        (first_host, first_port), *others = self.target.nodes
+        kwargs = self._cluster_kwargs(decode)
+        scheme = "redis"
+        if kwargs.pop("ssl", False):
+            scheme = "rediss"  # the URL picks the TLS connection class for the node pools
+        # Giving the first node as a URL makes redis-py build each node's pool from
+        # `connection_pool_class`, so the node pools can block at the bound like ours do.
+        return SyncRedisCluster(
+            url=f"{scheme}://{format_address(first_host, first_port)}",
+            startup_nodes=[
+                redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                for h, p in others
+            ],
+            retry=retry,
+            connection_pool_class=redis.BlockingConnectionPool,
+            timeout=self.settings.pool_timeout,
+            **kwargs,
+        )
+
+    # -- sentinel ---------------------------------------------------------------------------
+
+    def _sentinel_kwargs(self) -> dict[str, Any]:
+        """How we talk to the sentinels: same timeouts, their own credentials, and no retry
+        (an unreachable sentinel is skipped for the next one)."""
+        s = self.settings
+        return {
+            "socket_connect_timeout": s.connect_timeout,
+            "socket_timeout": s.socket_timeout,
+            "socket_keepalive": True,
+            "username": self.url.sentinel_username,
+            "password": self.url.sentinel_password,
+        }
+
+    def _primary_kwargs(self, decode: bool) -> dict[str, Any]:
+        return self._common_kwargs(decode) | self._credentials() | {"db": self.url.db}
+
+    def _async_sentinel(self, decode: bool, retry: redis.asyncio.retry.Retry) -> AsyncSentinelRedis:
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(self.target.nodes),
+            sentinel_kwargs=self._sentinel_kwargs()
+            | {"retry": redis.asyncio.retry.Retry(NoBackoff(), 0)},
+        )
+        client = cast(
+            AsyncSentinelRedis,
+            sentinel.master_for(
+                cast(str, self.target.service_name),
+                redis_class=AsyncSentinelRedis,
+                connection_pool_class=_AsyncBlockingSentinelPool,
+                retry=retry,
+                **self._primary_kwargs(decode),
+            ),
+        )
+        client.sentinel_manager = sentinel
+        return client
+
+    def _sync_sentinel(self, decode: bool, retry: redis.retry.Retry) -> SentinelRedis:
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(self.target.nodes),
+            sentinel_kwargs=self._sentinel_kwargs() | {"retry": redis.retry.Retry(NoBackoff(), 0)},
+        )
+        client = cast(
+            SentinelRedis,
+            sentinel.master_for(  # type: ignore[no-untyped-call]
+                cast(str, self.target.service_name),
+                redis_class=SentinelRedis,
+                connection_pool_class=_BlockingSentinelPool,
+                retry=retry,
+                **self._primary_kwargs(decode),
+            ),
+        )
+        client.sentinel_manager = sentinel
+        return client
+
+
+def check_one_slot(what: str, names: Iterable[str]) -> None:
+    """Raise ConfigError unless every name (key or channel) hashes to one cluster slot.
+
+    A snapshot is one MULTI over all of a market's keys; on a cluster that needs one slot.
+    The default names share the ``{market}`` hash tag; key overrides (legacy names) may not.
+    """
+    slots: dict[int, list[str]] = {}
+    for name in names:
+        slots.setdefault(key_slot(name.encode()), []).append(name)
+    if len(slots) > 1:
+        groups = "; ".join(", ".join(group) for group in slots.values())
+        raise ConfigError(
+            f"{what}: on a Redis Cluster all of a market's keys must share one hash slot "
+            f"(put the same {{tag}} in every name), but they fall into {len(slots)}: {groups}"
+        )
 
 
 class AsyncClients:

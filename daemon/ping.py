@@ -5,17 +5,28 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
-from daemon.connections import ConnectionConfig
+from daemon.connections import AsyncSentinelRedis, ConnectionConfig
 from daemon.logs import scrub_text
+from daemon.redis_url import format_address
 
 
 @dataclass(frozen=True, slots=True)
 class PingReport:
-    """What one ping run found. `error_kind` is None on success."""
+    """What one ping run found. `error_kind` is None on success.
+
+    `role` is what a person reads: the server's replication role for standalone, "cluster
+    <state>: N primaries, M replicas" for a cluster, "master at HOST:PORT (sentinel service
+    NAME)" for sentinel. The structured fields say the same for machines.
+    """
 
     redacted_url: str
     source: str
@@ -25,6 +36,12 @@ class PingReport:
     latencies_ms: tuple[float, ...] = field(default=())
     error_kind: str | None = None  # "unreachable" | "auth"
     error: str | None = None
+    mode: str = "standalone"
+    # cluster: CLUSTER INFO cluster_state, and every node as "host:port primary|replica"
+    cluster_state: str | None = None
+    nodes: tuple[str, ...] = ()
+    # sentinel: the primary the sentinels named
+    primary: str | None = None
 
     @property
     def min_ms(self) -> float | None:
@@ -36,6 +53,8 @@ class PingReport:
 
 
 AUTH_ERRORS = (redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError)
+# Two distinct classes: the sync and the asyncio Sentinel each define their own.
+_NO_MASTER = (redis.sentinel.MasterNotFoundError, redis.asyncio.sentinel.MasterNotFoundError)
 
 
 def classify(exc: BaseException) -> str:
@@ -46,27 +65,67 @@ def classify(exc: BaseException) -> str:
         text = str(exc)
         if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
             return "auth"
+    if isinstance(exc, _NO_MASTER) and "AuthenticationError" in str(exc):
+        # Every sentinel refused our credentials (redis-py folds that into "no master").
+        return "auth"
     return "unreachable"
 
 
+def describe_error(exc: BaseException, config: ConnectionConfig, kind: str) -> str:
+    """One line for a person. redis-py's "no master" message embeds the repr of every
+    sentinel client; say what it means instead."""
+    if isinstance(exc, _NO_MASTER):
+        service = config.target.service_name
+        tried = len(config.target.nodes)
+        if kind == "auth":
+            return (
+                f"MasterNotFoundError: the sentinels refused our credentials ({tried} tried; "
+                "their own password goes in the URL's sentinel_password parameter)"
+            )
+        return (
+            f"MasterNotFoundError: none of the {tried} sentinels named a healthy primary "
+            f"for service {service!r}"
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
 async def ping(config: ConnectionConfig, count: int = 5) -> PingReport:
-    """PING `count` times on one connection after INFO; never raises for Redis errors."""
-    base = PingReport(redacted_url=config.url.redacted, source=config.url.source)
+    """PING `count` times after INFO; never raises for Redis errors.
+
+    Cluster: INFO from one node, CLUSTER INFO and the node list, and each PING goes to every
+    primary (so it also says that all of them answer). Sentinel: the sentinels are asked for
+    the primary, then INFO and PINGs go to it.
+    """
+    base = PingReport(redacted_url=config.url.redacted, source=config.url.source, mode=config.mode)
     client = config.make_async(decode=True)
+    extra: dict[str, Any] = {}
     try:
-        info = await client.info("server")
-        repl = await client.info("replication")
+        if isinstance(client, RedisCluster):
+            info, role, extra = await _cluster_facts(client)
+            ping_kwargs: dict[str, Any] = {"target_nodes": RedisCluster.PRIMARIES}
+        else:
+            info = await client.info("server")
+            repl = await client.info("replication")
+            role = str(repl["role"]) if repl.get("role") is not None else None
+            ping_kwargs = {}
+            if isinstance(client, AsyncSentinelRedis):
+                host, port = await client.connection_pool.get_master_address()  # type: ignore[attr-defined]
+                extra["primary"] = format_address(str(host), int(port))
+                service = config.target.service_name
+                role = f"{role} at {extra['primary']} (sentinel service {service})"
         latencies: list[float] = []
         for _ in range(count):
             start = time.perf_counter()
-            await client.ping()
+            await client.ping(**ping_kwargs)
             latencies.append((time.perf_counter() - start) * 1000.0)
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
+        kind = classify(exc)
         return PingReport(
             redacted_url=base.redacted_url,
             source=base.source,
-            error_kind=classify(exc),
-            error=scrub_text(f"{type(exc).__name__}: {exc}"),
+            mode=base.mode,
+            error_kind=kind,
+            error=scrub_text(describe_error(exc, config, kind)),
         )
     finally:
         await client.aclose()
@@ -76,7 +135,36 @@ async def ping(config: ConnectionConfig, count: int = 5) -> PingReport:
         redacted_url=base.redacted_url,
         source=base.source,
         version=str(version) if version is not None else None,
-        role=str(repl.get("role")) if repl.get("role") is not None else None,
+        role=role,
         server=server,
         latencies_ms=tuple(latencies),
+        mode=base.mode,
+        **extra,
     )
+
+
+async def _cluster_facts(client: RedisCluster) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """INFO server of one node, a one-line role, and the cluster fields of the report, all as
+    that node sees them (CLUSTER NODES lists replicas and failed nodes; the client's own
+    table holds only the primaries it routes to)."""
+    await client.initialize()
+    node = client.get_default_node()
+    info: dict[str, Any] = await client.info("server", target_nodes=node)
+    cluster: dict[str, Any] = await client.cluster_info(target_nodes=node)
+    state = str(cluster.get("cluster_state", "unknown"))
+    table: dict[str, dict[str, Any]] = await client.cluster_nodes()
+    counts = {"primary": 0, "replica": 0, "failed": 0}
+    nodes: list[str] = []
+    for address, fields in sorted(table.items()):
+        flags = set(str(fields.get("flags", "")).split(","))
+        kind = "primary" if "master" in flags else "replica"
+        if flags & {"fail", "fail?"}:
+            kind = f"{kind} (failing)"
+            counts["failed"] += 1
+        else:
+            counts["primary" if "master" in flags else "replica"] += 1
+        nodes.append(f"{address.split('@', 1)[0]} {kind}")
+    role = f"cluster {state}: {counts['primary']} primaries, {counts['replica']} replicas"
+    if counts["failed"]:
+        role += f", {counts['failed']} failing"
+    return info, role, {"cluster_state": state, "nodes": tuple(nodes)}

@@ -30,9 +30,10 @@ import redis
 import redis.asyncio
 
 from daemon import exitcodes
-from daemon.connections import ConnectionConfig
+from daemon.connections import ConnectionConfig, check_one_slot
 from daemon.enqueue import TaskSender
 from daemon.health import HealthServer, Telemetry
+from daemon.keys import keys_for
 from daemon.lease import Lease
 from daemon.logs import configure_logging, get_logger, scrub_text
 from daemon.notify import Notifier, Watchdog, watchdog_interval
@@ -133,6 +134,17 @@ class Service:
             markets=list(s.markets.enabled()),
             **{f"redis_{k}": v for k, v in self.url.describe().items()},
         )
+        connection = ConnectionConfig(url=self.url, settings=s.redis)
+        if connection.mode == "cluster":
+            # One MULTI per snapshot: every key of a market must live in one slot.
+            for name in s.markets.enabled():
+                keys = keys_for(s, name)
+                check_one_slot(f"markets.{name}.keys", (*keys.all_keys(), keys.events))
+        if s.celery.enabled and connection.mode != "standalone" and not s.celery.broker_url:
+            raise ConfigError(
+                "celery.broker_url: set it explicitly with redis.mode = "
+                f"{connection.mode!r}; Celery cannot use symbold's {connection.mode} URL"
+            )
         await self._check_credentials()
         if s.celery.enabled:
             # The legacy broker is the same Redis unless told otherwise (CELERY_BROKER_URL).

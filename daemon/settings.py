@@ -61,6 +61,15 @@ class RedisSettings(_Frozen, frozen=True):
     retry_attempts: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3
     retry_backoff_base: PositiveFloat = 0.05
     retry_backoff_cap: PositiveFloat = 2.0
+    # standalone, cluster (Redis Cluster) or sentinel. A redis+cluster://, sentinel:// or
+    # redis+sentinel:// URL sets the mode itself; this turns a redis:// URL into a cluster seed
+    # or, with `sentinels`, a sentinel setup.
+    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    # Sentinel addresses ("host:port") for mode = "sentinel" with a redis:// URL, which then
+    # gives only the primary's password and db. Empty: the URL's host:port is the sentinel.
+    sentinels: tuple[Annotated[str, msgspec.Meta(min_length=1)], ...] = ()
+    # The sentinels' name for the primary (Celery's master_name), unless the URL names it.
+    service_name: str = ""
 
 
 class LogSettings(_Frozen, frozen=True):

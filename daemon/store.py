@@ -296,7 +296,8 @@ class SnapshotStore:
                     approximate=True,
                 )
             if publish:
-                pipe.publish(k.events, event)
+                # As a raw command: redis-py's cluster pipelines refuse the publish() method.
+                pipe.execute_command("PUBLISH", k.events, event)
 
         await self._transact(
             fill, expect_version=previous.version if previous is not None else None
@@ -349,7 +350,7 @@ class SnapshotStore:
                 pipe.hsetnx(k.meta, "last_error", "")
                 # Readers that lost their subscription with the old server learn the version.
                 event = {"market": k.market, "version": held.meta.version, "republished": True}
-                pipe.publish(k.events, _encode(event))
+                pipe.execute_command("PUBLISH", k.events, _encode(event))
             else:
                 pipe.copy(k.last_good, k.symbols, replace=True)
                 pipe.expire(k.symbols, self.cache_ttl)

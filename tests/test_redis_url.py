@@ -45,7 +45,9 @@ def test_unix_socket_url() -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("sentinel://:pw@h:26379/mymaster", "does not support yet"),
+        # Celery's sentinel:// takes /db; the service name is a setting (master_name)
+        ("sentinel://:pw@h:26379/mymaster", "takes /db (a number)"),
+        ("sentinels://:pw@h:26379", "does not support"),
         ("amqp://guest:guest@h//", "expected one of redis://, rediss://, unix://"),
         ("localhost:6379", "expected one of"),
         ("redis://h:notaport/0", "malformed"),

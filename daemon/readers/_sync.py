@@ -106,11 +106,15 @@ class _Subscriber:
 
     def _run(self) -> None:
         options = self.near.options
-        client = self.config.make_sync(decode=False)
+        client: redis.Redis | None = None
         delay = options.retry_min
         try:
             while not self.stop_event.is_set():
                 try:
+                    # Built inside the retry loop: a cluster client connects when it is made,
+                    # and a cluster down at that moment must not end the subscriber.
+                    if client is None:
+                        client = self.config.make_sync(decode=False)
                     self._listen(client)
                 except (redis.RedisError, OSError) as exc:
                     was_live = self.near.lost()
@@ -128,7 +132,8 @@ class _Subscriber:
         finally:
             self.near.lost()
             self._notify()
-            client.close()
+            if client is not None:
+                client.close()
 
     def _listen(self, client: redis.Redis) -> None:
         near, options = self.near, self.near.options
