@@ -1481,6 +1481,18 @@ def _calls(stats: dict[str, Any], command: str) -> int:
     return int(entry["calls"]) if entry else 0
 
 
+def run_while_asleep(ref: MarketRefresher, method: str, port: int, seconds: float) -> None:
+    """Make the store's `method` run while the server sleeps `seconds` (longer than the
+    client's socket timeout): the call times out client-side and redis-py may send it again."""
+    real = getattr(ref.store, method)
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        async with server_asleep(port, seconds):
+            return await real(*args, **kwargs)
+
+    setattr(ref.store, method, wrapped)
+
+
 async def test_a_retried_commit_counts_success_exactly_once(
     redis_factory: Any, settings: Settings, fake: FakeBinance
 ) -> None:
@@ -1499,16 +1511,9 @@ async def test_a_retried_commit_counts_success_exactly_once(
             # redis-py. (The incremental write is WATCHed, and a watched transaction is never
             # re-sent; test_incremental_commit_is_not_resent covers it.)
             ref.held = None
-            real_commit = ref.store.commit
-
-            async def commit_while_asleep(*args: Any, **kwargs: Any) -> None:
-                # The server sleeps longer than the client's socket timeout: the MULTI/EXEC
-                # times out client-side, redis-py reconnects and sends it again, and the
-                # server, once awake, runs both copies.
-                async with server_asleep(server.port, socket_timeout + 0.4):
-                    await real_commit(*args, **kwargs)
-
-            ref.store.commit = commit_while_asleep  # type: ignore[method-assign]
+            # The MULTI/EXEC times out client-side, redis-py reconnects and sends it again, and
+            # the server, once awake, runs both copies.
+            run_while_asleep(ref, "commit", server.port, socket_timeout + 0.4)
             await admin.config_resetstat()
 
             result = await ref.refresh_once()
@@ -1546,13 +1551,7 @@ async def test_incremental_commit_is_not_resent(
             await accepted(ref)
             assert ref.held is not None  # so the next commit writes only the difference
             fake.set_payload(SPOT, CHANGED_PAYLOAD)
-            real_commit = ref.store.commit
-
-            async def commit_while_asleep(*args: Any, **kwargs: Any) -> str:
-                async with server_asleep(server.port, socket_timeout + 0.4):
-                    return await real_commit(*args, **kwargs)
-
-            ref.store.commit = commit_while_asleep  # type: ignore[method-assign]
+            run_while_asleep(ref, "commit", server.port, socket_timeout + 0.4)
             result = await ref.refresh_once()
             # A watched transaction that timed out is not re-sent as it is; the store then
             # writes the full snapshot with the same one-time token, so success counts once
@@ -1583,13 +1582,7 @@ async def test_a_retried_failure_record_counts_exactly_once(
         ) as ref:
             await accepted(ref)
             fake.fail(SPOT, Fault.status(500))
-            real_record = ref.store.record_failure
-
-            async def record_while_asleep(*args: Any, **kwargs: Any) -> None:
-                async with server_asleep(server.port, socket_timeout + 0.4):
-                    await real_record(*args, **kwargs)
-
-            ref.store.record_failure = record_while_asleep  # type: ignore[method-assign]
+            run_while_asleep(ref, "record_failure", server.port, socket_timeout + 0.4)
             await admin.config_resetstat()
 
             result = await ref.refresh_once()
