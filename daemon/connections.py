@@ -69,6 +69,35 @@ from daemon.settings import ConfigError, RedisSettings
 PRIMARY_RECHECK_INTERVAL = 1.0
 
 
+_RESET_SAFE: dict[type[Any], type[Any]] = {}
+
+
+def _reset_safe(cls: type[Any]) -> type[Any]:
+    """`cls` with writes to a connection the peer reset reported as ``ConnectionError``.
+
+    Under uvloop, redis-py writing to a transport that the peer reset raises
+    ``RuntimeError("unable to perform operation on <TCPTransport closed=True>...")``: redis-py
+    neither retries it nor wraps it, so it escapes every ``except RedisError`` and would end
+    the market loop. As a ConnectionError it is retried on a fresh connection like any other.
+    """
+    safe = _RESET_SAFE.get(cls)
+    if safe is not None:
+        return safe
+
+    class ResetSafe(cls):  # type: ignore[misc]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            try:
+                await super().send_packed_command(command, check_health)
+            except RuntimeError as exc:
+                await self.disconnect(nowait=True)
+                raise redis.ConnectionError(f"connection lost while writing: {exc}") from exc
+
+    ResetSafe.__name__ = ResetSafe.__qualname__ = f"ResetSafe{cls.__name__}"
+    safe_cls: type[Any] = ResetSafe
+    _RESET_SAFE[cls] = safe_cls
+    return safe_cls
+
+
 class _AsyncBlockingSentinelPool(
     redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
 ):
@@ -306,6 +335,7 @@ class ConnectionConfig:
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             self.url.url, retry=retry, **self._common_kwargs(decode)
         )
+        pool.connection_class = _reset_safe(pool.connection_class)
         # from_pool hands the pool to the client, so aclose() also closes its connections.
         return redis.asyncio.Redis.from_pool(pool)
 
@@ -391,6 +421,8 @@ class ConnectionConfig:
             ),
         )
         client.sentinel_manager = sentinel
+        pool = client.connection_pool
+        pool.connection_class = _reset_safe(pool.connection_class)
         return client
 
     def _sync_sentinel(self, decode: bool, retry: redis.retry.Retry) -> SentinelRedis:

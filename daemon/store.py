@@ -193,30 +193,38 @@ class SnapshotStore:
             await pipe.execute()
             return
         for attempt in range(_WATCH_RETRIES + 1):
-            async with self.client.pipeline(transaction=True) as pipe:
-                await pipe.watch(*watched)
-                claim = False
-                if self.fence is not None:
-                    holder: bytes | None = await pipe.get(self.fence.key)  # type: ignore[assignment]
-                    # Vacant (Redis restarted empty): nobody else leads; claim it with the write.
-                    claim = holder is None
-                    if holder is not None and holder != self.fence.token:
-                        raise LeaseLost(self.fence.key)
-                if expect_version is not None:
-                    stored: bytes | None = await pipe.hget(self.keys.meta, "version")  # type: ignore[assignment]
-                    if stored is None or stored.decode() != expect_version:
-                        raise _NotPrevious
-                pipe.multi()  # type: ignore[no-untyped-call]
-                if claim and self.fence is not None:
-                    pipe.set(self.fence.key, self.fence.token, px=self.fence.ttl_ms)
-                fill(pipe)
-                try:
-                    await pipe.execute()
-                except WatchError:
-                    if attempt == _WATCH_RETRIES:
-                        raise
-                    continue
-                return
+            try:
+                await self._watched_attempt(fill, watched, expect_version)
+            except WatchError:
+                # From EXEC (a watched key changed) or from any command after WATCH on a
+                # connection that dropped. Either nothing was applied, or (a reply lost after
+                # EXEC) the retry repeats idempotent writes whose counter counts once by token.
+                if attempt == _WATCH_RETRIES:
+                    raise
+                continue
+            return
+
+    async def _watched_attempt(
+        self, fill: Callable[[Pipeline], None], watched: list[str], expect_version: str | None
+    ) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            await pipe.watch(*watched)
+            claim = False
+            if self.fence is not None:
+                holder: bytes | None = await pipe.get(self.fence.key)  # type: ignore[assignment]
+                # Vacant (Redis restarted empty): nobody else leads; claim it with the write.
+                claim = holder is None
+                if holder is not None and holder != self.fence.token:
+                    raise LeaseLost(self.fence.key)
+            if expect_version is not None:
+                stored: bytes | None = await pipe.hget(self.keys.meta, "version")  # type: ignore[assignment]
+                if stored is None or stored.decode() != expect_version:
+                    raise _NotPrevious
+            pipe.multi()  # type: ignore[no-untyped-call]
+            if claim and self.fence is not None:
+                pipe.set(self.fence.key, self.fence.token, px=self.fence.ttl_ms)
+            fill(pipe)
+            await pipe.execute()
 
     async def commit(
         self,
