@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint check-unit demo bench clean
+.PHONY: venv test lint check-unit soak reliability demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "symbold needs Python 3.11 or newer" >&2; exit 1; }
@@ -23,9 +23,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon tests benchmarks
-	$(BIN)/ruff format --check daemon tests benchmarks
+	$(BIN)/ruff check daemon tests benchmarks scripts
+	$(BIN)/ruff format --check daemon tests benchmarks scripts
 	$(BIN)/mypy --strict daemon
+
+# The randomized soak (bounded; 60 s by default, SYMBOLD_SOAK_SECONDS=900 for a long run).
+soak: $(STAMP)
+	SYMBOLD_SOAK_SECONDS=$${SYMBOLD_SOAK_SECONDS:-60} $(BIN)/python -m pytest -p no:cacheprovider -m soak tests/soak
+
+# Re-run the fault suite and the soak and regenerate docs/reliability.md from their results.
+reliability: $(STAMP)
+	$(BIN)/python scripts/reliability_table.py
 
 check-unit: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" sh scripts/check-unit.sh
