@@ -54,6 +54,10 @@ def next_delay(
     return backoff
 
 
+# How often a follower retries while Redis does not answer at all (seconds).
+_UNREACHABLE_RETRY = 0.5
+
+
 class MarketLoop:
     """Refreshes one market on its timer until `stop` is set."""
 
@@ -155,10 +159,10 @@ class MarketLoop:
         market's next refresh is due (so a takeover keeps one refresh per interval)."""
         assert self.lease is not None
         lease, store = self.lease, self.refresher.store
-        poll = lease.ttl / 3
         announced = False
         while not self.stop.is_set():
             self.beat = time.monotonic()
+            poll = lease.ttl / 3
             try:
                 if self.wake.is_set():
                     # SIGHUP on a follower: ask the leader instead of fetching ourselves.
@@ -176,6 +180,9 @@ class MarketLoop:
                     self.refresher.held = held
             except (redis.RedisError, OSError) as exc:
                 self.log.debug("redis.unavailable", error=scrub_text(str(exc)), during="follow")
+                # Unreachable Redis: nobody can hold a lease we could see, so try again soon
+                # rather than a whole poll later once it is back.
+                poll = min(poll, _UNREACHABLE_RETRY)
             await _first_of((self.stop, self.wake), seconds=poll)
         return 0.0
 
