@@ -40,7 +40,8 @@ T = TypeVar("T")
 EPILOG = """\
 exit codes:
   0   success, or a clean stop
-  1   failure
+  1   failure (also a forced stop: a second SIGTERM/SIGINT)
+  64  bad arguments (enqueue --args/--kwargs)
   69  a required service (Redis) is unreachable (one-shot commands)
   75  a refresh was held back by a guard (try again later)
   78  configuration or authentication error
