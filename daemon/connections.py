@@ -365,7 +365,12 @@ class ConnectionConfig:
 
     def _async_cluster(self, decode: bool, retry: redis.asyncio.retry.Retry) -> AsyncRedisCluster:
         nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.target.nodes]
-        return AsyncRedisCluster(startup_nodes=nodes, retry=retry, **self._cluster_kwargs(decode))
+        client = AsyncRedisCluster(startup_nodes=nodes, retry=retry, **self._cluster_kwargs(decode))
+        # Nodes discovered later are built from connection_kwargs: make their connections
+        # report a reset peer as ConnectionError too (see _reset_safe).
+        kwargs = client.connection_kwargs
+        kwargs["connection_class"] = _reset_safe(kwargs["connection_class"])
+        return client
 
     def _sync_cluster(self, decode: bool, retry: redis.retry.Retry) -> SyncRedisCluster:
         (first_host, first_port), *others = self.target.nodes

@@ -209,6 +209,8 @@ async def test_cluster_clients_are_built_like_the_standalone_ones(healthy: Local
         assert node.connection_kwargs["socket_timeout"] == 2.5
         assert node.connection_kwargs["socket_connect_timeout"] == 1.5
         assert node.connection_kwargs["health_check_interval"] == 30
+        # a write to a connection the peer reset is a ConnectionError, retried (not a crash)
+        assert node.connection_class.__name__.startswith("ResetSafe")
         names = [c["name"] for c in await client.client_list(target_nodes=node)]
         assert "symbold-test" in names
         await client.delete("probe{spot}")

@@ -56,6 +56,8 @@ async def test_async_client_uses_asyncio_retry_class(redis_url: str) -> None:
     # the sync Retry would be accepted here and silently do nothing
     assert isinstance(conn.retry, redis.asyncio.retry.Retry)
     assert conn.retry._retries == 2
+    # a reset peer surfaces as ConnectionError (retried), not uvloop's RuntimeError
+    assert type(conn).__name__.startswith("ResetSafe")
     assert await client.ping()
     await client.aclose()
 
