@@ -180,6 +180,7 @@ def cmd_ping(loaded: Loaded, args: argparse.Namespace) -> int:
         out: dict[str, Any] = {
             "url": report.redacted_url,
             "source": report.source,
+            "mode": report.mode,
             "ok": report.error_kind is None,
         }
         if report.error_kind is None:
@@ -190,6 +191,10 @@ def cmd_ping(loaded: Loaded, args: argparse.Namespace) -> int:
                 "min_ms": round(report.min_ms or 0.0, 3),
                 "median_ms": round(report.median_ms or 0.0, 3),
             }
+            if report.mode == "cluster":
+                out |= {"cluster_state": report.cluster_state, "nodes": list(report.nodes)}
+            elif report.mode == "sentinel":
+                out["primary"] = report.primary
         else:
             out |= {"error_kind": report.error_kind, "error": report.error}
         print(msgspec.json.encode(out).decode())

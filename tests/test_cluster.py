@@ -422,6 +422,12 @@ def test_symbold_ping_reports_the_cluster(healthy: LocalCluster) -> None:
     assert "(from $REDIS_URL)" in result.stdout
     assert "role cluster ok: 3 primaries, 3 replicas" in result.stdout
     assert "over 2 PINGs" in result.stdout
+    as_json = run_cli("ping", "--json", env={"REDIS_URL": healthy.startup_url})
+    assert as_json.returncode == 0, as_json.stderr
+    report = msgspec.json.decode(as_json.stdout)
+    assert report["mode"] == "cluster"
+    assert report["cluster_state"] == "ok"
+    assert len(report["nodes"]) == 6
 
     # nothing listening: unreachable (69), and the password never in the output
     url = f"redis+cluster://:{SECRET}@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"

@@ -419,6 +419,11 @@ def test_symbold_ping_names_the_primary(group: LocalSentinel, url: str, tmp_path
     assert "sentinel://:***@" in result.stdout
     assert DATA_PW not in result.stdout + result.stderr
     assert SENTINEL_PW not in result.stdout + result.stderr
+    as_json = run_cli("ping", "--json", "--config", str(config), env={"REDIS_URL": url})
+    assert as_json.returncode == 0, as_json.stderr
+    report = msgspec.json.decode(as_json.stdout)
+    assert report["mode"] == "sentinel"
+    assert report["primary"] == f"127.0.0.1:{port}"
 
     # the sentinels refuse a wrong sentinel password: a configuration error, no secret shown
     wrong = url.replace(SENTINEL_PW, "Wrong-sentinel-pw-3")
