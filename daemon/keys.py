@@ -83,8 +83,3 @@ def market_keys(
 def keys_for(settings: Settings, market: MarketName) -> MarketKeys:
     """Key names for `market` under these settings."""
     return market_keys(market, settings.redis.key_prefix, settings.markets.get(market).keys)
-
-
-def daemon_key(prefix: str, name: str) -> str:
-    """Process-wide keys that belong to no market (e.g. the daemon's heartbeat)."""
-    return f"{prefix}:daemon:{name}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -445,7 +445,7 @@ def load_settings(
     )
 
 
-def redacted_tree(settings: Settings, redact_url: Any) -> dict[str, Any]:
+def redacted_tree(settings: Settings, redact_url: Callable[[str], str]) -> dict[str, Any]:
     """The settings as plain data with every URL and secret-looking value made safe to print."""
     tree = msgspec.to_builtins(settings)
 

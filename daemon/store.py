@@ -428,10 +428,6 @@ class SnapshotStore:
         ttl_ms = max(1, int((until - time.time()) * 1000))
         await self.client.set(self.keys.ban_until, f"{until:.3f}", px=ttl_ms)
 
-    async def metrics(self) -> dict[str, int]:
-        raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.metrics))
-        return {k.decode(): int(v) for k, v in raw.items()}
-
 
 @dataclass(frozen=True, slots=True)
 class HeldSnapshot:
