@@ -97,12 +97,12 @@ class Loaded:
 
 def _write_snapshot(url: str, payload: bytes) -> Loaded:
     """Normalize the fixture and commit it with the daemon's own writer."""
-    from daemon import normalize
-    from daemon.connections import ConnectionConfig
-    from daemon.keys import market_keys
-    from daemon.redis_url import parse_redis_url
-    from daemon.settings import Settings
-    from daemon.store import SnapshotMeta, SnapshotStore, new_token
+    from daemon.config.redis_target import parse_redis_url
+    from daemon.config.settings import Settings
+    from daemon.contract.keys import market_keys
+    from daemon.redis.clients import ConnectionConfig
+    from daemon.snapshot import normalize
+    from daemon.snapshot.store import SnapshotMeta, SnapshotStore, new_token
 
     spot = Settings().markets.spot
     norm = normalize.normalize(payload, market="spot")

@@ -71,14 +71,14 @@ from benchmarks.common import (
     skipped,
     table,
 )
-from daemon import normalize
-from daemon.connections import ConnectionConfig
-from daemon.keys import MarketKeys, market_keys
-from daemon.redis_url import parse_redis_url
-from daemon.refresh import MarketRefresher, source_config
-from daemon.settings import MarketSettings, Settings
-from daemon.store import SnapshotMeta, SnapshotStore, new_token
-from daemon.upstream import SourceConfig, fetch, make_session
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import MarketSettings, Settings
+from daemon.contract.keys import MarketKeys, market_keys
+from daemon.redis.clients import ConnectionConfig
+from daemon.refresh.cycle import MarketRefresher, source_config
+from daemon.snapshot import normalize
+from daemon.snapshot.store import SnapshotMeta, SnapshotStore, new_token
+from daemon.upstream.fetch import SourceConfig, fetch, make_session
 
 FIXTURE = "spot-exchangeinfo-2023-09.json"
 PERMISSION_GROUPS = 440

@@ -76,12 +76,12 @@ from benchmarks.common import (
     skipped,
     table,
 )
-from daemon import normalize
-from daemon.connections import ConnectionConfig
-from daemon.redis_url import parse_redis_url
-from daemon.refresh import CycleResult, MarketRefresher, source_config
-from daemon.settings import MarketName, MarketSettings, Settings
-from daemon.upstream import SourceConfig, make_session
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import MarketName, MarketSettings, Settings
+from daemon.redis.clients import ConnectionConfig
+from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
+from daemon.snapshot import normalize
+from daemon.upstream.fetch import SourceConfig, make_session
 
 SPOT_FIXTURE = "spot-exchangeinfo-2023-09.json"
 USDM_FIXTURE = "usdm-futures-exchangeinfo-2025-12.json"

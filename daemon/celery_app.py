@@ -1,22 +1,9 @@
-"""A standalone Celery app for ``celery -A daemon.celery_app worker`` (needs ``symbold[celery]``).
+"""The documented Celery entry point: ``celery -A daemon.celery_app worker``.
 
-The broker is ``[celery] broker_url``, else the Redis URL resolved the usual way, so
-``CELERY_BROKER_URL`` keeps working.
+The app lives in :mod:`daemon.celery_interop.app`; this name is kept so existing commands and
+deploy scripts keep working.
 """
 
-from __future__ import annotations
+from daemon.celery_interop.app import app
 
-from celery import Celery
-
-from daemon.redis_url import resolve_redis_url
-from daemon.settings import load_settings
-
-_loaded = load_settings()
-_url = resolve_redis_url(_loaded.settings.redis.url, _loaded.redis_url_origin, _loaded.environ)
-
-app = Celery(
-    "symbold",
-    broker=_loaded.settings.celery.broker_url or _url.url,
-    include=["daemon.celery_tasks"],
-)
-app.conf.task_default_queue = _loaded.settings.celery.queue
+__all__ = ["app"]

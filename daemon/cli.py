@@ -17,15 +17,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from daemon import __version__, exitcodes
-from daemon.connections import ConnectionConfig
-from daemon.health import judge_freshness
-from daemon.keys import keys_for
-from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
-from daemon.oneshot import refresh_markets, run_async
-from daemon.ping import classify, ping
-from daemon.redis_url import RedisURL, redact_url, resolve_redis_url
-from daemon.service import Service
-from daemon.settings import (
+from daemon.config.redis_target import RedisURL, redact_url, resolve_redis_url
+from daemon.config.settings import (
     MARKETS,
     ConfigError,
     Loaded,
@@ -33,7 +26,14 @@ from daemon.settings import (
     load_settings,
     redacted_tree,
 )
-from daemon.status import format_status, read_status
+from daemon.contract.keys import keys_for
+from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
+from daemon.ops.health import judge_freshness
+from daemon.ops.ping import classify, ping
+from daemon.ops.status import format_status, read_status
+from daemon.redis.clients import ConnectionConfig
+from daemon.refresh.oneshot import refresh_markets, run_async
+from daemon.service.lifecycle import Service
 
 T = TypeVar("T")
 
@@ -327,7 +327,7 @@ def cmd_enqueue(loaded: Loaded, args: argparse.Namespace) -> int:
     if not isinstance(task_args, list) or not isinstance(task_kwargs, dict):
         print("symbold: --args must be a JSON array and --kwargs a JSON object", file=sys.stderr)
         return exitcodes.USAGE
-    from daemon.enqueue import CeleryMissing, TaskSender
+    from daemon.celery_interop.enqueue import CeleryMissing, TaskSender
 
     celery = loaded.settings.celery
     sender = TaskSender(celery.broker_url or resolve_url(loaded).url, celery)

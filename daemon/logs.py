@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from daemon.redis_url import redact_url
+from daemon.config.redis_target import redact_url
 
 _secrets_lock = threading.Lock()
 _secrets: tuple[str, ...] = ()

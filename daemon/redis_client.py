@@ -24,11 +24,11 @@ import msgspec
 import redis
 import redis.asyncio
 
-from daemon import keys as _keys
-from daemon.connections import AsyncClients, ConnectionConfig, SyncClient
+from daemon.config.redis_target import resolve_redis_url
+from daemon.config.settings import Loaded, load_settings
+from daemon.contract import keys as _keys
 from daemon.logs import get_logger, scrub_text
-from daemon.redis_url import resolve_redis_url
-from daemon.settings import Loaded, load_settings
+from daemon.redis.clients import AsyncClients, ConnectionConfig, SyncClient
 
 __all__ = [
     "LAST_GOOD_KEY",

@@ -17,9 +17,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from daemon.redis_url import parse_redis_url
-from daemon.service import Service
-from daemon.settings import load_settings
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import load_settings
+from daemon.service.lifecycle import Service
 from tests.support.daemon_proc import DaemonProcess, clean_env
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, small_exchange_info
 from tests.support.redis_server import RedisServer

@@ -27,18 +27,18 @@ import redis.cluster
 import redis.retry
 from redis.exceptions import CrossSlotTransactionError, RedisClusterException, WatchError
 
-from daemon.connections import (
+from daemon.config.redis_target import Deployment, parse_redis_url
+from daemon.config.settings import ConfigError, KeyOverrides, RedisSettings, Settings
+from daemon.contract.keys import market_keys
+from daemon.readers import AsyncSymbolReader, NearCacheOptions, SymbolReader
+from daemon.redis.clients import (
     AsyncRedisCluster,
     ClusterUnavailableError,
     ConnectionConfig,
     SyncRedisCluster,
     check_one_slot,
 )
-from daemon.keys import market_keys
-from daemon.readers import AsyncSymbolReader, NearCacheOptions, SymbolReader
-from daemon.redis_url import Deployment, parse_redis_url
-from daemon.refresh import MarketRefresher
-from daemon.settings import ConfigError, KeyOverrides, RedisSettings, Settings
+from daemon.refresh.cycle import MarketRefresher
 from tests.support.builders import make_rows, make_settings, open_refresher, payload, replace_row
 from tests.support.cluster import LocalCluster, cluster_support_problem, wait_until
 from tests.support.daemon_proc import run_cli

@@ -16,9 +16,9 @@ import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
 
-from daemon.connections import AsyncClients, ConnectionConfig, SyncClient
-from daemon.redis_url import parse_redis_url
-from daemon.settings import RedisSettings
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import RedisSettings
+from daemon.redis.clients import AsyncClients, ConnectionConfig, SyncClient
 from tests.support.redis_server import RedisServer
 
 

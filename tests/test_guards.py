@@ -1,4 +1,4 @@
-"""Pure tests of the acceptance guard, daemon.guards.judge (no I/O)."""
+"""Pure tests of the acceptance guard, daemon.snapshot.guards.judge (no I/O)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from daemon.guards import ShrinkStreak, Verdict, judge
+from daemon.snapshot.guards import ShrinkStreak, Verdict, judge
 
 
 def run(**kwargs: Any) -> Verdict:

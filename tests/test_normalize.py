@@ -1,4 +1,4 @@
-"""Tests for daemon.normalize: mapping, validation, ordering, snapshot blobs and diffs.
+"""Tests for daemon.snapshot.normalize: mapping, validation, ordering, snapshot blobs and diffs.
 
 Pure tests: the only I/O is reading the shipped samples and, when present, the shared
 recorded payloads (never copied into the repo).
@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from daemon import normalize as nz
-from daemon.normalize import (
+from daemon.snapshot import normalize as nz
+from daemon.snapshot.normalize import (
     MAX_SYMBOL_LENGTH,
     Normalized,
     PayloadError,
@@ -33,9 +32,7 @@ from daemon.normalize import (
     prioritize,
     request_weight_limit,
 )
-
-SAMPLES = Path(nz.__file__).parent / "samples"
-from tests.support.fixtures import FIXTURES  # noqa: E402
+from tests.support.fixtures import FIXTURES, SAMPLES
 
 RECORD_FIELDS = (
     "symbol",

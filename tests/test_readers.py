@@ -27,9 +27,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from daemon import normalize, readers
-from daemon.keys import MarketKeys, keys_for, market_keys
-from daemon.normalize import SnapshotBlobs, SymbolRecord, build_snapshot, prioritize
+from daemon import readers
+from daemon.config.settings import Settings, load_settings
+from daemon.contract.keys import MarketKeys, keys_for, market_keys
 from daemon.readers import (
     AsyncSymbolReader,
     NearCacheOptions,
@@ -40,15 +40,17 @@ from daemon.readers import (
     record_to_dict,
 )
 from daemon.readers._core import MarketCache, NearCache
-from daemon.settings import Settings, load_settings
-from daemon.store import SnapshotMeta, SnapshotStore, new_token
+from daemon.snapshot import normalize
+from daemon.snapshot.normalize import SnapshotBlobs, SymbolRecord, build_snapshot, prioritize
+from daemon.snapshot.store import SnapshotMeta, SnapshotStore, new_token
+from tests.support.fixtures import SAMPLES
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(20)
 
 T = TypeVar("T")
 
-SAMPLE = Path(normalize.__file__).parent / "samples" / "spot-sample.json"
+SAMPLE = SAMPLES / "spot-sample.json"
 SPOT = Settings().markets.spot
 BASE = normalize.normalize(SAMPLE.read_bytes(), market="spot").records
 NON_ASCII = "币安人生USDT"

@@ -9,10 +9,10 @@ import pytest
 import redis
 
 from daemon import logs
-from daemon.connections import ConnectionConfig
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import RedisSettings
 from daemon.logs import configure_logging, get_logger, scrubbed_excepthook
-from daemon.redis_url import parse_redis_url
-from daemon.settings import RedisSettings
+from daemon.redis.clients import ConnectionConfig
 from tests.support.redis_server import RedisServer, free_port
 
 SECRET = "xK9-very-secret-pw"

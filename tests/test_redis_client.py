@@ -9,8 +9,8 @@ import json
 import pytest
 
 from daemon import redis_client
+from daemon.config.settings import load_settings
 from daemon.logs import configure_logging
-from daemon.settings import load_settings
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -82,7 +82,7 @@ def test_helpers_with_redis_down_log_without_secret(monkeypatch: pytest.MonkeyPa
     loaded = load_settings(use_default_path=False)
     redis_client.configure(loaded)
     stream = io.StringIO()
-    from daemon.redis_url import resolve_redis_url
+    from daemon.config.redis_target import resolve_redis_url
 
     url = resolve_redis_url("", None, loaded.environ)
     configure_logging("debug", "json", stream=stream, environ={}, secrets=url.secrets())

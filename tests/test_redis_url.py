@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.redis_url import parse_redis_url, redact_url, resolve_redis_url
-from daemon.settings import ConfigError
+from daemon.config.redis_target import parse_redis_url, redact_url, resolve_redis_url
+from daemon.config.settings import ConfigError
 
 
 def test_resolution_order() -> None:

@@ -24,9 +24,9 @@ import redis.asyncio
 import redis.asyncio.retry
 from redis.backoff import NoBackoff
 
-from daemon.keys import MarketKeys, market_keys
-from daemon.refresh import CycleResult, MarketRefresher
-from daemon.settings import Settings
+from daemon.config.settings import Settings
+from daemon.contract.keys import MarketKeys, market_keys
+from daemon.refresh.cycle import CycleResult, MarketRefresher
 from tests.support.builders import (
     SERVER_TIME,
     Row,

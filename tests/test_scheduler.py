@@ -6,9 +6,9 @@ import asyncio
 import random
 import time
 
-from daemon.refresh import CycleResult
-from daemon.scheduler import ForcedRefresh, next_delay
-from daemon.settings import MarketSettings, UpstreamSettings
+from daemon.config.settings import MarketSettings, UpstreamSettings
+from daemon.refresh.cycle import CycleResult
+from daemon.refresh.scheduler import ForcedRefresh, next_delay
 
 MARKET = MarketSettings(enabled=True, interval=300.0, jitter=0.1)
 UPSTREAM = UpstreamSettings(backoff_base=5.0, backoff_ceiling=600.0)

@@ -26,12 +26,12 @@ import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
 
-from daemon import connections
-from daemon.connections import AsyncSentinelRedis, ConnectionConfig, SentinelRedis
-from daemon.keys import market_keys
+from daemon.config.redis_target import Deployment, parse_redis_url
+from daemon.config.settings import ConfigError, RedisSettings
+from daemon.contract.keys import market_keys
 from daemon.readers import AsyncSymbolReader, NearCacheOptions, SymbolReader
-from daemon.redis_url import Deployment, parse_redis_url
-from daemon.settings import ConfigError, RedisSettings
+from daemon.redis import clients as connections
+from daemon.redis.clients import AsyncSentinelRedis, ConnectionConfig, SentinelRedis
 from tests.support.builders import make_rows, make_settings, open_refresher, payload, replace_row
 from tests.support.cluster import MASTER_NAME, LocalSentinel, wait_until
 from tests.support.daemon_proc import run_cli

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from daemon.settings import ConfigError, Settings, load_settings
+from daemon.config.settings import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.notify import Notifier, Watchdog, watchdog_interval
+from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
 from tests.support.daemon_proc import DaemonProcess, run_cli
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, small_exchange_info
 

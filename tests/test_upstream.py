@@ -1,4 +1,4 @@
-"""Tests of daemon.upstream against a real aiohttp fake of Binance on loopback.
+"""Tests of daemon.upstream.fetch against a real aiohttp fake of Binance on loopback.
 
 Nothing here talks to Binance. Waits are bounded by timeouts on the client side or by
 ``FakeBinance.wait_for_requests``; there is no sleep used to order events.
@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.upstream import (
+from daemon.upstream.fetch import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_RETRY_AFTER,
     AllHostsFailed,
@@ -671,7 +671,7 @@ async def test_gzip_body_over_cap_is_counted_after_decompression(
 
 _BOMB_CHILD = """
 import asyncio, json, resource, sys
-from daemon.upstream import BodyTooLarge, SourceConfig, fetch, make_session
+from daemon.upstream.fetch import BodyTooLarge, SourceConfig, fetch, make_session
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, gzip_bomb_bytes
 
 BOMB = int(sys.argv[1])

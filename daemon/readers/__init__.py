@@ -13,12 +13,12 @@ What a caller gets::
     with SymbolReader.from_settings(near_cache=True) as reader:   # own reader, near-cache on
         rec = reader.get_symbol("BTCUSDT")      # from memory after the first read
 
-Records are :class:`~daemon.normalize.SymbolRecord` values: typed (mypy catches a misspelt
+Records are :class:`~daemon.snapshot.normalize.SymbolRecord` values: typed (mypy catches a misspelt
 field), frozen (the near-cache hands the same object to every caller and nobody can change it
 under the others), and decoded by msgspec straight from the stored JSON, faster than
 ``json.loads`` into a dict. Code that wants the legacy dict calls :func:`record_to_dict`.
 
-Reads, per market (key names from :mod:`daemon.keys`, so overrides in the settings apply):
+Reads, per market (key names from :mod:`daemon.contract.keys`, so overrides in the settings apply):
 
 - ``get_symbol(name)``: one ``HGET by_symbol name``; the whole list is never read. None when
   the symbol is not in the snapshot (any status is returned, not only listed ones) or there
@@ -56,7 +56,7 @@ import asyncio
 import threading
 from collections.abc import Collection
 
-from daemon.normalize import SymbolRecord
+from daemon.config.settings import Loaded
 from daemon.readers._async import AsyncSymbolReader
 from daemon.readers._core import (
     ChannelSilentError,
@@ -68,7 +68,7 @@ from daemon.readers._core import (
     record_to_dict,
 )
 from daemon.readers._sync import SymbolReader
-from daemon.settings import Loaded
+from daemon.snapshot.normalize import SymbolRecord
 
 __all__ = [
     "AsyncSymbolReader",

@@ -13,10 +13,10 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from daemon.connections import ConnectionConfig
-from daemon.keys import MarketKeys
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import Loaded, Settings
+from daemon.contract.keys import MarketKeys
 from daemon.logs import scrub_text
-from daemon.normalize import SymbolRecord
 from daemon.readers._core import (
     DISABLED_STATUS,
     SCRIPTS_BY_SHA,
@@ -46,8 +46,8 @@ from daemon.readers._core import (
     text,
 )
 from daemon.readers._sync import subscriber_config
-from daemon.redis_url import parse_redis_url
-from daemon.settings import Loaded, Settings
+from daemon.redis.clients import ConnectionConfig
+from daemon.snapshot.normalize import SymbolRecord
 
 _monotonic = time.monotonic
 

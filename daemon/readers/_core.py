@@ -16,12 +16,12 @@ from typing import Any, Final
 import msgspec
 import redis
 
-from daemon.connections import ConnectionConfig
-from daemon.keys import MarketKeys, keys_for, market_keys
+from daemon.config.redis_target import resolve_redis_url
+from daemon.config.settings import MARKETS, Loaded, Settings, load_settings
+from daemon.contract.keys import MarketKeys, keys_for, market_keys
 from daemon.logs import get_logger
-from daemon.normalize import SymbolRecord, encode_record
-from daemon.redis_url import resolve_redis_url
-from daemon.settings import MARKETS, Loaded, Settings, load_settings
+from daemon.redis.clients import ConnectionConfig
+from daemon.snapshot.normalize import SymbolRecord, encode_record
 
 log = get_logger("symbold.readers")
 

@@ -13,10 +13,10 @@ import msgspec
 import redis
 from redis.exceptions import NoScriptError
 
-from daemon.connections import ConnectionConfig, SyncClient
-from daemon.keys import MarketKeys
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import Loaded, Settings
+from daemon.contract.keys import MarketKeys
 from daemon.logs import scrub_text
-from daemon.normalize import SymbolRecord
 from daemon.readers._core import (
     DISABLED_STATUS,
     POLL_INTERVAL,
@@ -46,8 +46,8 @@ from daemon.readers._core import (
     snapshot_info_from,
     text,
 )
-from daemon.redis_url import parse_redis_url
-from daemon.settings import Loaded, Settings
+from daemon.redis.clients import ConnectionConfig, SyncClient
+from daemon.snapshot.normalize import SymbolRecord
 
 _monotonic = time.monotonic
 

@@ -1,8 +1,8 @@
 """Soak: thousands of refresh cycles under a seeded mix of upstream faults and Redis chaos.
 
-One in-process :class:`daemon.service.Service` (the same object `symbold run` runs, on uvloop
-as there) refreshes
-the spot market back to back: a driver forces a refresh as soon as the last one finished
+One in-process :class:`daemon.service.lifecycle.Service` (the same object `symbold run` runs,
+on uvloop as there) refreshes the spot market back to back: a driver forces a refresh as soon as
+the last one finished
 (``min_refresh_gap = 0``), each time with an upstream reply drawn from a seeded mix of good
 payloads (four versions), a 60% shrink, refused names and every fault the fake Binance
 has. Meanwhile a chaos task restarts Redis (graceful and kill -9, both empty), kills the
@@ -50,10 +50,10 @@ import redis.asyncio
 import redis.asyncio.retry
 from redis.backoff import NoBackoff
 
+from daemon.config.redis_target import parse_redis_url
 from daemon.logs import configure_logging
-from daemon.redis_url import parse_redis_url
-from daemon.refresh import CycleResult
-from daemon.service import Service
+from daemon.refresh.cycle import CycleResult
+from daemon.service.lifecycle import Service
 from tests.support.builders import make_rows, make_settings, open_refresher, payload, replace_row
 from tests.support.builders import symbol_row as row_of
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, gzip_bomb_bytes

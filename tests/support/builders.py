@@ -14,11 +14,11 @@ from typing import Any
 
 import msgspec
 
-from daemon.connections import ConnectionConfig
-from daemon.redis_url import parse_redis_url
-from daemon.refresh import MarketRefresher, source_config
-from daemon.settings import MarketName, Settings, load_settings
-from daemon.upstream import make_session
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import MarketName, Settings, load_settings
+from daemon.redis.clients import ConnectionConfig
+from daemon.refresh.cycle import MarketRefresher, source_config
+from daemon.upstream.fetch import make_session
 
 SERVER_TIME = 1_700_000_123_456
 

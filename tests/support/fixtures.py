@@ -21,3 +21,7 @@ def fixture_bytes(name: str) -> bytes:
     if not path.is_file():
         pytest.skip(f"recorded payload {path} is absent (../shared not laid beside the checkout)")
     return path.read_bytes()
+
+
+# The small samples the package ships (written in Binance's format; `make demo` serves them).
+SAMPLES = ROOT / "daemon" / "samples"

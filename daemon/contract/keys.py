@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.settings import KeyOverrides, MarketName, Settings
+from daemon.config.settings import KeyOverrides, MarketName, Settings
 
 KEY_NAMES = (
     "symbols",

@@ -1,6 +1,6 @@
 """One refresh cycle outside the daemon: ``symbold refresh`` and the Celery task share it.
 
-It builds the same :class:`~daemon.refresh.MarketRefresher` the daemon's loops use, runs one
+It builds the same :class:`~daemon.refresh.cycle.MarketRefresher` the daemon's loops use, runs one
 cycle per market and closes everything again, so there is exactly one implementation of a
 refresh.
 """
@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from daemon.connections import ConnectionConfig
-from daemon.redis_url import RedisURL
-from daemon.refresh import CycleResult, MarketRefresher, source_config
-from daemon.settings import MarketName, Settings
-from daemon.upstream import make_session
+from daemon.config.redis_target import RedisURL
+from daemon.config.settings import MarketName, Settings
+from daemon.redis.clients import ConnectionConfig
+from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
+from daemon.upstream.fetch import make_session
 
 T = TypeVar("T")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from daemon.settings import DEFAULT_REDIS_URL, ConfigError
+from daemon.config.settings import DEFAULT_REDIS_URL, ConfigError
 
 SUPPORTED_SCHEMES = (
     "redis",

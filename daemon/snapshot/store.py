@@ -26,10 +26,10 @@ import redis.asyncio
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from daemon.guards import ShrinkStreak
-from daemon.keys import MarketKeys
-from daemon.lease import Fence, LeaseLost
-from daemon.normalize import SnapshotBlobs, SnapshotDiff
+from daemon.contract.keys import MarketKeys
+from daemon.snapshot.guards import ShrinkStreak
+from daemon.snapshot.lease import Fence, LeaseLost
+from daemon.snapshot.normalize import SnapshotBlobs, SnapshotDiff
 
 # Count one event exactly once: the token key exists only if this event was counted already.
 _COUNT_ONCE = """

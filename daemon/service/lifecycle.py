@@ -30,19 +30,19 @@ import redis
 import redis.asyncio
 
 from daemon import exitcodes
-from daemon.connections import ConnectionConfig, check_one_slot
-from daemon.enqueue import TaskSender
-from daemon.health import HealthServer, Telemetry
-from daemon.keys import keys_for
-from daemon.lease import Lease
+from daemon.celery_interop.enqueue import TaskSender
+from daemon.config.redis_target import RedisURL
+from daemon.config.settings import ConfigError, Loaded, Settings
+from daemon.contract.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text
-from daemon.notify import Notifier, Watchdog, watchdog_interval
-from daemon.ping import classify
-from daemon.redis_url import RedisURL
-from daemon.refresh import CycleResult, MarketRefresher, source_config
-from daemon.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
-from daemon.settings import ConfigError, Loaded, Settings
-from daemon.upstream import make_session
+from daemon.ops.health import HealthServer, Telemetry
+from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
+from daemon.ops.ping import classify
+from daemon.redis.clients import ConnectionConfig, check_one_slot
+from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
+from daemon.refresh.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
+from daemon.snapshot.lease import Lease
+from daemon.upstream.fetch import make_session
 
 # A market loop that shows no sign of life for this long (beyond its longest legitimate
 # cycle) is taken as wedged and the watchdog stops pinging.

@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import redis
 
-from daemon.lease import Lease, LeaseLost
+from daemon.config.settings import MarketSettings, SchedulerSettings, UpstreamSettings
 from daemon.logs import get_logger, scrub_text
-from daemon.refresh import CycleResult, MarketRefresher
-from daemon.settings import MarketSettings, SchedulerSettings, UpstreamSettings
-from daemon.upstream import retry_delay
+from daemon.refresh.cycle import CycleResult, MarketRefresher
+from daemon.snapshot.lease import Lease, LeaseLost
+from daemon.upstream.fetch import retry_delay
 
 
 def next_delay(

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import redis.asyncio
 
-from daemon.keys import METRIC_FIELDS, MarketKeys
+from daemon.contract.keys import METRIC_FIELDS, MarketKeys
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ import redis.sentinel
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from daemon.connections import AsyncSentinelRedis, ConnectionConfig
+from daemon.config.redis_target import format_address
 from daemon.logs import scrub_text
-from daemon.redis_url import format_address
+from daemon.redis.clients import AsyncSentinelRedis, ConnectionConfig
 
 
 @dataclass(frozen=True, slots=True)

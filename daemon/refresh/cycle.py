@@ -23,12 +23,7 @@ import aiohttp
 import redis
 import redis.asyncio
 
-from daemon import normalize
-from daemon.guards import ShrinkStreak, judge
-from daemon.keys import MarketKeys, keys_for
-from daemon.lease import LeaseLost
-from daemon.logs import get_logger, scrub_text
-from daemon.settings import (
+from daemon.config.settings import (
     GuardSettings,
     MarketName,
     MarketSettings,
@@ -36,8 +31,13 @@ from daemon.settings import (
     Settings,
     UpstreamSettings,
 )
-from daemon.store import HeldSnapshot, SnapshotMeta, SnapshotStore, StoredState, new_token
-from daemon.upstream import (
+from daemon.contract.keys import MarketKeys, keys_for
+from daemon.logs import get_logger, scrub_text
+from daemon.snapshot import normalize
+from daemon.snapshot.guards import ShrinkStreak, judge
+from daemon.snapshot.lease import LeaseLost
+from daemon.snapshot.store import HeldSnapshot, SnapshotMeta, SnapshotStore, StoredState, new_token
+from daemon.upstream.fetch import (
     FetchResult,
     RateLimited,
     SourceConfig,

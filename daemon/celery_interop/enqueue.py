@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.config.settings import CelerySettings
 from daemon.logs import get_logger, scrub_text
-from daemon.settings import CelerySettings
 
 log = get_logger("symbold.enqueue")
 

@@ -16,7 +16,7 @@ import prometheus_client
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from daemon.refresh import CycleResult, MarketRefresher
+from daemon.refresh.cycle import CycleResult, MarketRefresher
 
 
 @dataclass(frozen=True, slots=True)

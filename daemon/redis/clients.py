@@ -11,7 +11,7 @@ What a caller may rely on:
 - :class:`SyncClient` creates its client once even when many threads race the first call, and
   starts afresh in a forked child (Celery prefork) instead of sharing the parent's sockets.
 
-The deployment (``[redis] mode`` and the URL, see :func:`daemon.redis_url.deployment`)
+The deployment (``[redis] mode`` and the URL, see :func:`daemon.config.redis_target.deployment`)
 decides the client class; every one gets the same timeouts, retry and bounds:
 
 - standalone: ``redis.Redis`` / ``redis.asyncio.Redis`` on a ``BlockingConnectionPool``;
@@ -57,8 +57,8 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
-from daemon.redis_url import Deployment, Mode, RedisURL, deployment, format_address
-from daemon.settings import ConfigError, RedisSettings
+from daemon.config.redis_target import Deployment, Mode, RedisURL, deployment, format_address
+from daemon.config.settings import ConfigError, RedisSettings
 
 # How often a sentinel pool asks the sentinels who the primary is, besides on every new
 # connection. redis-py asks only when it opens a connection, so after a planned switch-over
