@@ -2,10 +2,10 @@
 
 Already covered, and listed in docs/reliability.md:
 - 1,000 SIGHUPs in a burst -> refreshes <= 1 + duration / min_refresh_gap:
-  tests/test_daemon.py::test_sighup_burst_is_coalesced
+  tests/service/test_daemon.py::test_sighup_burst_is_coalesced
 - SIGTERM while the upstream fetch hangs -> exit 0 within shutdown_timeout, snapshot whole:
-  tests/test_daemon.py::test_sigterm_during_a_slow_refresh_exits_zero_with_a_whole_snapshot
-- a second SIGTERM exits at once: tests/test_daemon.py::test_second_sigterm_exits_at_once
+  tests/service/test_daemon.py::test_sigterm_during_a_slow_refresh_exits_zero_with_a_whole_snapshot
+- a second SIGTERM exits at once: tests/service/test_daemon.py::test_second_sigterm_exits_at_once
 
 New here: SIGTERM while the snapshot's MULTI/EXEC itself is on the wire (slowed by the proxy).
 """

@@ -1,7 +1,7 @@
 """Upstream (Binance) faults against a running `symbold run` process.
 
 Each fault is already tested in detail at the refresher level
-(tests/test_refresh.py::test_upstream_fault_never_replaces_good_data and the 429/418/shrink
+(tests/refresh/test_cycle.py::test_upstream_fault_never_replaces_good_data and the 429/418/shrink
 tests there); here one parametrized black-box test walks the list through a real daemon and
 checks that it keeps serving byte-identical data, counts exactly, keeps running and recovers
 on the next good reply. The rows with behaviour of their own (rate limits and bans, the

@@ -200,7 +200,7 @@ def test_status_with_redis_down_exits_69() -> None:
 
 
 def test_make_demo_runs_offline_with_a_private_redis(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     # point the demo at a port where nothing listens so that it has to start its own server
     env = clean_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"

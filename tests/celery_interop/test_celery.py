@@ -26,7 +26,7 @@ from tests.support.redis_server import RedisServer
 
 pytest.importorskip("celery", reason="the celery extra is not installed")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = tuple(f"C{i:02d}USDT" for i in range(10))
 
 

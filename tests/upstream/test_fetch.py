@@ -57,7 +57,7 @@ from tests.support.fake_binance import (
 from tests.support.fixtures import FIXTURES
 
 SPOT_2023 = FIXTURES / "spot-exchangeinfo-2023-09.json"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_cfg(*bases: str, **overrides: Any) -> SourceConfig:
