@@ -1,0 +1,186 @@
+"""Order rules (daemon.rules) on compiled rules, against ccxt's precision helpers, in one run.
+
+On the 2023-09 spot fixture (2,292 symbols), for 64 TRADING symbols spread over the listing
+and one LIMIT order each (decimal-string inputs, as a bot holding exchange strings sends
+them), this measures per call:
+
+1. ``check_order`` (LIMIT, quantity + price, no reference price);
+2. ``round_price`` and ``round_quantity`` each, and the pair;
+3. the baseline: ccxt's ``price_to_precision`` + ``amount_to_precision`` on the same orders
+   (markets loaded offline from the same payload; ccxt never touches the network);
+4. compiling rules for every symbol of the payload (``rules_for`` on each stored record).
+
+A near-cache hit hands the bot a compiled ``SymbolRules``, so 1-3 start from one. Each case
+runs in batches, round-robin with the others; the median batch is reported. Goals (reported,
+never failed): check_order <= 5 us; each rounding helper <= 2 us; the pair >= 10x faster than
+ccxt's pair; compiling all symbols <= 50 ms.
+
+``python -m benchmarks rules [--rounds N] [--warmup N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import decimal
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from benchmarks.common import FIXTURES_DIR, python_version, skipped, table
+
+FIXTURE = "spot-exchangeinfo-2023-09.json"
+SAMPLE = 64
+BATCH = {"check": 2_000, "price": 5_000, "qty": 5_000, "pair": 5_000, "ccxt": 300, "compile": 1}
+LABELS = {
+    "check": "check_order (LIMIT, qty + price)",
+    "price": "round_price (side default)",
+    "qty": "round_quantity",
+    "pair": "round_price + round_quantity",
+    "ccxt": "ccxt price_ + amount_to_precision",
+    "compile": "rules_for, all symbols (per call: ms)",
+}
+CHECK_MAX_US = 5.0
+ROUND_MAX_US = 2.0
+PAIR_MIN_SPEEDUP = 10.0
+COMPILE_MAX_MS = 50.0
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks rules", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=25, help="timed rounds (median reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return args
+
+
+def main() -> int:
+    args = _parse_args()
+    path = FIXTURES_DIR / FIXTURE
+    if not path.is_file():
+        return skipped(f"{path} absent")
+    try:
+        import ccxt
+    except ImportError:
+        return skipped("ccxt is not installed (pip install -e '.[dev]')")
+
+    from daemon import normalize
+    from daemon.rules import check_order, round_price, round_quantity, rules_for
+
+    body = path.read_bytes()
+    records = normalize.normalize(body, market="spot").records
+    rng = random.Random(2023)
+    trading = [r for r in records if r.status == "TRADING"]
+    chosen = rng.sample(trading, SAMPLE)
+    rules = [rules_for(r) for r in chosen]
+    orders: list[tuple[str, str]] = []  # (price, quantity) as decimal strings, off the grids
+    for r in rules:
+        assert r.price is not None
+        assert r.lot is not None
+        tick, step = r.price.step, r.lot.step
+        price = format(tick * rng.randrange(1000, 10**6) + tick * Decimal("0.37"), "f")
+        qty = format((r.lot.minimum or step) * rng.randrange(2, 50) + step * Decimal("0.61"), "f")
+        orders.append((price, qty))
+
+    with decimal.localcontext():  # ccxt changes the thread's decimal context
+        exchange = ccxt.binance({"enableRateLimit": False})
+        exchange.options["crossMarginPairsData"] = []
+        exchange.options["isolatedMarginPairsData"] = []
+        exchange.set_markets([m for m in exchange.parse_markets(json.loads(body)["symbols"]) if m])
+        ids = {m["id"]: m["symbol"] for m in exchange.markets.values()}
+        names = [ids[r.symbol] for r in rules]
+        to_price, to_amount = exchange.price_to_precision, exchange.amount_to_precision
+        # Same answers before timing anything (nearest price, truncated amount).
+        for r, name, (price, qty) in zip(rules, names, orders, strict=True):
+            assert round_price(r, price, "nearest") == Decimal(to_price(name, price))
+            assert round_quantity(r, qty) == Decimal(to_amount(name, qty))
+        n = len(rules)
+        work = list(zip(rules, names, orders, strict=True))
+
+        def run_check(count: int) -> None:
+            for i in range(count):
+                r, _, (price, qty) = work[i % n]
+                check_order(r, "BUY", "LIMIT", quantity=qty, price=price)
+
+        def run_price(count: int) -> None:
+            for i in range(count):
+                r, _, (price, _q) = work[i % n]
+                round_price(r, price, side="BUY")
+
+        def run_qty(count: int) -> None:
+            for i in range(count):
+                r, _, (_p, qty) = work[i % n]
+                round_quantity(r, qty)
+
+        def run_pair(count: int) -> None:
+            for i in range(count):
+                r, _, (price, qty) = work[i % n]
+                round_price(r, price, side="BUY")
+                round_quantity(r, qty)
+
+        def run_ccxt(count: int) -> None:
+            for i in range(count):
+                _, name, (price, qty) = work[i % n]
+                to_price(name, price)
+                to_amount(name, qty)
+
+        def run_compile(count: int) -> None:
+            for _ in range(count):
+                for record in records:
+                    rules_for(record)
+
+        runners: dict[str, Callable[[int], None]] = {
+            "check": run_check,
+            "price": run_price,
+            "qty": run_qty,
+            "pair": run_pair,
+            "ccxt": run_ccxt,
+            "compile": run_compile,
+        }
+        samples: dict[str, list[float]] = {case: [] for case in runners}
+        for rnd in range(args.warmup + args.rounds):
+            for case, runner in runners.items():
+                count = BATCH[case]
+                gc.collect()
+                started = time.perf_counter()
+                runner(count)
+                elapsed = time.perf_counter() - started
+                if rnd >= args.warmup:
+                    samples[case].append(elapsed / count)
+
+    us = {case: statistics.median(found) * 1e6 for case, found in samples.items()}
+    best = {case: min(found) * 1e6 for case, found in samples.items()}
+    compile_ms = us["compile"] / 1000
+    speedup = us["ccxt"] / us["pair"]
+    print(
+        f"{FIXTURE}: {len(records)} symbols, {SAMPLE} sampled TRADING symbols; "
+        f"Python {python_version()}, ccxt {ccxt.__version__}; "
+        f"{args.rounds} rounds after {args.warmup} warm-up"
+    )
+    rows = []
+    for case in ("check", "price", "qty", "pair", "ccxt"):
+        rows.append(
+            [LABELS[case], f"{us[case]:.2f}", f"{best[case]:.2f}", f"{us['ccxt'] / us[case]:.1f}x"]
+        )
+    rows.append(
+        [LABELS["compile"], f"{compile_ms:.1f} ms", f"{best['compile'] / 1000:.1f} ms", "-"]
+    )
+    print(table(["case", "median us", "best us", "vs ccxt pair"], rows))
+    print()
+    goals = [
+        ("check_order <= 5 us", f"{us['check']:.2f} us", us["check"] <= CHECK_MAX_US),
+        ("round_price <= 2 us", f"{us['price']:.2f} us", us["price"] <= ROUND_MAX_US),
+        ("round_quantity <= 2 us", f"{us['qty']:.2f} us", us["qty"] <= ROUND_MAX_US),
+        ("pair >= 10x faster than ccxt", f"{speedup:.1f}x", speedup >= PAIR_MIN_SPEEDUP),
+        ("compile all <= 50 ms", f"{compile_ms:.1f} ms", compile_ms <= COMPILE_MAX_MS),
+    ]
+    print(table(["goal", "measured", "met"], [[g, m, "yes" if ok else "NO"] for g, m, ok in goals]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""``check_order``: does an order pass a symbol's filters, as Binance documents them?
+
+Rules applied (Binance's spot "Filters" page and the USD-M/COIN-M exchangeInfo docs):
+
+* The symbol's status must be ``TRADING`` and the order type one of its ``orderTypes``.
+* PRICE_FILTER on ``price`` and ``stopPrice``: ``min <= p <= max`` and
+  ``(p - minPrice) % tickSize == 0``; each part with a 0 bound is disabled.
+* LOT_SIZE on ``quantity`` and ``icebergQty``; a MARKET-like order's quantity must also pass
+  MARKET_LOT_SIZE (its zero fields disabled like any other: on spot its step is usually 0
+  while its maxQty binds).
+* Notional (MIN_NOTIONAL, NOTIONAL): ``price * quantity`` for orders with a limit price; for
+  MARKET-like orders only the bounds whose ``applyToMarket`` / ``applyMinToMarket`` /
+  ``applyMaxToMarket`` say so, against ``reference_price * quantity`` (or ``quoteOrderQty``).
+  USD-M MIN_NOTIONAL applies to every order (mark price for MARKET-like ones).
+* PERCENT_PRICE / PERCENT_PRICE_BY_SIDE against ``reference_price`` (the average or mark
+  price the caller has); futures PERCENT_PRICE bounds a BUY from above and a SELL from below.
+* ICEBERG_PARTS: ``ceil(quantity / icebergQty) <= limit``. TRAILING_DELTA: the above/below
+  bounds chosen by order type and side.
+
+MARKET-like types are spot MARKET, STOP_LOSS and TAKE_PROFIT, and futures MARKET, STOP_MARKET,
+TAKE_PROFIT_MARKET and TRAILING_STOP_MARKET: they execute at market, so Binance applies the
+market rules to them. Filters that need state we do not have are named in ``unchecked``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, DecimalException
+from typing import Final
+
+from daemon.rules.decimals import EXACT, on_grid, to_decimal
+from daemon.rules.errors import OrderValueError
+from daemon.rules.model import Grid, OrderCheck, SymbolRules, Violation
+
+__all__ = ["check_order", "order_kind"]
+
+MARKET: Final = 1  # executes at market: MARKET_LOT_SIZE applies, notional at reference price
+PRICED: Final = 2  # needs a limit price
+STOP: Final = 4  # needs a stopPrice (spot: or a trailingDelta)
+ALGO: Final = 8  # counts against MAX_NUM_ALGO_ORDERS
+
+_SPOT_KINDS: Final = {
+    "LIMIT": PRICED,
+    "LIMIT_MAKER": PRICED,
+    "MARKET": MARKET,
+    "STOP_LOSS": MARKET | STOP | ALGO,
+    "STOP_LOSS_LIMIT": PRICED | STOP | ALGO,
+    "TAKE_PROFIT": MARKET | STOP | ALGO,
+    "TAKE_PROFIT_LIMIT": PRICED | STOP | ALGO,
+}
+# Futures reuse some names with another meaning: TAKE_PROFIT has a limit price there.
+_FUTURES_KINDS: Final = {
+    "LIMIT": PRICED,
+    "MARKET": MARKET,
+    "STOP": PRICED | STOP | ALGO,
+    "TAKE_PROFIT": PRICED | STOP | ALGO,
+    "STOP_MARKET": MARKET | STOP | ALGO,
+    "TAKE_PROFIT_MARKET": MARKET | STOP | ALGO,
+    "TRAILING_STOP_MARKET": MARKET | ALGO,
+}
+# Spot trailing stops: these use the "above" bounds of TRAILING_DELTA, the rest "below".
+_TRAILING_ABOVE: Final = frozenset(
+    {
+        ("STOP_LOSS", "BUY"),
+        ("STOP_LOSS_LIMIT", "BUY"),
+        ("TAKE_PROFIT", "SELL"),
+        ("TAKE_PROFIT_LIMIT", "SELL"),
+    }
+)
+_SIDES: Final = frozenset({"BUY", "SELL"})
+_MANDATORY: Final = "Mandatory parameter '{}' was not sent, was empty/null, or malformed."
+
+
+def order_kind(rules: SymbolRules, order_type: str, has_price: bool) -> int:
+    """Flags (MARKET, PRICED, STOP, ALGO) for ``order_type`` on ``rules``' market. A type we do
+    not know is treated as priced when a price is given, else as MARKET-like."""
+    table = _SPOT_KINDS if rules.market == "spot" else _FUTURES_KINDS
+    kind = table.get(order_type)
+    if kind is None:
+        return PRICED if has_price else MARKET
+    return kind
+
+
+def check_order(
+    rules: SymbolRules,
+    side: str,
+    order_type: str,
+    *,
+    quantity: Decimal | str | int | float | None = None,
+    quote_quantity: Decimal | str | int | float | None = None,
+    price: Decimal | str | int | float | None = None,
+    stop_price: Decimal | str | int | float | None = None,
+    trailing_delta: int | None = None,
+    iceberg_quantity: Decimal | str | int | float | None = None,
+    reference_price: Decimal | str | int | float | None = None,
+) -> OrderCheck:
+    """Check one new order against ``rules``; never raises for a rule that fails.
+
+    ``side`` is ``"BUY"`` or ``"SELL"``; ``order_type`` a Binance order type. Numbers may be
+    ``Decimal``, ``str`` or ``int``; a ``float`` is read by its shortest repr
+    (``Decimal(repr(x))``). ``quote_quantity`` is spot's ``quoteOrderQty`` for MARKET
+    orders. ``reference_price`` is the price Binance compares with (spot: the average price
+    over ``avgPriceMins``; futures: the mark price); without it PERCENT_PRICE* and market
+    notional checks are reported in ``unchecked`` instead.
+
+    Raises :class:`OrderValueError` only for arguments that are not numbers at all (or a side
+    other than BUY/SELL), never for a value a filter rejects.
+    """
+    if side not in _SIDES:
+        raise OrderValueError("side", side, "expected BUY or SELL")
+    out: list[Violation] = []
+    unchecked = rules.unchecked
+    kind = order_kind(rules, order_type, price is not None)
+    is_market = kind & MARKET
+    if rules.status != "TRADING":
+        out.append(
+            Violation(
+                "STATUS",
+                "status",
+                rules.status,
+                "status",
+                "TRADING",
+                f"Market is closed. ({rules.symbol} status is {rules.status}, not TRADING)",
+            )
+        )
+    if order_type not in rules.order_types:
+        out.append(
+            Violation(
+                "ORDER_TYPE",
+                "type",
+                order_type,
+                "orderTypes",
+                ",".join(sorted(rules.order_types)),
+                f"Unsupported order combination. ({order_type} is not in {rules.symbol}'s "
+                "orderTypes)",
+            )
+        )
+    if kind & ALGO and rules.max_num_algo_filter:
+        unchecked = (*unchecked, "MAX_NUM_ALGO_ORDERS")
+    if side == "BUY" and rules.max_position_filter:
+        unchecked = (*unchecked, "MAX_POSITION")
+    try:
+        qty = None if quantity is None else to_decimal(quantity, "quantity")
+        px = None if price is None else to_decimal(price, "price")
+        ref = None if reference_price is None else to_decimal(reference_price, "reference_price")
+        # Parameters: what the order type needs, and values that are positive at all.
+        if px is None:
+            if kind & PRICED:
+                out.append(_missing("price"))
+        elif px <= 0:
+            out.append(_invalid("price", px, "Invalid price."))
+            px = None
+        elif rules.price is not None:
+            _grid(rules.price, px, "price", out)
+        if stop_price is not None:
+            stop = to_decimal(stop_price, "stop_price")
+            if stop <= 0:
+                out.append(_invalid("stopPrice", stop, "Invalid stopPrice."))
+            elif rules.price is not None:
+                _grid(rules.price, stop, "stopPrice", out)
+        elif kind & STOP and not (trailing_delta is not None and rules.market == "spot"):
+            out.append(_missing("stopPrice"))
+        quote = None
+        if quote_quantity is not None:
+            quote = to_decimal(quote_quantity, "quote_quantity")
+            if quote <= 0:
+                out.append(_invalid("quoteOrderQty", quote, "Invalid quoteOrderQty."))
+                quote = None
+        if qty is None:
+            if quote is None or not is_market:
+                out.append(_missing("quantity"))
+        elif qty <= 0:
+            out.append(_invalid("quantity", qty, "Invalid quantity."))
+            qty = None
+        else:
+            if rules.lot is not None:
+                _grid(rules.lot, qty, "quantity", out)
+            if is_market and rules.market_lot is not None:
+                _grid(rules.market_lot, qty, "quantity", out)
+        if iceberg_quantity is not None:
+            if rules.max_num_iceberg_filter:
+                unchecked = (*unchecked, "MAX_NUM_ICEBERG_ORDERS")
+            ice = to_decimal(iceberg_quantity, "iceberg_quantity")
+            if ice <= 0:
+                out.append(_invalid("icebergQty", ice, "Invalid icebergQty."))
+            else:
+                if rules.lot is not None:
+                    _grid(rules.lot, ice, "icebergQty", out)
+                limit = rules.iceberg_parts
+                if limit and qty is not None:
+                    parts, rest = EXACT.divmod(qty, ice)
+                    if rest:
+                        parts = EXACT.add(parts, 1)
+                    if parts > limit:
+                        out.append(
+                            _fail(
+                                "ICEBERG_PARTS",
+                                "icebergQty",
+                                ice,
+                                "limit",
+                                limit,
+                                f"order splits into {parts} parts, more than {limit}",
+                            )
+                        )
+        if rules.notionals:
+            unchecked = _notional(rules, is_market, qty, px, quote, ref, out, unchecked)
+        if px is not None and (rules.percent_price or rules.percent_price_by_side):
+            if ref is None:
+                unchecked = (*unchecked, *_percent_names(rules))
+            else:
+                _percent(rules, side, px, ref, out)
+        if trailing_delta is not None and rules.trailing_delta is not None:
+            _trailing(rules, side, order_type, trailing_delta, out)
+    except DecimalException as exc:
+        raise OrderValueError(
+            "order", None, f"a value is too large or too precise ({exc!r})"
+        ) from exc
+    return OrderCheck(not out, tuple(out), unchecked)
+
+
+def _fail(
+    filter_type: str,
+    field: str,
+    value: Decimal | int,
+    rule: str,
+    bound: Decimal | int,
+    detail: str,
+) -> Violation:
+    return Violation(
+        filter_type, field, value, rule, bound, f"Filter failure: {filter_type} ({detail})"
+    )
+
+
+def _missing(field: str) -> Violation:
+    return Violation("PARAMETER", field, None, "mandatory", None, _MANDATORY.format(field))
+
+
+def _invalid(field: str, value: Decimal, message: str) -> Violation:
+    return Violation(
+        "PARAMETER", field, value, "positive", "0", f"{message} ({field} {value:f} is not > 0)"
+    )
+
+
+def _grid(grid: Grid, value: Decimal, field: str, out: list[Violation]) -> None:
+    ftype = grid.filter_type
+    price = ftype == "PRICE_FILTER"
+    minimum = grid.minimum
+    if minimum and value < minimum:
+        rule = "minPrice" if price else "minQty"
+        out.append(
+            _fail(ftype, field, value, rule, minimum, f"{field} {value:f} < {rule} {minimum:f}")
+        )
+    maximum = grid.maximum
+    if maximum and value > maximum:
+        rule = "maxPrice" if price else "maxQty"
+        out.append(
+            _fail(ftype, field, value, rule, maximum, f"{field} {value:f} > {rule} {maximum:f}")
+        )
+    if grid.step and not on_grid(grid, value):
+        rule = "tickSize" if price else "stepSize"
+        out.append(
+            _fail(
+                ftype,
+                field,
+                value,
+                rule,
+                grid.step,
+                f"{field} {value:f} is not {grid.anchor:f} plus a multiple of {rule} {grid.step:f}",
+            )
+        )
+
+
+def _notional(
+    rules: SymbolRules,
+    is_market: int,
+    qty: Decimal | None,
+    px: Decimal | None,
+    quote: Decimal | None,
+    ref: Decimal | None,
+    out: list[Violation],
+    unchecked: tuple[str, ...],
+) -> tuple[str, ...]:
+    if is_market:
+        if quote is not None:
+            notional = quote
+        elif qty is not None and ref is not None:
+            notional = EXACT.multiply(ref, qty)
+        else:
+            notional = None
+    elif qty is not None and px is not None:
+        notional = EXACT.multiply(px, qty)
+    else:
+        return unchecked  # a missing price or quantity is already reported
+    field = "quoteOrderQty" if is_market and quote is not None else "notional"
+    for rule in rules.notionals:
+        use_min = bool(rule.minimum) and (not is_market or rule.apply_min_to_market)
+        use_max = bool(rule.maximum) and (not is_market or rule.apply_max_to_market)
+        if not (use_min or use_max):
+            continue
+        if notional is None:
+            if qty is not None:  # no quantity at all is already reported as missing
+                unchecked = (*unchecked, rule.filter_type)
+            continue
+        if use_min and notional < rule.minimum:
+            out.append(
+                _fail(
+                    rule.filter_type,
+                    field,
+                    notional,
+                    rule.min_field,
+                    rule.minimum,
+                    f"{field} {notional:f} < {rule.min_field} {rule.minimum:f}",
+                )
+            )
+        if use_max and notional > rule.maximum:
+            out.append(
+                _fail(
+                    rule.filter_type,
+                    field,
+                    notional,
+                    rule.max_field,
+                    rule.maximum,
+                    f"{field} {notional:f} > {rule.max_field} {rule.maximum:f}",
+                )
+            )
+    return unchecked
+
+
+def _percent_names(rules: SymbolRules) -> tuple[str, ...]:
+    names: tuple[str, ...] = ()
+    if rules.percent_price is not None:
+        names = ("PERCENT_PRICE",)
+    if rules.percent_price_by_side is not None:
+        names = (*names, "PERCENT_PRICE_BY_SIDE")
+    return names
+
+
+def percent_bounds(
+    rules: SymbolRules, side: str, ref: Decimal
+) -> list[tuple[str, str, Decimal, str, Decimal]]:
+    """The percent-price bounds for ``side`` at reference price ``ref``, as
+    ``(filter_type, "min" | "max", bound, rule_name, multiplier)``; 0 multipliers skipped."""
+    found: list[tuple[str, str, Decimal, str, Decimal]] = []
+    pp = rules.percent_price
+    if pp is not None:
+        if pp.up and (not pp.by_side_futures or side == "BUY"):
+            found.append(
+                ("PERCENT_PRICE", "max", EXACT.multiply(ref, pp.up), "multiplierUp", pp.up)
+            )
+        if pp.down and (not pp.by_side_futures or side == "SELL"):
+            found.append(
+                ("PERCENT_PRICE", "min", EXACT.multiply(ref, pp.down), "multiplierDown", pp.down)
+            )
+    bs = rules.percent_price_by_side
+    if bs is not None:
+        if side == "BUY":
+            up, down, up_name, down_name = (
+                bs.bid_up,
+                bs.bid_down,
+                "bidMultiplierUp",
+                "bidMultiplierDown",
+            )
+        else:
+            up, down, up_name, down_name = (
+                bs.ask_up,
+                bs.ask_down,
+                "askMultiplierUp",
+                "askMultiplierDown",
+            )
+        if up:
+            found.append(("PERCENT_PRICE_BY_SIDE", "max", EXACT.multiply(ref, up), up_name, up))
+        if down:
+            found.append(
+                ("PERCENT_PRICE_BY_SIDE", "min", EXACT.multiply(ref, down), down_name, down)
+            )
+    return found
+
+
+def _percent(
+    rules: SymbolRules, side: str, px: Decimal, ref: Decimal, out: list[Violation]
+) -> None:
+    for ftype, which, bound, rule, _mult in percent_bounds(rules, side, ref):
+        if (px > bound) if which == "max" else (px < bound):
+            sign = ">" if which == "max" else "<"
+            out.append(
+                _fail(
+                    ftype,
+                    "price",
+                    px,
+                    rule,
+                    bound,
+                    f"price {px:f} {sign} reference {ref:f} * {rule} = {bound:f}",
+                )
+            )
+
+
+def trailing_bounds(rules: SymbolRules, side: str, order_type: str) -> tuple[str, int, int]:
+    """``(direction, min, max)`` of TRAILING_DELTA for this order type and side (0 = off)."""
+    td = rules.trailing_delta
+    if td is None:
+        return ("", 0, 0)
+    if (order_type, side) in _TRAILING_ABOVE:
+        return ("Above", td.min_above, td.max_above)
+    return ("Below", td.min_below, td.max_below)
+
+
+def _trailing(
+    rules: SymbolRules, side: str, order_type: str, delta: int, out: list[Violation]
+) -> None:
+    if type(delta) is not int:
+        raise OrderValueError("trailing_delta", delta, "expected an int (basis points)")
+    direction, low, high = trailing_bounds(rules, side, order_type)
+    if low and delta < low:
+        rule = f"minTrailing{direction}Delta"
+        out.append(
+            _fail(
+                "TRAILING_DELTA",
+                "trailingDelta",
+                delta,
+                rule,
+                low,
+                f"trailingDelta {delta} < {rule} {low}",
+            )
+        )
+    if high and delta > high:
+        rule = f"maxTrailing{direction}Delta"
+        out.append(
+            _fail(
+                "TRAILING_DELTA",
+                "trailingDelta",
+                delta,
+                rule,
+                high,
+                f"trailingDelta {delta} > {rule} {high}",
+            )
+        )
