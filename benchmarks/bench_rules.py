@@ -68,8 +68,8 @@ def main() -> int:
     except ImportError:
         return skipped("ccxt is not installed (pip install -e '.[dev]')")
 
-    from daemon import normalize
     from daemon.rules import check_order, round_price, round_quantity, rules_for
+    from daemon.snapshot import normalize
 
     body = path.read_bytes()
     records = normalize.normalize(body, market="spot").records

@@ -63,7 +63,7 @@ _MISSING: Final = object()
 
 
 class RecordLike(Protocol):
-    """What :func:`rules_for` reads from a stored record (``daemon.normalize.SymbolRecord``
+    """What :func:`rules_for` reads from a stored record (``daemon.snapshot.normalize.SymbolRecord``
     today). ``filters`` is the upstream filter array as JSON bytes (``msgspec.Raw``)."""
 
     @property

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from daemon import normalize
 from daemon.rules import SymbolRules, rules_for
+from daemon.snapshot import normalize
 from tests.support.fixtures import fixture_bytes
 
 PAYLOADS = {
