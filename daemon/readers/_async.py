@@ -1,8 +1,8 @@
 """The asynchronous symbol reader, and the one source of both reader twins.
 
 ``scripts/unasync.py`` generates ``readers/_sync.py`` from ``readers/_async.py`` by token
-substitution (``async``/``await`` dropped, ``Async*`` names and ``aclose`` renamed), so the
-two cannot drift: edit the asyncio source and rerun the script. What a task and a thread
+substitution (see its table), so the two cannot drift: edit the asyncio source and rerun
+the script. What a task and a thread
 truly do differently lives in the hand-written ``_backend_*`` pair of modules.
 """
 
