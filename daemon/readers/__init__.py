@@ -20,11 +20,13 @@ under the others), and decoded by msgspec straight from the stored JSON, faster 
 
 Reads, per market (key names from :mod:`daemon.contract.keys`, so overrides in the settings apply):
 
-- ``get_symbol(name)``: one script call, a single ``HGET by_symbol name`` when the symbol is
-  there; the whole list is never read. None when the snapshot has no such symbol (any status
-  is returned, not only listed ones). :class:`SnapshotMissingError` when the ``by_symbol``
-  hash itself is absent (evicted under ``allkeys-lru``, flushed, not written yet), decided in
-  the same round trip: nothing can be said about any symbol then. Redis errors propagate
+- ``get_symbol(name)``: one ``HGET by_symbol name`` when the symbol is there; the whole list
+  is never read. When it is not, one read-only script decides atomically between None (the
+  snapshot has no such symbol; any status is returned, not only listed ones) and
+  :class:`SnapshotMissingError` (the ``by_symbol`` hash itself is absent: evicted under
+  ``allkeys-lru``, flushed, not written yet; nothing can be said about any symbol then).
+  With the near-cache, the record script returns the record, the version and that
+  distinction in one round trip. Redis errors propagate
   (``redis.RedisError``): an outage is not "no such symbol" either.
 - ``get_symbols()``: the stored ``symbols`` list, or ``last_good`` once it has expired (one
   script, one round trip). ``get_symbols(statuses={...})``: every record with one of those
