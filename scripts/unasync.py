@@ -53,6 +53,7 @@ SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
     (r"\bAsyncExitStack\b", "ExitStack"),
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\basync_(\w+)", r"\1"),
+    (r"(\w)_async\b", r"\1_sync"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\basynchronous\b", "blocking"),
     (r"\basyncio twin\b", "sync twin"),

@@ -20,16 +20,29 @@ under the others), and decoded by msgspec straight from the stored JSON, faster 
 
 Reads, per market (key names from :mod:`daemon.contract.keys`, so overrides in the settings apply):
 
-- ``get_symbol(name)``: one ``HGET by_symbol name``; the whole list is never read. None when
-  the symbol is not in the snapshot (any status is returned, not only listed ones) or there
-  is no snapshot. Redis errors propagate (``redis.RedisError``): an outage is not "no such
-  symbol".
+- ``get_symbol(name)``: one ``HGET by_symbol name`` when the symbol is there; the whole list
+  is never read. When it is not, one read-only script decides atomically between None (the
+  snapshot has no such symbol; any status is returned, not only listed ones) and
+  :class:`SnapshotMissingError` (the ``by_symbol`` hash itself is absent: evicted under
+  ``allkeys-lru``, flushed, not written yet; nothing can be said about any symbol then).
+  With the near-cache, the record script returns the record, the version and that
+  distinction in one round trip. Redis errors propagate
+  (``redis.RedisError``): an outage is not "no such symbol" either.
 - ``get_symbols()``: the stored ``symbols`` list, or ``last_good`` once it has expired (one
   script, one round trip). ``get_symbols(statuses={...})``: every record with one of those
   statuses, from ``by_symbol``; order: the ones in the stored listing first, in listing order,
   then the rest by symbol (``str`` order). So ``statuses`` equal to the daemon's
   ``list_statuses`` gives exactly the listing.
 - ``snapshot_info()``: :class:`SnapshotInfo`, read in one round trip.
+
+Every read is a read-only Lua script run with ``EVALSHA_RO`` (flagged ``no-writes``), so a
+Redis user whose ACL allows only reads on the snapshot keys can use the readers; on a server
+older than Redis 7.0 (no ``EVALSHA_RO``) a reader falls back to ``EVALSHA`` once, on the first
+"unknown command". In cluster mode readers use ``EVALSHA`` (redis-py routes only that one by
+its keys without an extra round trip).
+
+The package logs through stdlib :mod:`logging` (``symbold.readers``, under a ``NullHandler``
+on ``symbold``): silent unless the application configures logging; nothing is printed.
 
 The near-cache (off by default; ``near_cache=True`` or :class:`NearCacheOptions`, or
 ``configure(near_cache=True)`` for the module-level functions) keeps decoded records (and
@@ -64,6 +77,7 @@ from daemon.readers._core import (
     NearCacheStatus,
     ReaderClosedError,
     SnapshotInfo,
+    SnapshotMissingError,
     connection_config_for,
     record_to_dict,
 )
@@ -77,6 +91,7 @@ __all__ = [
     "NearCacheStatus",
     "ReaderClosedError",
     "SnapshotInfo",
+    "SnapshotMissingError",
     "SymbolReader",
     "SymbolRecord",
     "close_async",

@@ -7,6 +7,7 @@ apply exactly the same ones; the readers only move bytes between Redis and this 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -16,14 +17,17 @@ from typing import Any, Final
 import msgspec
 import redis
 
-from daemon.config.redis_target import resolve_redis_url
+from daemon.config.redis_target import redact_url, resolve_redis_url
 from daemon.config.settings import MARKETS, Loaded, Settings, load_settings
 from daemon.contract.keys import MarketKeys, keys_for, market_keys
-from daemon.logs import get_logger
 from daemon.redis.clients import ConnectionConfig
 from daemon.snapshot.normalize import SymbolRecord, encode_record
 
-log = get_logger("symbold.readers")
+# A library inside the bot's processes: stdlib logging, silent unless the application
+# configures handlers. The NullHandler on the package's namespace keeps Python's last-resort
+# handler from printing our warnings to stderr when the application configured nothing.
+logging.getLogger("symbold").addHandler(logging.NullHandler())
+log = logging.getLogger("symbold.readers")
 
 # ---------------------------------------------------------------------------------------------
 # options and results
@@ -132,8 +136,24 @@ def connection_config_for(loaded: Loaded | None) -> tuple[Loaded, ConnectionConf
     if loaded is None:
         loaded = load_settings()
     url = resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
-    log.info("reader.configured", **url.describe())
+    log.debug("reader.configured %s", url.describe())
     return loaded, ConnectionConfig(url=url, settings=loaded.settings.redis)
+
+
+def subscriber_config(config: ConnectionConfig) -> ConnectionConfig:
+    """The events connection's settings: no hidden retry, no library health check.
+
+    redis-py's pub/sub object reconnects and resubscribes by itself inside a retried read, so a
+    dropped connection could go unnoticed while messages were missed. With no retries the error
+    reaches the subscriber loop, which marks the channel lost before resubscribing; its own
+    PINGs replace the health check.
+    """
+    return ConnectionConfig(
+        url=config.url,
+        settings=msgspec.structs.replace(
+            config.settings, retry_attempts=0, health_check_interval=0
+        ),
+    )
 
 
 def key_table(settings: Settings | None, prefix: str) -> dict[str, MarketKeys]:
@@ -155,19 +175,48 @@ def extra_market_keys(market: str, prefix: str) -> MarketKeys:
 # ---------------------------------------------------------------------------------------------
 
 
+NO_WRITES: Final = "#!lua flags=no-writes\n"
+
+
 @dataclass(frozen=True, slots=True)
 class Script:
+    """A read-only Lua script in its two forms.
+
+    ``ro_source`` carries the ``no-writes`` flag, which ``EVALSHA_RO`` (Redis >= 7.0) needs to
+    run it and which lets it run on replicas and under OOM; a user whose ACL allows only reads
+    can call it. ``source`` is the bare body, for plain ``EVALSHA`` on older servers, whose Lua
+    does not understand the flags line.
+    """
+
     source: str
     sha: str
+    ro_source: str
+    ro_sha: str
 
     @classmethod
-    def of(cls, source: str) -> Script:
-        return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 (Redis's id)
+    def of(cls, body: str) -> Script:
+        flagged = NO_WRITES + body
+        return cls(body, _sha1(body), flagged, _sha1(flagged))
 
 
-# KEYS: by_symbol, meta; ARGV: symbol. -> {record or nil, version or nil}
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
+
+
+# KEYS: by_symbol; ARGV: symbol. -> record, or 1 (the hash exists, no such symbol), or 0 (there
+# is no by_symbol hash at all: evicted, flushed, never written). One HGET when the symbol is there.
+LOOKUP_SCRIPT: Final = Script.of(
+    "local r = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if r then return r end\n"
+    "return redis.call('EXISTS', KEYS[1])"
+)
+
+# KEYS: by_symbol, meta; ARGV: symbol. -> {record, or nil, or 0 when there is no by_symbol
+# hash; version or nil}
 RECORD_SCRIPT: Final = Script.of(
-    "return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], 'version')}"
+    "local r = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if not r and redis.call('EXISTS', KEYS[1]) == 0 then r = 0 end\n"
+    "return {r, redis.call('HGET', KEYS[2], 'version')}"
 )
 
 # KEYS: symbols, last_good, meta. -> {listing or nil, version or nil}
@@ -193,25 +242,39 @@ INFO_SCRIPT: Final = Script.of(
 )
 
 
+# Script arguments after the sha: numkeys, keys, argv.
+
+
+def lookup_args(keys: MarketKeys, name: str) -> tuple[Any, ...]:
+    return (1, keys.by_symbol, name)
+
+
 def record_args(keys: MarketKeys, name: str) -> tuple[Any, ...]:
-    return (RECORD_SCRIPT.sha, 2, keys.by_symbol, keys.meta, name)
+    return (2, keys.by_symbol, keys.meta, name)
 
 
 def listing_args(keys: MarketKeys) -> tuple[Any, ...]:
-    return (LISTING_SCRIPT.sha, 3, keys.symbols, keys.last_good, keys.meta)
+    return (3, keys.symbols, keys.last_good, keys.meta)
 
 
 def filter_args(keys: MarketKeys) -> tuple[Any, ...]:
-    return (FILTER_SCRIPT.sha, 4, keys.symbols, keys.last_good, keys.meta, keys.by_symbol)
+    return (4, keys.symbols, keys.last_good, keys.meta, keys.by_symbol)
 
 
 def info_args(keys: MarketKeys) -> tuple[Any, ...]:
-    return (INFO_SCRIPT.sha, 4, keys.meta, keys.refreshed_at, keys.symbols, keys.last_good)
+    return (4, keys.meta, keys.refreshed_at, keys.symbols, keys.last_good)
 
 
-SCRIPTS_BY_SHA: Final = {
-    s.sha: s for s in (RECORD_SCRIPT, LISTING_SCRIPT, FILTER_SCRIPT, INFO_SCRIPT)
-}
+def read_only_scripts(config: ConnectionConfig) -> bool:
+    """Whether to start with ``EVALSHA_RO``. Not on a cluster: redis-py routes plain
+    ``EVALSHA`` by its key arguments but asks a node (``COMMAND GETKEYS``, one more round
+    trip per call) for any other script command."""
+    return config.mode != "cluster"
+
+
+def is_unknown_command(exc: redis.ResponseError) -> bool:
+    """The server does not have the command (``EVALSHA_RO`` before Redis 7.0)."""
+    return "unknown command" in str(exc).lower()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +374,16 @@ def event_version(data: object) -> str | None:
         return _decode_event(data).version
     except msgspec.DecodeError:
         return None
+
+
+def lookup_result(raw: Any, market: str, keys: MarketKeys) -> SymbolRecord | None:
+    """Decode a :data:`LOOKUP_SCRIPT` reply: the record, None for "no such symbol", or
+    :class:`SnapshotMissingError` when the market has no ``by_symbol`` hash."""
+    if isinstance(raw, bytes):
+        return decode_record(raw)
+    if raw == 1:
+        return None
+    raise SnapshotMissingError(market, keys.by_symbol)
 
 
 def record_to_dict(record: SymbolRecord) -> dict[str, Any]:
@@ -516,6 +589,28 @@ def backoff(previous: float, options: NearCacheOptions) -> float:
 
 class ChannelSilentError(redis.ConnectionError):
     """No reply on the events connection for ``silence_limit`` seconds (half-open TCP)."""
+
+
+class SnapshotMissingError(LookupError):
+    """The market's ``by_symbol`` hash is not in Redis: evicted (``allkeys-lru``), flushed, or
+    not written yet. Not the same as "no such symbol" (None): nothing can be said about any
+    symbol until the daemon writes the snapshot again."""
+
+    def __init__(self, market: str, key: str) -> None:
+        super().__init__(
+            f"no snapshot of market {market!r} in Redis: {key} is absent"
+            " (evicted, flushed, or not written yet)"
+        )
+        self.market = market
+        self.key = key
+
+
+def describe_error(exc: BaseException, secrets: Collection[str] = ()) -> str:
+    """``Type: message`` with URL credentials and the connection's `secrets` masked."""
+    message = redact_url(f"{type(exc).__name__}: {exc}")
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return message
 
 
 class ReaderClosedError(RuntimeError):

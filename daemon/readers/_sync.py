@@ -1,34 +1,43 @@
-"""The synchronous reader and its events subscriber thread."""
+# Generated from daemon/readers/_async.py by scripts/unasync.py: do not edit by hand.
+# Change the asyncio source and run `python scripts/unasync.py`.
+"""The blocking symbol reader, and the one source of both reader twins.
+
+``scripts/unasync.py`` generates ``readers/_sync.py`` from ``readers/_async.py`` by token
+substitution (see its table), so the two cannot drift: edit the asyncio source and rerun
+the script. What a task and a thread
+truly do differently lives in the hand-written ``_backend_*`` pair of modules.
+"""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Collection
 from typing import Any
 
-import msgspec
 import redis
 from redis.exceptions import NoScriptError
 
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import Loaded, Settings
 from daemon.contract.keys import MarketKeys
-from daemon.logs import scrub_text
+from daemon.readers._backend_sync import Clients, Signal, Subscriber, fork_safe
 from daemon.readers._core import (
     DISABLED_STATUS,
-    POLL_INTERVAL,
-    SCRIPTS_BY_SHA,
-    ChannelSilentError,
+    FILTER_SCRIPT,
+    INFO_SCRIPT,
+    LISTING_SCRIPT,
+    LOOKUP_SCRIPT,
+    RECORD_SCRIPT,
     MarketCache,
     NearCache,
     NearCacheOptions,
     NearCacheStatus,
     ReaderClosedError,
+    Script,
     SnapshotInfo,
-    backoff,
+    SnapshotMissingError,
     channel_table,
     check_statuses,
     connection_config_for,
@@ -38,159 +47,38 @@ from daemon.readers._core import (
     filter_args,
     filtered,
     info_args,
+    is_unknown_command,
     key_table,
     listing_args,
     log,
+    lookup_args,
+    lookup_result,
     near_cache_options,
+    read_only_scripts,
     record_args,
     snapshot_info_from,
     text,
 )
-from daemon.redis.clients import ConnectionConfig, SyncClient
+from daemon.redis.clients import ConnectionConfig
 from daemon.snapshot.normalize import SymbolRecord
 
 _monotonic = time.monotonic
 
 
-def subscriber_config(config: ConnectionConfig) -> ConnectionConfig:
-    """The events connection's settings: no hidden retry, no library health check.
-
-    redis-py's pub/sub object reconnects and resubscribes by itself inside a retried read, so a
-    dropped connection could go unnoticed while messages were missed. With no retries the error
-    reaches the subscriber loop, which marks the channel lost before resubscribing; its own
-    PINGs replace the health check.
-    """
-    return ConnectionConfig(
-        url=config.url,
-        settings=msgspec.structs.replace(
-            config.settings, retry_attempts=0, health_check_interval=0
-        ),
-    )
-
-
-class _Subscriber:
-    """The thread that keeps the events subscription and feeds the near-cache.
-
-    Holds no reference to the reader, so a reader that is dropped without ``close()`` is
-    still collected (a finalizer then stops this thread).
-    """
-
-    def __init__(
-        self,
-        near: NearCache,
-        config: ConnectionConfig,
-        channels: dict[bytes, str],
-        changed: threading.Condition,
-    ) -> None:
-        self.near = near
-        self.config = config
-        self.channels = channels
-        self.changed = changed
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="symbold-reader-events", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-    def join(self, timeout: float) -> bool:
-        if self.thread.ident is not None:
-            self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-    def _notify(self) -> None:
-        with self.changed:
-            self.changed.notify_all()
-
-    def _run(self) -> None:
-        options = self.near.options
-        client: redis.Redis | None = None
-        delay = options.retry_min
-        try:
-            while not self.stop_event.is_set():
-                try:
-                    # Built inside the retry loop: a cluster client connects when it is made,
-                    # and a cluster down at that moment must not end the subscriber.
-                    if client is None:
-                        client = self.config.make_sync(decode=False)
-                    self._listen(client)
-                except (redis.RedisError, OSError) as exc:
-                    was_live = self.near.lost()
-                    self._notify()
-                    if was_live:
-                        log.warning("reader.channel_lost", error=scrub_text(_describe(exc)))
-                        delay = options.retry_min
-                except Exception:  # noqa: BLE001 - a bug here must not end the subscription
-                    self.near.lost()
-                    self._notify()
-                    log.exception("reader.subscriber_failed")
-                if self.stop_event.wait(delay):
-                    break
-                delay = backoff(delay, options)
-        finally:
-            self.near.lost()
-            self._notify()
-            if client is not None:
-                client.close()
-
-    def _listen(self, client: redis.Redis) -> None:
-        near, options = self.near, self.near.options
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
-        try:
-            pubsub.subscribe(*self.channels)
-            pending = set(self.channels)
-            now = _monotonic()
-            last_heard, next_ping = now, now + options.ping_interval
-            while not self.stop_event.is_set():
-                message: dict[str, Any] | None = pubsub.get_message(timeout=POLL_INTERVAL)
-                now = _monotonic()
-                if message is not None:
-                    last_heard = now
-                    kind = message["type"]
-                    if kind == "message":
-                        market = self.channels.get(message["channel"])
-                        if market is not None:
-                            near.on_event(market, message["data"])
-                            self._notify()
-                    elif kind == "subscribe":
-                        pending.discard(message["channel"])
-                        if not pending:
-                            # Also after a reconnect the library made on its own: whatever
-                            # was published in between was missed, so start afresh.
-                            fresh = not near.live
-                            near.subscribed(now)
-                            self._notify()
-                            if fresh:
-                                log.info("reader.channel_live", channels=len(self.channels))
-                    near.heard(now)
-                if now >= next_ping:
-                    pubsub.ping()
-                    next_ping = now + options.ping_interval
-                if now - last_heard > options.silence_limit:
-                    raise ChannelSilentError(
-                        f"no reply on the events connection for {options.silence_limit} s"
-                    )
-        finally:
-            pubsub.close()
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 class SymbolReader:
-    """Reads symbol records from the snapshot the daemon keeps in Redis (synchronous).
+    """Reads symbol records from the snapshot the daemon keeps in Redis; blocking calls.
 
-    Thread-safe: one reader serves every thread of a process (one bounded connection pool).
-    Fork-safe: in a forked child it reconnects, and restarts its subscriber, on first use.
+    The blocking reader is thread-safe (one reader serves every thread of a process, on one
+    bounded connection pool) and fork-safe (a forked child reconnects, and restarts its
+    subscriber, on first use). The asyncio one is bound to the event loop it is first used
+    in: use one per loop. Both have the same methods and rules.
 
-    Without the near-cache every call is one round trip; :meth:`get_symbol` is a single HGET.
-    With ``near_cache=True`` (or :class:`NearCacheOptions`) decoded records of the current
-    snapshot version are kept in memory and dropped when the daemon publishes a new version
-    on the market's events channel; while that channel is not live, every call reads Redis.
-    Call :meth:`close` when done (or use the reader as a context manager).
+    Without the near-cache every call is one round trip (:meth:`get_symbol` a single HGET when
+    the symbol is there, a script otherwise). With
+    ``near_cache=True`` (or :class:`NearCacheOptions`) decoded records of the current snapshot
+    version are kept in memory and dropped when the daemon publishes a new version on the
+    market's events channel; while that channel is not live, every call reads Redis. Close
+    the reader when done, or use it as a context manager.
     """
 
     def __init__(
@@ -203,14 +91,17 @@ class SymbolReader:
         self._config = config
         self._prefix = (settings.redis if settings is not None else config.settings).key_prefix
         self._keys: dict[str, MarketKeys] = key_table(settings, self._prefix)
-        self._clients = SyncClient(config, decode=False)
+        self._clients = Clients(config)
+        # EVALSHA_RO (read-only ACL users can run it) until the server says it has no such
+        # command; then plain EVALSHA for this reader's lifetime.
+        self._read_only = read_only_scripts(config)
         options = near_cache_options(near_cache)
         self._near: NearCache | None = NearCache(options) if options is not None else None
         self._lock = threading.Lock()
-        self._changed = threading.Condition()
-        self._subscriber: _Subscriber | None = None
+        self._signal = Signal()
+        self._subscriber: Subscriber | None = None
         self._closed = False
-        _readers.add(self)
+        fork_safe(self)
 
     @classmethod
     def from_settings(
@@ -240,7 +131,7 @@ class SymbolReader:
     def client(self) -> redis.Redis:
         """The reader's (bytes) client, e.g. to PING on the same pool."""
         if self._closed:
-            raise ReaderClosedError("this SymbolReader is closed")
+            raise ReaderClosedError(f"this {type(self).__name__} is closed")
         return self._clients.get()
 
     def keys(self, market: str = "spot") -> MarketKeys:
@@ -250,14 +141,25 @@ class SymbolReader:
             keys = self._keys.setdefault(market, extra_market_keys(market, self._prefix))
         return keys
 
-    def _eval(self, args: tuple[Any, ...]) -> Any:
+    def _eval(self, script: Script, args: tuple[Any, ...]) -> Any:
         client = self.client
+        if self._read_only:
+            command, sha, source = "EVALSHA_RO", script.ro_sha, script.ro_source
+        else:
+            command, sha, source = "EVALSHA", script.sha, script.source
         try:
-            return client.execute_command("EVALSHA", *args)  # type: ignore[no-untyped-call]
+            return client.execute_command(command, sha, *args)  # type: ignore[no-untyped-call]
         except NoScriptError:
             # First use on this server, or it restarted: load and run again.
-            client.script_load(SCRIPTS_BY_SHA[args[0]].source)
-            return client.execute_command("EVALSHA", *args)  # type: ignore[no-untyped-call]
+            client.script_load(source)
+            return client.execute_command(command, sha, *args)  # type: ignore[no-untyped-call]
+        except redis.ResponseError as exc:
+            if command != "EVALSHA_RO" or not is_unknown_command(exc):
+                raise
+            # A server older than Redis 7.0: plain EVALSHA (and unflagged scripts) from now on.
+            self._read_only = False
+            log.debug("reader.evalsha_ro_unsupported")
+            return self._eval(script, args)
 
     def _cache_for(self, market: str) -> tuple[NearCache, MarketCache] | tuple[None, None]:
         near = self._near
@@ -269,33 +171,39 @@ class SymbolReader:
         return None, None
 
     def _ensure_subscriber(self, near: NearCache) -> None:
-        if self._subscriber is not None:
+        if self._subscriber is not None or self._closed:
             return
+        _ = self.client  # binds an asyncio reader to this loop (or refuses another one)
         with self._lock:
             if self._subscriber is not None or self._closed:
                 return
-            subscriber = _Subscriber(
+            subscriber = Subscriber(
                 near,
-                subscriber_config(self._config),
+                self._config,
                 channel_table(near.options, self._keys, self._prefix),
-                self._changed,
+                self._signal,
+                self._config.url.secrets(),
             )
-            weakref.finalize(self, subscriber.stop)
             subscriber.start()
+            weakref.finalize(self, subscriber.cancel)
             self._subscriber = subscriber
 
     def start(self) -> None:
         """Start the near-cache's subscriber now rather than on first use (no-op without)."""
         if self._closed:
-            raise ReaderClosedError("this SymbolReader is closed")
+            raise ReaderClosedError(f"this {type(self).__name__} is closed")
         if self._near is not None:
             self._ensure_subscriber(self._near)
 
     # -- reads ------------------------------------------------------------------------------
 
     def get_symbol(self, name: str, market: str = "spot") -> SymbolRecord | None:
-        """The record of `name` (any status), or None if the snapshot has no such symbol (or
-        there is no snapshot). Raises ``redis.RedisError`` when Redis cannot be read."""
+        """The record of `name` (any status), or None if the snapshot has no such symbol.
+
+        Raises :class:`~daemon.readers.SnapshotMissingError` when there is no snapshot to ask
+        (the market's ``by_symbol`` hash is absent: evicted, flushed, not written yet), and
+        ``redis.RedisError`` when Redis cannot be read: neither is "no such symbol".
+        """
         near = self._near
         if near is not None:
             mc = near.markets.get(market)
@@ -308,14 +216,22 @@ class SymbolReader:
                 return self._fill(near, mc, name, market)
         keys = self._keys.get(market) or self.keys(market)
         raw = self.client.execute_command("HGET", keys.by_symbol, name)  # type: ignore[no-untyped-call]
-        return None if raw is None else decode_record(raw)
+        if raw is not None:
+            return decode_record(raw)
+        # Rare, so a second round trip: one script tells "no such symbol" from "no snapshot"
+        # atomically (a script on every lookup would cost the hot path ~20%).
+        return lookup_result(self._eval(LOOKUP_SCRIPT, lookup_args(keys, name)), market, keys)
 
     def _fill(
         self, near: NearCache, mc: MarketCache, name: str, market: str
     ) -> SymbolRecord | None:
         self._ensure_subscriber(near)
         ticket = mc.gen
-        raw, version = self._eval(record_args(self.keys(market), name))
+        keys = self.keys(market)
+        raw, version = self._eval(RECORD_SCRIPT, record_args(keys, name))
+        if isinstance(raw, int):  # the script's marker: no by_symbol hash
+            near.offer(mc, ticket, text(version))
+            raise SnapshotMissingError(market, keys.by_symbol)
         record = None if raw is None else decode_record(raw)
         near.offer(mc, ticket, text(version), name, record)
         return record
@@ -334,7 +250,7 @@ class SymbolReader:
         if statuses is not None:
             wanted = check_statuses(statuses)
             ticket = mc.gen if mc is not None else 0
-            blob, version, values = self._eval(filter_args(keys))
+            blob, version, values = self._eval(FILTER_SCRIPT, filter_args(keys))
             if near is not None and mc is not None:
                 near.offer(mc, ticket, text(version))
             return filtered(blob, values, wanted)
@@ -344,18 +260,19 @@ class SymbolReader:
                 if cached is not None:
                     return list(cached)
             ticket = mc.gen
-            blob, version = self._eval(listing_args(keys))
+            blob, version = self._eval(LISTING_SCRIPT, listing_args(keys))
             listing = decode_listing(blob)
             near.offer(mc, ticket, text(version), listing=listing if blob is not None else None)
             return list(listing)
-        blob, _ = self._eval(listing_args(keys))
+        blob, _ = self._eval(LISTING_SCRIPT, listing_args(keys))
         return list(decode_listing(blob))
 
     def snapshot_info(self, market: str = "spot") -> SnapshotInfo:
         """Version, counts, staleness and age of `market`'s snapshot (one round trip)."""
         near, mc = self._cache_for(market)
         ticket = mc.gen if mc is not None else 0
-        info = snapshot_info_from(market, self._eval(info_args(self.keys(market))), time.time())
+        reply = self._eval(INFO_SCRIPT, info_args(self.keys(market)))
+        info = snapshot_info_from(market, reply, time.time())
         if near is not None and mc is not None:
             near.offer(mc, ticket, info.version)
         return info
@@ -366,30 +283,36 @@ class SymbolReader:
         return DISABLED_STATUS if self._near is None else self._near.status()
 
     def wait_until(
-        self, predicate: Callable[[NearCacheStatus], bool], timeout: float = 5.0
+        self,
+        predicate: Callable[[NearCacheStatus], bool],
+        timeout: float | None = 5.0,
     ) -> bool:
-        """Block until `predicate(near_cache_status())` holds (re-checked whenever the
-        subscriber changes state: subscribed, lost, event received); False on timeout."""
+        """Wait until `predicate(near_cache_status())` holds, re-checked whenever the
+        subscriber changes state (subscribed, lost, event received).
+
+        The blocking reader gives up after `timeout` seconds (None: never) and returns
+        whether the predicate holds; bound the asyncio reader's wait with ``asyncio.timeout``.
+        """
         if self._near is not None:
             self._ensure_subscriber(self._near)
-        with self._changed:
-            return self._changed.wait_for(
-                lambda: predicate(self.near_cache_status()), timeout=timeout
-            )
+
+        def ready() -> bool:
+            return predicate(self.near_cache_status())
+
+        return self._signal.wait_for(ready, timeout)
 
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the subscriber (waiting up to `timeout` s) and close the connections."""
+        """Stop the subscriber and close the connections; idempotent. The blocking reader
+        waits up to `timeout` s for its thread; the asyncio one must be closed in its loop."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             subscriber, self._subscriber = self._subscriber, None
         if subscriber is not None:
-            subscriber.stop()
-            if not subscriber.join(timeout):
-                log.warning("reader.subscriber_stuck", timeout_s=timeout)
+            subscriber.stop(timeout)
         if self._near is not None:
             self._near.forget_all()
         self._clients.close()
@@ -405,21 +328,11 @@ class SymbolReader:
         self.close()
 
     def _after_fork(self) -> None:
-        # The parent's thread does not exist here and its sockets are the parent's: forget
-        # both (SyncClient drops its client by itself) and start afresh on first use.
+        # In a forked child the parent's subscriber does not exist and its cached entries may
+        # be older than what this process can see: forget both, start afresh on first use
+        # (the client holder drops the parent's sockets by itself).
         self._lock = threading.Lock()
-        self._changed = threading.Condition()
+        self._signal = Signal()
         self._subscriber = None
         if self._near is not None:
             self._near.forget_all(after_fork=True)
-
-
-_readers: weakref.WeakSet[SymbolReader] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    for reader in list(_readers):
-        reader._after_fork()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)

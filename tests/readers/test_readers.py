@@ -36,6 +36,7 @@ from daemon.readers import (
     NearCacheStatus,
     ReaderClosedError,
     SnapshotInfo,
+    SnapshotMissingError,
     SymbolReader,
     record_to_dict,
 )
@@ -148,7 +149,7 @@ class Reader(Protocol):
     def snapshot_info(self, market: str = "spot") -> SnapshotInfo: ...
     def near_cache_status(self) -> NearCacheStatus: ...
     def wait_until(
-        self, predicate: Callable[[NearCacheStatus], bool], timeout: float = 5.0
+        self, predicate: Callable[[NearCacheStatus], bool], timeout: float | None = 5.0
     ) -> bool: ...
     def close(self) -> None: ...
 
@@ -180,7 +181,7 @@ class AsyncTwin:
         return self.reader.near_cache_status()
 
     def wait_until(
-        self, predicate: Callable[[NearCacheStatus], bool], timeout: float = 5.0
+        self, predicate: Callable[[NearCacheStatus], bool], timeout: float | None = 5.0
     ) -> bool:
         async def wait() -> bool:
             try:
@@ -292,7 +293,8 @@ def test_get_symbol_returns_every_stored_record(redis_url: str, make_reader: Mak
     assert got.symbol == NON_ASCII
     assert got.quote == "USDT"
     assert reader.get_symbol("NOSUCHSYMBOL") is None
-    assert reader.get_symbol("BTCUSDT", "usdm") is None  # no snapshot for that market
+    with pytest.raises(SnapshotMissingError):  # no snapshot for that market: not "no such"
+        reader.get_symbol("BTCUSDT", "usdm")
     halted = next(r for r in BASE if r.status == "HALT")
     assert reader.get_symbol(halted.symbol) == halted  # any status, not only listed ones
 
@@ -303,10 +305,15 @@ def test_single_lookup_is_exactly_one_hget(
     Writer(redis_url).commit(V1)
     reader = make_reader(redis_url)
     assert reader.get_symbol("ETHUSDT") is not None  # connect first: HELLO, SELECT...
-    for name in ("BTCUSDT", NON_ASCII, "NOSUCHSYMBOL"):
+    for name in ("BTCUSDT", NON_ASCII):
         with Commands(direct) as seen:
             reader.get_symbol(name)
         assert seen.delta == {"hget": 1}, name
+    # A miss: one read-only script (its HGET and EXISTS counted too) tells "no such symbol"
+    # from "no snapshot"; still never the listing.
+    with Commands(direct) as seen:
+        reader.get_symbol("NOSUCHSYMBOL")
+    assert seen.delta == {"hget": 2, "evalsha_ro": 1, "exists": 1}
 
 
 def test_get_symbols_is_the_stored_listing_in_order(
@@ -429,7 +436,8 @@ def test_reads_raise_when_redis_is_down(redis_factory: type[RedisServer]) -> Non
         with pytest.raises(redis.ConnectionError):
             reader.get_symbol("BTCUSDT")
         server.start()
-        assert reader.get_symbol("BTCUSDT") is None  # back, empty
+        with pytest.raises(SnapshotMissingError):  # back, empty
+            reader.get_symbol("BTCUSDT")
         Writer(server.url).commit(V1)
         assert reader.get_symbol("BTCUSDT") == V1_RECORDS["BTCUSDT"]
 
@@ -451,7 +459,7 @@ def test_near_cache_hit_after_first_read(
         listing = reader.get_symbols()
     assert record == V1_RECORDS["BTCUSDT"]
     assert missing is None
-    assert first.delta["evalsha"] == 3  # record + version in one script, per miss
+    assert first.delta["evalsha_ro"] == 3  # record + version in one script, per miss
     with Commands(direct) as again:
         for _ in range(100):
             assert reader.get_symbol("BTCUSDT") is record  # the same object, from memory
@@ -477,7 +485,7 @@ def test_event_drops_the_cached_version(
     assert reader.wait_until(lambda s: s.last_events.get("spot") == V2.version)
     with Commands(direct) as seen:
         assert btc(reader.get_symbol("BTCUSDT")) == "0.02000000"
-    assert seen.delta.get("evalsha") == 1  # dropped, so read again
+    assert seen.delta.get("evalsha_ro") == 1  # dropped, so read again
     assert next(r for r in reader.get_symbols() if r.symbol == "BTCUSDT").tick_size == (
         "0.02000000"
     )
@@ -592,7 +600,7 @@ def test_channel_killed_reads_go_direct_then_caching_resumes(
         with Commands(admin) as seen:
             for _ in range(3):
                 assert btc(reader.get_symbol("BTCUSDT")) == "0.02000000"
-        assert seen.delta.get("evalsha") == 3  # every read went to Redis
+        assert seen.delta.get("evalsha_ro") == 3  # every read went to Redis
 
         _command(admin, "ACL", "SETUSER", "bot", "allchannels")
         assert reader.wait_until(lambda s: s.live and s.subscriptions >= 2)
@@ -621,7 +629,8 @@ def test_redis_restart_with_near_cache(
 
     server.restart()  # comes back empty
     assert reader.wait_until(lambda s: s.live and s.subscriptions >= 2)
-    assert reader.get_symbol("BTCUSDT") is None  # cache dropped on resubscribe; Redis empty
+    with pytest.raises(SnapshotMissingError):  # cache dropped on resubscribe; Redis empty
+        reader.get_symbol("BTCUSDT")
     assert reader.get_symbols() == []
     assert not reader.snapshot_info().present
 
@@ -703,7 +712,7 @@ async def test_async_close_stops_the_task_cleanly(redis_url: str) -> None:
 
 async def test_async_reader_refuses_another_loop(redis_url: str) -> None:
     reader = AsyncSymbolReader.from_url(redis_url)
-    assert await reader.get_symbol("BTCUSDT") is None
+    assert not (await reader.snapshot_info()).present  # the first read binds it to this loop
 
     def other_loop() -> None:
         with pytest.raises(RuntimeError, match="another event loop"):
