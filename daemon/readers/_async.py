@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import Loaded, Settings
 from daemon.contract.keys import MarketKeys
+from daemon.contract.record import SymbolRecord
 from daemon.logs import scrub_text
 from daemon.readers._core import (
     DISABLED_STATUS,
@@ -47,7 +48,6 @@ from daemon.readers._core import (
 )
 from daemon.readers._sync import subscriber_config
 from daemon.redis.clients import ConnectionConfig
-from daemon.snapshot.normalize import SymbolRecord
 
 _monotonic = time.monotonic
 

@@ -14,24 +14,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from daemon.snapshot import normalize as nz
-from daemon.snapshot.normalize import (
-    MAX_SYMBOL_LENGTH,
-    Normalized,
-    PayloadError,
-    RateLimit,
-    RowMemo,
-    SymbolRecord,
-    build_snapshot,
-    decode_payload,
-    decode_record,
-    diff_snapshots,
-    encode_record,
-    is_acceptable_symbol,
-    normalize,
-    prioritize,
-    request_weight_limit,
-)
+from daemon.contract.ratelimits import RateLimit, request_weight_limit
+from daemon.contract.record import MAX_SYMBOL_LENGTH, SymbolRecord, decode_record, encode_record
+from daemon.snapshot.diff import diff_snapshots
+from daemon.snapshot.listing import SnapshotBlobs, build_snapshot, prioritize
+from daemon.snapshot.normalize import Normalized, RowMemo, is_acceptable_symbol, normalize
+from daemon.snapshot.payload import PayloadError, decode_payload
 from tests.support.fixtures import FIXTURES, SAMPLES
 
 RECORD_FIELDS = (
@@ -240,7 +228,7 @@ def test_spot_sample_record_every_field() -> None:
     }
     actual = {f: getattr(rec, f) for f in RECORD_FIELDS if f != "filters"}
     assert actual == expected
-    assert bytes(rec.filters) == _raw_filters(data)["BTCUSDT"]
+    assert bytes(rec.filters_raw) == _raw_filters(data)["BTCUSDT"]
 
 
 def test_usdm_sample_record_every_field() -> None:
@@ -280,7 +268,7 @@ def test_usdm_sample_record_every_field() -> None:
     }
     actual = {f: getattr(rec, f) for f in RECORD_FIELDS if f != "filters"}
     assert actual == expected
-    assert bytes(rec.filters) == _raw_filters(data)["BTCUSDT_261225"]
+    assert bytes(rec.filters_raw) == _raw_filters(data)["BTCUSDT_261225"]
 
 
 def test_samples_normalize_cleanly() -> None:
@@ -313,12 +301,12 @@ def test_spot_fields_none_for_missing_filters() -> None:
     rec = _one(_payload(_row(filters=[])))
     for field in RECORD_FIELDS[5:16]:
         assert getattr(rec, field) is None, field
-    assert bytes(rec.filters) == b"[]"
+    assert bytes(rec.filters_raw) == b"[]"
 
 
 def test_row_without_filters_key_gets_empty_array() -> None:
     rec = _one(_payload(_row(filters=_MISSING)))
-    assert bytes(rec.filters) == b"[]"
+    assert bytes(rec.filters_raw) == b"[]"
     assert rec.tick_size is None
 
 
@@ -426,13 +414,13 @@ def test_filters_passthrough_byte_exact() -> None:
         b'"quoteAsset":"USDT","filters":' + filters + b"}]}"
     )
     rec = _one(payload)
-    assert bytes(rec.filters) == filters
+    assert bytes(rec.filters_raw) == filters
     encoded = encode_record(rec)
     assert filters in encoded
     assert rec.tick_size == "0.00001000"
     assert rec.max_price == "1000.00000000"
     # Re-decoding the stored record keeps the bytes too.
-    assert bytes(decode_record(encoded).filters) == filters
+    assert bytes(decode_record(encoded).filters_raw) == filters
 
 
 def test_filters_passthrough_byte_exact_on_every_sample_row() -> None:
@@ -440,7 +428,7 @@ def test_filters_passthrough_byte_exact_on_every_sample_row() -> None:
         data = _sample(name)
         raw = _raw_filters(data)
         result = normalize(data, market=market)
-        assert {r.symbol: bytes(r.filters) for r in result.records} == raw
+        assert {r.symbol: bytes(r.filters_raw) for r in result.records} == raw
 
 
 @pytest.mark.parametrize(
@@ -545,7 +533,7 @@ def test_unknown_status_filter_and_field_pass_through() -> None:
     result = normalize(_payload(row, _row("ODDUSDT", status="SOMETHING_UNSEEN")), market="spot")
     assert [r.status for r in result.records] == ["CANCEL_ONLY", "SOMETHING_UNSEEN"]
     assert result.lenient == 0
-    assert json.loads(bytes(result.records[0].filters))[-1] == weird_filter
+    assert json.loads(bytes(result.records[0].filters_raw))[-1] == weird_filter
     assert result.records[0].tick_size == "0.01000000"
 
 
@@ -569,7 +557,7 @@ def test_json_number_filter_values_do_not_crash_and_keep_their_text() -> None:
     assert rec.step_size == "0.001"
     assert rec.min_qty is None  # a boolean is not a quantity
     assert rec.max_qty is None
-    assert bytes(rec.filters) == filters
+    assert bytes(rec.filters_raw) == filters
 
 
 def test_row_fields_of_unexpected_type_take_the_lenient_path() -> None:
@@ -597,7 +585,7 @@ def test_row_fields_of_unexpected_type_take_the_lenient_path() -> None:
 def test_filters_that_are_not_an_array_become_empty() -> None:
     result = normalize(_payload(_row(filters={"filterType": "PRICE_FILTER"})), market="spot")
     (rec,) = result.records
-    assert bytes(rec.filters) == b"[]"
+    assert bytes(rec.filters_raw) == b"[]"
     assert rec.tick_size is None
     assert result.lenient == 1
 
@@ -754,7 +742,7 @@ def test_prioritize_rejects_a_bare_string() -> None:
 # --- snapshot blobs ------------------------------------------------------------------------
 
 
-def _snapshot(data: bytes, market: str = "spot", pinned: tuple[str, ...] = ()) -> nz.SnapshotBlobs:
+def _snapshot(data: bytes, market: str = "spot", pinned: tuple[str, ...] = ()) -> SnapshotBlobs:
     result = normalize(data, market=market)
     listed = prioritize(
         result.records,
@@ -937,7 +925,7 @@ def test_fixture_spot_2023_09() -> None:
         assert rec.max_notional == filters["NOTIONAL"]["maxNotional"]
         assert rec.market_step_size == filters.get("MARKET_LOT_SIZE", {}).get("stepSize")
         assert rec.permissions == tuple(sorted(set(row["permissions"])))
-        assert bytes(rec.filters) == raw[rec.symbol]
+        assert bytes(rec.filters_raw) == raw[rec.symbol]
 
 
 def test_fixture_spot_2020_11_uses_min_notional() -> None:
@@ -1067,9 +1055,9 @@ def test_memo_keeps_records_independent_of_the_payload_buffer() -> None:
     memo = RowMemo()
     body = bytearray(_payload(*_rows(3)))
     first = normalize(bytes(body), market="spot", memo=memo)
-    filters = bytes(first.records[0].filters)
+    filters = bytes(first.records[0].filters_raw)
     body[:] = b" " * len(body)  # the caller reuses its buffer
-    assert bytes(first.records[0].filters) == filters
+    assert bytes(first.records[0].filters_raw) == filters
 
 
 def test_build_snapshot_with_and_without_encoded_agree() -> None:
