@@ -20,6 +20,7 @@ from daemon.contract import (
 )
 from daemon.contract import filters as f
 from daemon.snapshot.normalize import normalize
+from tests.snapshot.rows import sample_bytes
 from tests.support.fixtures import SAMPLES
 
 # Exactly what the daemon wrote before the contract package existed (the spot sample's
@@ -244,3 +245,11 @@ def test_known_filter_types_table() -> None:
     }
     for name, cls in f.FILTER_TYPES.items():
         assert cls().filter_type == name
+
+
+def test_encode_decode_record_round_trip() -> None:
+    for name, market in (("spot-sample.json", "spot"), ("usdm-sample.json", "usdm")):
+        for rec in normalize(sample_bytes(name), market=market).records:
+            again = decode_record(encode_record(rec))
+            assert again == rec
+            assert encode_record(again) == encode_record(rec)
