@@ -100,19 +100,20 @@ def _write_snapshot(url: str, payload: bytes) -> Loaded:
     from daemon.config.redis_target import parse_redis_url
     from daemon.config.settings import Settings
     from daemon.contract.keys import market_keys
+    from daemon.contract.meta import SnapshotMeta
     from daemon.redis.clients import ConnectionConfig
-    from daemon.snapshot import normalize
-    from daemon.snapshot.store import SnapshotMeta, SnapshotStore, new_token
+    from daemon.snapshot import listing, normalize
+    from daemon.snapshot.store import SnapshotStore, new_token
 
     spot = Settings().markets.spot
     norm = normalize.normalize(payload, market="spot")
-    listed = normalize.prioritize(
+    listed = listing.prioritize(
         norm.records,
         list_statuses=spot.list_statuses,
         quote_priority=spot.quote_priority,
         pinned=spot.pinned,
     )
-    blobs = normalize.build_snapshot(norm.records, listed)
+    blobs = listing.build_snapshot(norm.records, listed)
     meta = SnapshotMeta(
         version=blobs.version,
         count=blobs.count,

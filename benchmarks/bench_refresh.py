@@ -74,10 +74,12 @@ from benchmarks.common import (
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import MarketSettings, Settings
 from daemon.contract.keys import MarketKeys, market_keys
+from daemon.contract.meta import SnapshotMeta
 from daemon.redis.clients import ConnectionConfig
 from daemon.refresh.cycle import MarketRefresher, source_config
-from daemon.snapshot import normalize
-from daemon.snapshot.store import SnapshotMeta, SnapshotStore, new_token
+from daemon.snapshot import listing, normalize
+from daemon.snapshot.diff import diff_snapshots
+from daemon.snapshot.store import SnapshotStore, new_token
 from daemon.upstream.fetch import SourceConfig, fetch, make_session
 
 FIXTURE = "spot-exchangeinfo-2023-09.json"
@@ -450,7 +452,7 @@ class Breakdown:
     sources: tuple[SourceConfig, SourceConfig]
     warmup: int
     samples: dict[str, list[Sample]] = field(default_factory=lambda: {step: [] for step in STEPS})
-    previous: normalize.SnapshotBlobs | None = None
+    previous: listing.SnapshotBlobs | None = None
     memo: normalize.RowMemo = field(default_factory=normalize.RowMemo)
 
     async def run(self, i: int) -> None:
@@ -471,7 +473,7 @@ class Breakdown:
         took["normalize"] = clock.stop()
 
         clock = Clock()
-        listed = normalize.prioritize(
+        listed = listing.prioritize(
             norm.records,
             list_statuses=market.list_statuses,
             quote_priority=market.quote_priority,
@@ -480,12 +482,12 @@ class Breakdown:
         took["prioritize"] = clock.stop()
 
         clock = Clock()
-        blobs = normalize.build_snapshot(norm.records, listed, norm.encoded)
+        blobs = listing.build_snapshot(norm.records, listed, norm.encoded)
         took["build_snapshot"] = clock.stop()
 
         clock = Clock()
         previous = self.previous
-        diff = normalize.diff_snapshots(previous.by_symbol, blobs.by_symbol) if previous else None
+        diff = diff_snapshots(previous.by_symbol, blobs.by_symbol) if previous else None
         took["diff"] = clock.stop()
 
         meta = SnapshotMeta(

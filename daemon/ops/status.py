@@ -14,6 +14,7 @@ import msgspec
 import redis.asyncio
 
 from daemon.contract.keys import METRIC_FIELDS, MarketKeys
+from daemon.contract.meta import MetaFields, decode_timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +44,6 @@ class MarketStatus:
         return out
 
 
-def _num(value: bytes | None, kind: type[int] | type[float]) -> Any:
-    if value in (None, b""):
-        return None
-    try:
-        return kind(value.decode() if isinstance(value, bytes) else value)
-    except ValueError:
-        return None
-
-
 async def read_status(client: redis.asyncio.Redis, keys: MarketKeys) -> MarketStatus:
     """Read one market's keys (raises redis errors)."""
     pipe = client.pipeline(transaction=False)
@@ -71,8 +63,8 @@ async def read_status(client: redis.asyncio.Redis, keys: MarketKeys) -> MarketSt
         daemon_raw,
         leader_raw,
     ) = await pipe.execute()
-    meta = {k.decode(): v.decode(errors="replace") for k, v in meta_raw.items()}
-    refreshed_at = _num(refreshed_raw, float)
+    meta = MetaFields.from_hash(meta_raw)
+    refreshed_at = decode_timestamp(refreshed_raw)
     daemon: dict[str, Any] | None = None
     if daemon_raw:
         try:
@@ -86,15 +78,15 @@ async def read_status(client: redis.asyncio.Redis, keys: MarketKeys) -> MarketSt
         market=keys.market,
         refreshed_at=refreshed_at,
         age=(time.time() - refreshed_at) if refreshed_at is not None else None,
-        count=_num(meta.get("count", "").encode(), int),
-        listed=_num(meta.get("listed", "").encode(), int),
-        stale=meta.get("stale") == "1",
-        version=meta.get("version") or None,
-        source=meta.get("source") or None,
-        last_error=meta.get("last_error") or None,
+        count=meta.count,
+        listed=meta.listed,
+        stale=meta.stale,
+        version=meta.version,
+        source=meta.source or None,
+        last_error=meta.last_error or None,
         ttl=ttl if isinstance(ttl, int) and ttl >= 0 else None,
         counters=counters,
-        ban_until=_num(ban_raw, float),
+        ban_until=decode_timestamp(ban_raw),
         daemon=daemon,
         leader=leader_raw.decode(errors="replace") if leader_raw else None,
     )

@@ -13,7 +13,7 @@ What a caller gets::
     with SymbolReader.from_settings(near_cache=True) as reader:   # own reader, near-cache on
         rec = reader.get_symbol("BTCUSDT")      # from memory after the first read
 
-Records are :class:`~daemon.snapshot.normalize.SymbolRecord` values: typed (mypy catches a misspelt
+Records are :class:`~daemon.contract.record.SymbolRecord` values: typed (mypy catches a misspelt
 field), frozen (the near-cache hands the same object to every caller and nobody can change it
 under the others), and decoded by msgspec straight from the stored JSON, faster than
 ``json.loads`` into a dict. Code that wants the legacy dict calls :func:`record_to_dict`.
@@ -70,6 +70,7 @@ import threading
 from collections.abc import Collection
 
 from daemon.config.settings import Loaded
+from daemon.contract.record import SymbolRecord
 from daemon.readers._async import AsyncSymbolReader
 from daemon.readers._core import (
     ChannelSilentError,
@@ -82,7 +83,6 @@ from daemon.readers._core import (
     record_to_dict,
 )
 from daemon.readers._sync import SymbolReader
-from daemon.snapshot.normalize import SymbolRecord
 
 __all__ = [
     "AsyncSymbolReader",

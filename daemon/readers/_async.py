@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import Loaded, Settings
 from daemon.contract.keys import MarketKeys
+from daemon.contract.record import SymbolRecord
 from daemon.readers._backend_async import AsyncClients, AsyncSignal, AsyncSubscriber, fork_safe
 from daemon.readers._core import (
     DISABLED_STATUS,
@@ -59,7 +60,6 @@ from daemon.readers._core import (
     text,
 )
 from daemon.redis.clients import ConnectionConfig
-from daemon.snapshot.normalize import SymbolRecord
 
 _monotonic = time.monotonic
 

@@ -20,8 +20,14 @@ import redis
 from daemon.config.redis_target import redact_url, resolve_redis_url
 from daemon.config.settings import MARKETS, Loaded, Settings, load_settings
 from daemon.contract.keys import MarketKeys, keys_for, market_keys
+from daemon.contract.meta import MetaFields, decode_timestamp
+from daemon.contract.record import SymbolRecord
+from daemon.contract.record import decode_listing as _decode_listing
+
+# Re-exported: both readers decode with it, and the package exports record_to_dict.
+from daemon.contract.record import decode_record as decode_record
+from daemon.contract.record import record_to_dict as record_to_dict
 from daemon.redis.clients import ConnectionConfig
-from daemon.snapshot.normalize import SymbolRecord, encode_record
 
 # A library inside the bot's processes: stdlib logging, silent unless the application
 # configures handlers. The NullHandler on the package's namespace keeps Python's last-resort
@@ -281,9 +287,6 @@ def is_unknown_command(exc: redis.ResponseError) -> bool:
 # decoding
 # ---------------------------------------------------------------------------------------------
 
-decode_record: Final = msgspec.json.Decoder(SymbolRecord).decode
-_decode_listing: Final = msgspec.json.Decoder(list[SymbolRecord]).decode
-
 
 class _Named(msgspec.Struct, gc=False):
     symbol: str
@@ -297,7 +300,6 @@ class _Event(msgspec.Struct, gc=False):
 
 
 _decode_event: Final = msgspec.json.Decoder(_Event).decode
-_decode_any: Final = msgspec.json.Decoder().decode
 
 
 def text(value: bytes | str | None) -> str | None:
@@ -335,34 +337,24 @@ def filtered(
     return out
 
 
-def _num(value: bytes | None, kind: type[int] | type[float]) -> Any:
-    if value is None or value == b"":
-        return None
-    try:
-        return kind(value.decode())
-    except ValueError:
-        return None
-
-
 def snapshot_info_from(market: str, reply: Sequence[Any], now: float) -> SnapshotInfo:
-    meta, refreshed_raw, has_symbols, has_last_good = reply
-    fields: dict[str, bytes | None] = dict(zip(INFO_FIELDS, meta, strict=True))
-    refreshed_at: float | None = _num(refreshed_raw, float)
-    fetched_at: float | None = _num(fields["fetched_at"], float)
-    basis = refreshed_at if refreshed_at is not None else fetched_at
+    meta_values, refreshed_raw, has_symbols, has_last_good = reply
+    meta = MetaFields.from_hash(dict(zip(INFO_FIELDS, meta_values, strict=True)))
+    refreshed_at = decode_timestamp(refreshed_raw)
+    basis = refreshed_at if refreshed_at is not None else meta.fetched_at
     return SnapshotInfo(
         market=market,
-        version=text(fields["version"]) or None,
-        count=_num(fields["count"], int),
-        listed=_num(fields["listed"], int),
-        stale=fields["stale"] == b"1",
+        version=meta.version,
+        count=meta.count,
+        listed=meta.listed,
+        stale=meta.stale,
         age=None if basis is None else max(0.0, now - basis),
         refreshed_at=refreshed_at,
-        fetched_at=fetched_at,
+        fetched_at=meta.fetched_at,
         has_symbols=bool(has_symbols),
         has_last_good=bool(has_last_good),
-        source=text(fields["source"]),
-        last_error=text(fields["last_error"]),
+        source=meta.source,
+        last_error=meta.last_error,
     )
 
 
@@ -384,13 +376,6 @@ def lookup_result(raw: Any, market: str, keys: MarketKeys) -> SymbolRecord | Non
     if raw == 1:
         return None
     raise SnapshotMissingError(market, keys.by_symbol)
-
-
-def record_to_dict(record: SymbolRecord) -> dict[str, Any]:
-    """The record as the plain dict ``json.loads`` gives for its stored JSON (the legacy shape:
-    same keys, decimal strings, ``filters`` as a list of dicts). A new dict on every call."""
-    result: dict[str, Any] = _decode_any(encode_record(record))
-    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import Loaded, Settings
 from daemon.contract.keys import MarketKeys
+from daemon.contract.record import SymbolRecord
 from daemon.readers._backend_sync import Clients, Signal, Subscriber, fork_safe
 from daemon.readers._core import (
     DISABLED_STATUS,
@@ -60,7 +61,6 @@ from daemon.readers._core import (
     text,
 )
 from daemon.redis.clients import ConnectionConfig
-from daemon.snapshot.normalize import SymbolRecord
 
 _monotonic = time.monotonic
 

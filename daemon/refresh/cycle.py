@@ -32,11 +32,13 @@ from daemon.config.settings import (
     UpstreamSettings,
 )
 from daemon.contract.keys import MarketKeys, keys_for
+from daemon.contract.meta import SnapshotMeta
 from daemon.logs import get_logger, scrub_text
-from daemon.snapshot import normalize
+from daemon.snapshot import diff as snapshot_diff
+from daemon.snapshot import listing, normalize, payload
 from daemon.snapshot.guards import ShrinkStreak, judge
 from daemon.snapshot.lease import LeaseLost
-from daemon.snapshot.store import HeldSnapshot, SnapshotMeta, SnapshotStore, StoredState, new_token
+from daemon.snapshot.store import HeldSnapshot, SnapshotStore, StoredState, new_token
 from daemon.upstream.fetch import (
     FetchResult,
     RateLimited,
@@ -68,7 +70,7 @@ class CycleResult:
     permanent: bool = False
     redis_down: bool = False
     # What changed, when an accepted snapshot replaced a different one.
-    diff: normalize.SnapshotDiff | None = None
+    diff: snapshot_diff.SnapshotDiff | None = None
     # The write was refused because another daemon holds the market's lease.
     fenced: bool = False
 
@@ -207,7 +209,7 @@ class MarketRefresher:
     ) -> CycleResult:
         try:
             norm = normalize.normalize(fetched.body, market=self.name, memo=self.memo)
-        except normalize.PayloadError as err:
+        except payload.PayloadError as err:
             return await self._reject(f"malformed reply: {err}", state, started, None)
         self._check_weight(fetched, norm.weight_limit)
         if norm.dropped or norm.refused or norm.duplicates:
@@ -218,13 +220,13 @@ class MarketRefresher:
                 refused_names=list(norm.refused[:10]),
                 duplicates=norm.duplicates,
             )
-        listed = normalize.prioritize(
+        listed = listing.prioritize(
             norm.records,
             list_statuses=self.market.list_statuses,
             quote_priority=self.market.quote_priority,
             pinned=self.market.pinned,
         )
-        blobs = normalize.build_snapshot(norm.records, listed, norm.encoded)
+        blobs = listing.build_snapshot(norm.records, listed, norm.encoded)
 
         last_listed = self.held.meta.listed if self.held is not None else state.listed
         streak = state.streak if state.streak.version else ShrinkStreak()
@@ -256,7 +258,7 @@ class MarketRefresher:
                 old = await self.store.read_by_symbol()
             else:
                 old = {}
-            diff = normalize.diff_snapshots(old, blobs.by_symbol) if old else None
+            diff = snapshot_diff.diff_snapshots(old, blobs.by_symbol) if old else None
 
         duration_ms = (time.perf_counter() - started) * 1000.0
         meta = SnapshotMeta(
@@ -265,6 +267,7 @@ class MarketRefresher:
             listed=blobs.listed,
             source=fetched.url,
             server_time=norm.server_time,
+            rate_limits=norm.rate_limits,
             fetched_at=time.time(),
             duration_ms=duration_ms,
             # Computed now, not at import: a Celery prefork child has its own pid.
@@ -317,7 +320,7 @@ class MarketRefresher:
         state: StoredState,
         started: float,
         streak: ShrinkStreak | None,
-        blobs: normalize.SnapshotBlobs | None = None,
+        blobs: listing.SnapshotBlobs | None = None,
     ) -> CycleResult:
         self.log.warning(
             "refresh.rejected",

@@ -63,8 +63,8 @@ _MISSING: Final = object()
 
 
 class RecordLike(Protocol):
-    """What :func:`rules_for` reads from a stored record (``daemon.snapshot.normalize.SymbolRecord``
-    today). ``filters`` is the upstream filter array as JSON bytes (``msgspec.Raw``)."""
+    """What :func:`rules_for` reads from a stored record (:class:`daemon.contract.SymbolRecord`).
+    ``filters_raw`` is the upstream filter array as JSON bytes (``msgspec.Raw``)."""
 
     @property
     def symbol(self) -> str: ...
@@ -75,7 +75,7 @@ class RecordLike(Protocol):
     @property
     def order_types(self) -> Sequence[str]: ...
     @property
-    def filters(self) -> msgspec.Raw: ...
+    def filters_raw(self) -> msgspec.Raw: ...
 
 
 # Decimal fields may arrive as JSON floats in a hand-made record: keep their exact text.
@@ -86,11 +86,11 @@ def rules_for(record: RecordLike) -> SymbolRules:
     """Compile ``record``'s filters (see :func:`compile_rules`). Raises :class:`RulesError`
     when the filter array is not JSON or a filter value is malformed.
 
-    This is the only function that knows the record's shape: when the record type moves to
-    ``daemon.contract.record`` and its raw array becomes ``filters_raw``, only the attribute
-    read below changes.
+    This is the only function that knows the record's shape. It reads the byte-exact upstream
+    array rather than the record's typed view, so that a value the typed view could not use
+    is reported here with its symbol, filter and field instead of being skipped.
     """
-    raw = record.filters
+    raw = record.filters_raw
     try:
         filters = _FILTERS_DECODER.decode(raw)
     except msgspec.DecodeError as exc:

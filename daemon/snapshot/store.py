@@ -27,9 +27,17 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from daemon.contract.keys import MarketKeys
+from daemon.contract.meta import (
+    MetaError,
+    MetaFields,
+    SnapshotMeta,
+    decode_timestamp,
+    encode_timestamp,
+)
+from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
-from daemon.snapshot.normalize import SnapshotBlobs, SnapshotDiff
+from daemon.snapshot.listing import SnapshotBlobs
 
 # Count one event exactly once: the token key exists only if this event was counted already.
 _COUNT_ONCE = """
@@ -62,35 +70,8 @@ class StoredState:
         return self.has_symbols and self.has_last_good and self.has_by_symbol
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotMeta:
-    """Fields of the ``meta`` hash written with a snapshot."""
-
-    version: str
-    count: int
-    listed: int
-    source: str
-    server_time: int | None
-    fetched_at: float
-    duration_ms: float
-    stale: bool = False
-    last_error: str = ""
-    # Which daemon wrote it: its lease token (host:pid:id), or host:pid without leases.
-    writer: str = ""
-
-    def fields(self) -> dict[str, str]:
-        return {
-            "version": self.version,
-            "count": str(self.count),
-            "listed": str(self.listed),
-            "source": self.source,
-            "server_time": "" if self.server_time is None else str(self.server_time),
-            "fetched_at": f"{self.fetched_at:.3f}",
-            "duration_ms": f"{self.duration_ms:.1f}",
-            "stale": "1" if self.stale else "0",
-            "last_error": self.last_error,
-            "writer": self.writer,
-        }
+# The meta fields a cycle needs before it starts (see read_state).
+_STATE_FIELDS = ("version", "listed", "shrink_version", "shrink_count")
 
 
 class _NotPrevious(Exception):
@@ -105,13 +86,6 @@ def new_token() -> str:
 def _mapping(fields: Mapping[str, Any]) -> Any:
     # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
     return fields
-
-
-def _int(value: bytes | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class SnapshotStore:
@@ -143,28 +117,21 @@ class SnapshotStore:
         """One non-transactional round trip: meta fields, key existence, ban deadline."""
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(k.meta, ["version", "listed", "shrink_version", "shrink_count"])
+        pipe.hmget(k.meta, _STATE_FIELDS)
         pipe.exists(k.symbols)
         pipe.exists(k.last_good)
         pipe.exists(k.by_symbol)
         pipe.get(k.ban_until)
-        (version, listed, s_version, s_count), has_sym, has_lg, has_bs, ban = await pipe.execute()
-        ban_until: float | None = None
-        if ban is not None:
-            try:
-                ban_until = float(ban)
-            except ValueError:
-                ban_until = None
+        values, has_sym, has_lg, has_bs, ban = await pipe.execute()
+        meta = MetaFields.from_hash(dict(zip(_STATE_FIELDS, values, strict=True)))
         return StoredState(
-            version=version.decode() if version else None,
-            listed=_int(listed),
-            streak=ShrinkStreak(
-                version=s_version.decode() if s_version else "", count=_int(s_count) or 0
-            ),
+            version=meta.version,
+            listed=meta.listed,
+            streak=ShrinkStreak(version=meta.shrink_version, count=meta.shrink_count),
             has_symbols=bool(has_sym),
             has_last_good=bool(has_lg),
             has_by_symbol=bool(has_bs),
-            ban_until=ban_until,
+            ban_until=decode_timestamp(ban),
         )
 
     async def read_by_symbol(self) -> dict[str, bytes]:
@@ -288,10 +255,10 @@ class SnapshotStore:
             # The list goes out twice rather than as one SET plus a server-side COPY: COPY of
             # a multi-MB value costs Redis ~10x a SET (fresh pages), and every reader's command
             # queues behind it. An unchanged list only has its expiry renewed.
-            pipe.set(k.refreshed_at, f"{meta.fetched_at:.3f}")
+            pipe.set(k.refreshed_at, encode_timestamp(meta.fetched_at))
             pipe.hset(
                 k.meta,
-                mapping=_mapping(meta.fields() | {"shrink_version": "", "shrink_count": "0"}),
+                mapping=_mapping(meta.to_hash() | {"shrink_version": "", "shrink_count": "0"}),
             )
             self._count(pipe, "refresh_success", token)
             changes = diff.to_builtins() if diff is not None else {}
@@ -349,10 +316,10 @@ class SnapshotStore:
                 pipe.set(k.symbols, held.blobs.symbols_json, ex=self.cache_ttl)
                 pipe.delete(k.by_symbol)
                 pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
-                pipe.set(k.refreshed_at, f"{held.meta.fetched_at:.3f}", nx=True)
+                pipe.set(k.refreshed_at, encode_timestamp(held.meta.fetched_at), nx=True)
                 # Not last_error: a failed cycle recorded why just before falling back, and
                 # the held snapshot's empty one must not erase it. Filled in if meta lost it.
-                fields = held.meta.fields() | {"stale": "1"}
+                fields = held.meta.to_hash() | {"stale": "1"}
                 del fields["last_error"]
                 pipe.hset(k.meta, mapping=_mapping(fields))
                 pipe.hsetnx(k.meta, "last_error", "")
@@ -369,15 +336,11 @@ class SnapshotStore:
         return "memory" if held is not None else "last_good"
 
     async def refreshed_at(self) -> float | None:
-        raw = await self.client.get(self.keys.refreshed_at)
-        try:
-            return float(raw) if raw is not None else None
-        except ValueError:
-            return None
+        return decode_timestamp(await self.client.get(self.keys.refreshed_at))
 
     async def request_refresh(self) -> None:
         """A follower asks the leader for a refresh (kept a minute if nobody takes it)."""
-        await self.client.set(self.keys.refresh_request, f"{time.time():.3f}", ex=60)
+        await self.client.set(self.keys.refresh_request, encode_timestamp(time.time()), ex=60)
 
     async def take_refresh_request(self) -> bool:
         """The leader takes a pending request, if any (GETDEL: exactly one leader sees it)."""
@@ -398,21 +361,11 @@ class SnapshotStore:
         pipe.hgetall(k.by_symbol)
         pipe.hgetall(k.meta)
         symbols_json, by_symbol_raw, meta_raw = await pipe.execute()
-        meta = {key.decode(): value.decode() for key, value in meta_raw.items()}
-        if symbols_json is None or not by_symbol_raw or "version" not in meta:
+        if symbols_json is None or not by_symbol_raw:
             return None
         try:
-            snapshot_meta = SnapshotMeta(
-                version=meta["version"],
-                count=int(meta.get("count") or 0),
-                listed=int(meta.get("listed") or 0),
-                source=meta.get("source", ""),
-                server_time=_int(meta.get("server_time", "").encode() or None),
-                fetched_at=float(meta.get("fetched_at") or 0.0),
-                duration_ms=float(meta.get("duration_ms") or 0.0),
-                writer=meta.get("writer", ""),
-            )
-        except ValueError:
+            snapshot_meta = SnapshotMeta.from_hash(meta_raw)
+        except MetaError:
             return None
         blobs = SnapshotBlobs(
             by_symbol={name.decode(): value for name, value in by_symbol_raw.items()},
@@ -426,7 +379,7 @@ class SnapshotStore:
     async def set_ban(self, until: float) -> None:
         """Remember a 429/418 deadline so a restarted daemon honours it too."""
         ttl_ms = max(1, int((until - time.time()) * 1000))
-        await self.client.set(self.keys.ban_until, f"{until:.3f}", px=ttl_ms)
+        await self.client.set(self.keys.ban_until, encode_timestamp(until), px=ttl_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The bot-side readers against real redis-server processes, sync and async twins alike.
 
 Snapshots are written by the real writer (``SnapshotStore.commit`` with blobs from
-``normalize.build_snapshot`` over the shipped spot sample), so these tests read exactly what
+``listing.build_snapshot`` over the shipped spot sample), so these tests read exactly what
 the daemon stores. Waiting is on the reader's own state changes (``wait_until``), never on
 sleeps. Most tests run twice: once on ``SymbolReader`` and once on ``AsyncSymbolReader``
 driven from a private event-loop thread through the same calls.
@@ -30,6 +30,8 @@ import redis.asyncio
 from daemon import readers
 from daemon.config.settings import Settings, load_settings
 from daemon.contract.keys import MarketKeys, keys_for, market_keys
+from daemon.contract.meta import SnapshotMeta
+from daemon.contract.record import SymbolRecord
 from daemon.readers import (
     AsyncSymbolReader,
     NearCacheOptions,
@@ -42,8 +44,9 @@ from daemon.readers import (
 )
 from daemon.readers._core import MarketCache, NearCache
 from daemon.snapshot import normalize
-from daemon.snapshot.normalize import SnapshotBlobs, SymbolRecord, build_snapshot, prioritize
-from daemon.snapshot.store import SnapshotMeta, SnapshotStore, new_token
+from daemon.snapshot.diff import diff_snapshots
+from daemon.snapshot.listing import SnapshotBlobs, build_snapshot, prioritize
+from daemon.snapshot.store import SnapshotStore, new_token
 from tests.support.fixtures import SAMPLES
 from tests.support.redis_server import RedisServer
 
@@ -93,9 +96,7 @@ class Writer:
         listens on: a message the reader never gets, e.g. lost while it was disconnected."""
         keys = self.keys if publish else dataclasses.replace(self.keys, events="nobody-listens")
         diff = (
-            normalize.diff_snapshots(self.last.by_symbol, blobs.by_symbol)
-            if self.last is not None
-            else None
+            diff_snapshots(self.last.by_symbol, blobs.by_symbol) if self.last is not None else None
         )
         meta = SnapshotMeta(
             version=blobs.version,

@@ -263,6 +263,12 @@ async def test_first_refresh_writes_every_key_per_the_contract(
         "shrink_count": "0",
         # no lease in this test: the writer is named by host and pid
         "writer": f"{socket.gethostname()}:{os.getpid()}",
+        # the payload's rateLimits, in Binance's exact shape, and the stored format
+        "rate_limits": (
+            '[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000},'
+            '{"rateLimitType":"ORDERS","interval":"SECOND","intervalNum":10,"limit":100}]'
+        ),
+        "format": "1",
     }
     assert 0 < float(meta["duration_ms"]) < 5000
 

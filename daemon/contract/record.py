@@ -1,0 +1,106 @@
+"""The per-symbol record: what ``by_symbol``, ``symbols`` and ``last_good`` hold, and the only
+code that encodes or decodes it."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+import msgspec
+
+from daemon.contract.filters import Filters, decode_filters
+
+__all__ = [
+    "MAX_SYMBOL_LENGTH",
+    "SymbolRecord",
+    "decode_listing",
+    "decode_record",
+    "encode_record",
+    "record_to_dict",
+]
+
+MAX_SYMBOL_LENGTH: Final = 64
+"""Longest symbol name (in code points) a record may carry."""
+
+
+class SymbolRecord(msgspec.Struct, frozen=True, dict=True):
+    """One symbol, as stored in Redis and served to the bot.
+
+    Guarantees a caller may rely on:
+
+    * Every field is always present when encoded (``None`` becomes JSON ``null``), in this
+      declaration order.
+    * ``symbol``, ``status``, ``base`` and ``quote`` are non-empty strings; ``symbol`` has no
+      control, format, separator or whitespace characters and at most
+      :data:`MAX_SYMBOL_LENGTH` code points (it may be non-ASCII).
+    * ``status`` is passed through as sent; unknown values are kept.
+    * Decimal fields are the upstream decimal strings exactly as sent (``"0.00001000"``
+      stays so), never floats; ``None`` when the row has no such filter.
+    * ``permissions`` and ``order_types`` are tuples of strings (JSON arrays); permissions
+      are deduplicated and sorted.
+    * ``filters_raw`` (JSON key ``"filters"``) is the upstream filter array, byte for byte
+      (``[]`` if the row had none); :attr:`filters` is the same array, typed.
+    * Futures fields (``contract_type``, ``delivery_date``, ``onboard_date``,
+      ``margin_asset``) are ``None`` on spot rows.
+    """
+
+    symbol: str
+    market: str
+    status: str
+    base: str
+    quote: str
+    tick_size: str | None
+    min_price: str | None
+    max_price: str | None
+    step_size: str | None
+    min_qty: str | None
+    max_qty: str | None
+    market_step_size: str | None
+    market_min_qty: str | None
+    market_max_qty: str | None
+    min_notional: str | None
+    max_notional: str | None
+    permissions: tuple[str, ...]
+    order_types: tuple[str, ...]
+    filters_raw: msgspec.Raw = msgspec.field(name="filters")
+    contract_type: str | None
+    delivery_date: int | None
+    onboard_date: int | None
+    margin_asset: str | None
+
+    @functools.cached_property
+    def filters(self) -> Filters:
+        """The filters by ``filterType`` (see :mod:`daemon.contract.filters`). Decoded on
+        first use, once per record: most readers never look at them."""
+        return decode_filters(self.filters_raw)
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+_RECORD_DECODER: Final = msgspec.json.Decoder(SymbolRecord)
+_LISTING_DECODER: Final = msgspec.json.Decoder(list[SymbolRecord])
+_ANY_DECODER: Final = msgspec.json.Decoder()
+
+
+def encode_record(rec: SymbolRecord) -> bytes:
+    """JSON bytes of one record: every field present, in declaration order, UTF-8 (non-ASCII
+    is not escaped), ``filters`` re-emitted byte for byte. Deterministic."""
+    return _ENCODER.encode(rec)
+
+
+def decode_record(data: bytes | bytearray | memoryview | str) -> SymbolRecord:
+    """Inverse of :func:`encode_record`. Raises ``msgspec.DecodeError`` (a ``ValueError``)
+    if ``data`` is not a complete record of the current format."""
+    return _RECORD_DECODER.decode(data)
+
+
+def decode_listing(data: bytes | bytearray | memoryview | str) -> list[SymbolRecord]:
+    """The records of a stored listing (``symbols`` or ``last_good``), in listing order.
+    Raises ``msgspec.DecodeError`` like :func:`decode_record`."""
+    return _LISTING_DECODER.decode(data)
+
+
+def record_to_dict(record: SymbolRecord) -> dict[str, Any]:
+    """The record as the plain dict ``json.loads`` gives for its stored JSON (the legacy shape:
+    same keys, decimal strings, ``filters`` as a list of dicts). A new dict on every call."""
+    result: dict[str, Any] = _ANY_DECODER.decode(encode_record(record))
+    return result

@@ -1,0 +1,263 @@
+"""Decoding an exchangeInfo payload: its top level, and its rows typed or leniently.
+
+Pure: no I/O, no clock, no logging, no global state besides reusable msgspec decoders.
+
+Decoding is typed (msgspec Structs) because a full spot payload is several MB and the whole
+refresh has a tight CPU budget; a generic ``json.loads`` into dicts costs several times more.
+The whole payload is first decoded in one typed pass; only if some row (or the header) has an
+unexpected shape is it redone row by row over ``msgspec.Raw`` slices, so one odd row costs
+that row, never the refresh. Turning rows into records is :mod:`daemon.snapshot.normalize`.
+"""
+
+from typing import Any, Final
+
+import msgspec
+
+from daemon.contract.ratelimits import RateLimit
+
+__all__ = [
+    "EMPTY_LIST",
+    "ExchangeInfo",
+    "PayloadError",
+    "Row",
+    "RowFilter",
+    "decode_loose",
+    "decode_payload",
+    "decode_row",
+    "decode_row_filters",
+    "lenient_filters",
+    "lenient_row",
+]
+
+# Shared by every row without a `filters` key, and by rows whose `filters` is not a list:
+# the record always carries a JSON array there.
+EMPTY_LIST: Final = msgspec.Raw(b"[]")
+
+
+class PayloadError(ValueError):
+    """The payload is not a usable exchangeInfo response (bad JSON, or no `symbols` list).
+
+    Raised only for problems with the payload as a whole; a bad row never raises, it is
+    dropped and counted instead.
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Upstream shapes (typed decoding). Only the keys we use are declared; msgspec skips the
+# rest without building objects for them, which is where most of the speed comes from.
+# ---------------------------------------------------------------------------------------
+
+
+class ExchangeInfo(msgspec.Struct, frozen=True, rename="camel"):
+    """Top level of an exchangeInfo response, with the rows left undecoded.
+
+    ``symbols`` holds one ``msgspec.Raw`` per row (a slice of the input buffer), so one bad
+    row can be handled on its own instead of failing the whole decode.
+    """
+
+    symbols: list[msgspec.Raw]
+    server_time: int | None = None
+    rate_limits: list[RateLimit] = []
+
+
+class _BareExchangeInfo(msgspec.Struct, frozen=True):
+    # Fallback when the header keys (serverTime, rateLimits) have unexpected types: the rows
+    # are what matters, so a malformed header must not cost us the refresh.
+    symbols: list[msgspec.Raw]
+
+
+class Row(msgspec.Struct, rename="camel", gc=False):
+    """One ``symbols`` entry, typed (only the keys records are built from)."""
+
+    # Required-for-use fields default to "" rather than being required, so a row that merely
+    # lacks one is dropped by the validation below (counted as dropped) instead of taking the
+    # slower lenient path.
+    symbol: str = ""
+    status: str = ""
+    # COIN-M (/dapi) rows name their status `contractStatus` and have no `status`.
+    contract_status: str = ""
+    base_asset: str = ""
+    quote_asset: str = ""
+    order_types: tuple[str, ...] = ()
+    # Kept raw: a modern spot row carries ~440 permission names, and the same few lists repeat
+    # on every row, so they are decoded once per distinct list (see normalize._PermissionMemo).
+    permissions: msgspec.Raw = EMPTY_LIST
+    permission_sets: msgspec.Raw = EMPTY_LIST
+    # Kept raw so the record can re-emit the upstream bytes unchanged.
+    filters: msgspec.Raw = EMPTY_LIST
+    contract_type: str | None = None
+    delivery_date: int | None = None
+    onboard_date: int | None = None
+    margin_asset: str | None = None
+
+
+class RowFilter(msgspec.Struct, rename="camel", gc=False):
+    """One entry of a row's ``filters``: the values records are derived from."""
+
+    filter_type: str
+    tick_size: str | None = None
+    min_price: str | None = None
+    max_price: str | None = None
+    step_size: str | None = None
+    min_qty: str | None = None
+    max_qty: str | None = None
+    min_notional: str | None = None
+    max_notional: str | None = None
+    notional: str | None = None
+
+
+class _LooseRow(msgspec.Struct, rename="camel", gc=False):
+    # Lenient twin of Row: every field accepts any JSON value and the builder below picks
+    # what is usable. Decoded with float_hook=str, so a JSON float keeps its exact text.
+    symbol: Any = None
+    status: Any = None
+    contract_status: Any = None
+    base_asset: Any = None
+    quote_asset: Any = None
+    order_types: Any = None
+    permissions: Any = None
+    permission_sets: Any = None
+    filters: msgspec.Raw = EMPTY_LIST
+    contract_type: Any = None
+    delivery_date: Any = None
+    onboard_date: Any = None
+    margin_asset: Any = None
+
+
+# (attribute on RowFilter, JSON key) for the lenient filter path.
+_FILTER_KEYS: Final = (
+    ("tick_size", "tickSize"),
+    ("min_price", "minPrice"),
+    ("max_price", "maxPrice"),
+    ("step_size", "stepSize"),
+    ("min_qty", "minQty"),
+    ("max_qty", "maxQty"),
+    ("min_notional", "minNotional"),
+    ("max_notional", "maxNotional"),
+    ("notional", "notional"),
+)
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+_INFO_DECODER: Final = msgspec.json.Decoder(ExchangeInfo)
+_BARE_DECODER: Final = msgspec.json.Decoder(_BareExchangeInfo)
+decode_row: Final = msgspec.json.Decoder(Row).decode
+"""Typed decoding of one row; raises ``msgspec.DecodeError`` if any field has another type."""
+decode_row_filters: Final = msgspec.json.Decoder(list[RowFilter]).decode
+"""Typed decoding of a row's ``filters`` array (the values records are derived from)."""
+# float_hook=str: a JSON float reaches us as its exact source text, never as a float.
+_LOOSE_ROW_DECODER: Final = msgspec.json.Decoder(_LooseRow, float_hook=str)
+decode_loose: Final = msgspec.json.Decoder(Any, float_hook=str).decode
+"""Generic decoding where a JSON float stays its exact source text (a ``str``)."""
+
+# ---------------------------------------------------------------------------------------
+# Payload level
+# ---------------------------------------------------------------------------------------
+
+
+def decode_payload(payload: bytes | bytearray | memoryview) -> ExchangeInfo:
+    """Decode the top level of an exchangeInfo response, leaving rows as ``msgspec.Raw``.
+
+    Raises :class:`PayloadError` if the payload is not valid JSON (including truncated), is
+    not a JSON object, has no ``symbols`` key, or ``symbols`` is not an array. If
+    ``serverTime`` or ``rateLimits`` have unexpected types they are treated as absent
+    (``server_time=None``, ``rate_limits=[]``) rather than failing the payload.
+    The returned rows point into ``payload``; do not mutate it while they are in use.
+    """
+    try:
+        return _INFO_DECODER.decode(payload)
+    except msgspec.ValidationError:
+        pass  # maybe only the header is odd; retry with just the rows below
+    except msgspec.DecodeError as exc:
+        raise PayloadError(f"exchangeInfo payload is not valid JSON: {exc}") from exc
+    try:
+        bare = _BARE_DECODER.decode(payload)
+    except msgspec.ValidationError as exc:
+        # msgspec names the problem and its path, e.g. "Expected `array`, got `object` - at
+        # `$.symbols`" or "Object missing required field `symbols`".
+        raise PayloadError(f"exchangeInfo payload has an unusable shape: {exc}") from exc
+    return ExchangeInfo(symbols=bare.symbols)
+
+
+# ---------------------------------------------------------------------------------------
+# Row level, lenient: for rows whose typed decoding failed
+# ---------------------------------------------------------------------------------------
+
+
+def _text_value(value: object) -> str | None:
+    # Lenient path: strings (and JSON floats, which float_hook=str turned into their source
+    # text) are kept as-is; integers are exact as text; anything else is unusable.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def lenient_filters(raw: msgspec.Raw) -> tuple[list[RowFilter], bool]:
+    """Filters from a ``filters`` value that failed typed decoding; flag = it is an array."""
+    try:
+        items = decode_loose(raw)
+    except msgspec.DecodeError:
+        return [], False
+    if not isinstance(items, list):
+        return [], False
+    out: list[RowFilter] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        filter_type = item.get("filterType")
+        if not isinstance(filter_type, str):
+            continue
+        values = {attr: _text_value(item.get(key)) for attr, key in _FILTER_KEYS}
+        out.append(RowFilter(filter_type=filter_type, **values))
+    return out, True
+
+
+def _str_list(value: object) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
+
+
+def _permission_sets(value: object) -> list[str | list[str]]:
+    if not isinstance(value, list):
+        return []
+    out: list[str | list[str]] = []
+    for item in value:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, list):
+            out.append(_str_list(item))
+    return out
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def lenient_row(raw: msgspec.Raw) -> Row | None:
+    """Rebuild a typed row from whatever is usable in ``raw``; ``None`` if not an object."""
+    try:
+        loose = _LOOSE_ROW_DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return Row(
+        symbol=loose.symbol if isinstance(loose.symbol, str) else "",
+        status=loose.status if isinstance(loose.status, str) else "",
+        contract_status=loose.contract_status if isinstance(loose.contract_status, str) else "",
+        base_asset=loose.base_asset if isinstance(loose.base_asset, str) else "",
+        quote_asset=loose.quote_asset if isinstance(loose.quote_asset, str) else "",
+        order_types=tuple(_str_list(loose.order_types)),
+        permissions=msgspec.Raw(_ENCODER.encode(_str_list(loose.permissions))),
+        permission_sets=msgspec.Raw(_ENCODER.encode(_permission_sets(loose.permission_sets))),
+        filters=loose.filters,
+        contract_type=_opt_str(loose.contract_type),
+        delivery_date=_opt_int(loose.delivery_date),
+        onboard_date=_opt_int(loose.onboard_date),
+        margin_asset=_opt_str(loose.margin_asset),
+    )

@@ -1,0 +1,170 @@
+"""Tests for daemon.snapshot.listing: listing order and the snapshot blobs and version."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import msgspec
+import pytest
+
+from daemon.contract.record import SymbolRecord, decode_record, encode_record
+from daemon.snapshot.listing import build_snapshot, prioritize
+from daemon.snapshot.normalize import normalize
+from tests.snapshot.rows import (
+    compact_json,
+    make_payload,
+    make_row,
+    only_record,
+    records_by_symbol,
+    sample_bytes,
+    snapshot_of,
+)
+
+# --- prioritize ----------------------------------------------------------------------------
+
+_TEMPLATE = only_record(make_payload(make_row("TEMPLATE")))
+
+
+def _rec(symbol: str, quote: str, status: str = "TRADING") -> SymbolRecord:
+    return msgspec.structs.replace(_TEMPLATE, symbol=symbol, quote=quote, status=status)
+
+
+_POOL = [
+    _rec("ETHBTC", "BTC"),
+    _rec("XRPUSDT", "USDT"),
+    _rec("BTCUSDT", "USDT"),
+    _rec("ADAUSDT", "USDT"),
+    _rec("BTCFDUSD", "FDUSD"),
+    _rec("ETHUSDT", "USDT"),
+    _rec("BTCTRY", "TRY"),
+    _rec("BTCEUR", "EUR"),
+    _rec("SOLUSDT", "USDT", status="BREAK"),
+    _rec("LUNAUSDT", "USDT", status="HALT"),
+    _rec("BNBBTC", "BTC"),
+]
+
+
+def _order(records: list[SymbolRecord], **kwargs: Any) -> list[str]:
+    params: dict[str, Any] = {
+        "list_statuses": {"TRADING"},
+        "quote_priority": ("USDT", "FDUSD", "BTC"),
+        "pinned": (),
+    }
+    params.update(kwargs)
+    return [r.symbol for r in prioritize(records, **params)]
+
+
+def test_prioritize_quote_rank_then_symbol_unknown_quotes_last() -> None:
+    assert _order(_POOL) == [
+        "ADAUSDT",
+        "BTCUSDT",
+        "ETHUSDT",
+        "XRPUSDT",
+        "BTCFDUSD",
+        "BNBBTC",
+        "ETHBTC",
+        "BTCEUR",  # unknown quotes: after every known one, by symbol
+        "BTCTRY",
+    ]
+
+
+def test_prioritize_pinned_first_in_given_order_only_if_present_and_listed() -> None:
+    order = _order(_POOL, pinned=("ETHBTC", "SOLUSDT", "NOPEUSDT", "BTCTRY", "ETHBTC"))
+    assert order[:2] == ["ETHBTC", "BTCTRY"]
+    assert "SOLUSDT" not in order  # pinned but BREAK: not listed
+    assert order.count("ETHBTC") == 1
+    assert order[2:] == ["ADAUSDT", "BTCUSDT", "ETHUSDT", "XRPUSDT", "BTCFDUSD", "BNBBTC", "BTCEUR"]
+
+
+def test_prioritize_statuses_and_determinism() -> None:
+    expected = _order(_POOL, list_statuses=("TRADING", "BREAK"), pinned=("BTCUSDT",))
+    assert expected[0] == "BTCUSDT"
+    assert "SOLUSDT" in expected
+    assert "LUNAUSDT" not in expected
+    rng = random.Random(7)
+    for _ in range(5):
+        shuffled = _POOL[:]
+        rng.shuffle(shuffled)
+        assert _order(shuffled, list_statuses=("TRADING", "BREAK"), pinned=("BTCUSDT",)) == expected
+
+
+def test_prioritize_symbol_order_is_plain_str_order() -> None:
+    records = [_rec("币安人生USDT", "USDT"), _rec("ZECUSDT", "USDT"), _rec("1INCHUSDT", "USDT")]
+    assert _order(records) == ["1INCHUSDT", "ZECUSDT", "币安人生USDT"]
+
+
+def test_prioritize_rejects_a_bare_string() -> None:
+    with pytest.raises(TypeError, match="list_statuses"):
+        prioritize(_POOL, list_statuses="TRADING", quote_priority=(), pinned=())
+    with pytest.raises(TypeError, match="pinned"):
+        prioritize(_POOL, list_statuses={"TRADING"}, quote_priority=(), pinned="BTCUSDT")
+
+
+# --- snapshot blobs ------------------------------------------------------------------------
+
+
+def test_snapshot_contents() -> None:
+    data = sample_bytes("spot-sample.json")
+    result = normalize(data, market="spot")
+    listed = prioritize(
+        result.records, list_statuses={"TRADING"}, quote_priority=("USDT",), pinned=("ETHBTC",)
+    )
+    snap = build_snapshot(result.records, listed)
+    assert snap.count == len(snap.by_symbol) == 20  # every status
+    assert snap.listed == len(listed) == 16
+    assert snap.by_symbol["GASBTC"] == encode_record(records_by_symbol(result)["GASBTC"])
+    assert {decode_record(v).symbol for v in snap.by_symbol.values()} == set(snap.by_symbol)
+    # symbols_json is exactly the listed records, in order, same bytes as encoding each.
+    assert json.loads(snap.symbols_json) == [json.loads(encode_record(r)) for r in listed]
+    assert msgspec.json.decode(snap.symbols_json, type=list[SymbolRecord]) == listed
+    assert snap.symbols_json == b"[" + b",".join(encode_record(r) for r in listed) + b"]"
+    assert json.loads(snap.symbols_json)[0]["symbol"] == "ETHBTC"
+    assert len(snap.version) == 32
+    int(snap.version, 16)
+
+
+def test_empty_snapshot() -> None:
+    snap = build_snapshot([], [])
+    assert (snap.by_symbol, snap.symbols_json, snap.count, snap.listed) == ({}, b"[]", 0, 0)
+    assert json.loads(snap.symbols_json) == []
+
+
+def test_version_stable_and_independent_of_upstream_row_order() -> None:
+    data = sample_bytes("spot-sample.json")
+    first = snapshot_of(data)
+    assert snapshot_of(data).version == first.version
+    body = json.loads(data)
+    body["symbols"].reverse()
+    body["serverTime"] += 60_000  # a later fetch of the same content
+    assert snapshot_of(compact_json(body)).version == first.version
+
+
+def test_version_changes_when_one_tick_size_changes() -> None:
+    data = sample_bytes("spot-sample.json")
+    before = snapshot_of(data)
+    body = json.loads(data)
+    row = next(r for r in body["symbols"] if r["symbol"] == "ANTUSDT")
+    assert row["status"] == "BREAK"
+    price = next(f for f in row["filters"] if f["filterType"] == "PRICE_FILTER")
+    price["tickSize"] = "0.00200000"
+    after = snapshot_of(compact_json(body))
+    assert after.version != before.version
+    # The change is in an unlisted (BREAK) row: symbols_json is unchanged, by_symbol is not.
+    assert after.symbols_json == before.symbols_json
+    assert after.by_symbol[row["symbol"]] != before.by_symbol[row["symbol"]]
+
+
+def test_version_changes_when_listing_order_changes() -> None:
+    data = sample_bytes("spot-sample.json")
+    assert snapshot_of(data).version != snapshot_of(data, pinned=("GASBTC", "BTCTRY")).version
+    assert snapshot_of(data).version != snapshot_of(data, pinned=("BTCTRY",)).version
+
+
+def test_build_snapshot_rejects_inconsistent_input() -> None:
+    records = list(normalize(sample_bytes("spot-sample.json"), market="spot").records)
+    with pytest.raises(ValueError, match="duplicate"):
+        build_snapshot([*records, records[0]], [])
+    with pytest.raises(ValueError, match="not in records"):
+        build_snapshot(records[1:], [records[0]])
