@@ -214,6 +214,47 @@ class CelerySettings(_Frozen, frozen=True):
     max_pending: PositiveInt = 100
 
 
+class BudgetLimitSettings(_Frozen, frozen=True):
+    """One explicit limit, in Binance's terms; replaces the published one of the same type,
+    interval and interval_num (or adds it)."""
+
+    rate_limit_type: Literal["REQUEST_WEIGHT", "RAW_REQUESTS", "ORDERS"]
+    interval: Literal["SECOND", "MINUTE", "HOUR", "DAY"]
+    limit: PositiveInt
+    interval_num: PositiveInt = 1
+
+
+class BudgetMarketOverrides(_Frozen, frozen=True):
+    """Per-market replacements of [budget] keys (unset: the [budget] value)."""
+
+    safety_share: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    reserve_share: Annotated[float, msgspec.Meta(ge=0, lt=1)] | None = None
+    expected_processes: PositiveInt | None = None
+    limits: tuple[BudgetLimitSettings, ...] | None = None
+
+
+class BudgetSettings(_Frozen, frozen=True):
+    # Share of each published limit the budget hands out (the rest absorbs what it cannot see).
+    safety_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
+    # Share of that kept for priority="high" callers (orders before market data).
+    reserve_share: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.1
+    # Redis unreachable: "local" (a per-process limiter) or "fail_closed" (raise).
+    on_redis_down: Literal["local", "fail_closed"] = "local"
+    # Processes sharing the IP; the local fallback allows limit / expected_processes each.
+    expected_processes: PositiveInt = 8
+    # Weight charged for an endpoint missing from the weight table.
+    default_weight: PositiveInt = 10
+    # The longest an acquire waits for a window to roll (seconds).
+    max_wait: PositiveFloat = 60.0
+    # Seconds between rereads of the published rateLimits from the meta hash.
+    limits_refresh: PositiveFloat = 30.0
+    # Explicit limits replacing (or adding to) the published ones.
+    limits: tuple[BudgetLimitSettings, ...] = ()
+    spot: BudgetMarketOverrides = msgspec.field(default_factory=BudgetMarketOverrides)
+    usdm: BudgetMarketOverrides = msgspec.field(default_factory=BudgetMarketOverrides)
+    coinm: BudgetMarketOverrides = msgspec.field(default_factory=BudgetMarketOverrides)
+
+
 class Settings(_Frozen, frozen=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -223,6 +264,7 @@ class Settings(_Frozen, frozen=True):
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
     lease: LeaseSettings = msgspec.field(default_factory=LeaseSettings)
     celery: CelerySettings = msgspec.field(default_factory=CelerySettings)
+    budget: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
     markets: MarketsSettings = msgspec.field(
         default_factory=lambda: MarketsSettings(**_default_markets())
     )

@@ -1,0 +1,425 @@
+"""The Redis-shared weight budget. The asyncio source is hand-written; ``_sync.py`` is
+generated from it by scripts/unasync.py."""
+
+from __future__ import annotations
+
+import asyncio  # unasync: remove
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio  # unasync: remove
+from redis.exceptions import NoScriptError
+
+from daemon.budget._core import (
+    OFFSET_TTL_MS,
+    BudgetOptions,
+    BudgetStats,
+    BudgetUsage,
+    Charge,
+    Counters,
+    Grant,
+    LimitTable,
+    LocalLimiter,
+    acquire_args,
+    ban_args,
+    ban_text,
+    check_request,
+    jitter_seconds,
+    observe_args,
+    usage_args,
+    usage_from,
+)
+from daemon.budget.errors import Banned, BudgetExhausted, BudgetUnavailable, BudgetValueError
+from daemon.budget.keys import BudgetKeys, budget_keys, check_account
+from daemon.budget.limits import (
+    Limit,
+    clamp_ban,
+    find_header,
+    parse_rate_limits,
+    parse_retry_after,
+    parse_usage_headers,
+)
+from daemon.budget.script import BANNED, GRANTED, OFFSET, SCRIPTS_BY_SHA
+from daemon.config.redis_target import parse_redis_url, resolve_redis_url
+from daemon.config.settings import MARKETS, Loaded, Settings, load_settings
+from daemon.contract.keys import keys_for, market_keys
+from daemon.redis import clients as connections
+from daemon.redis.clients import ConnectionConfig, check_one_slot
+
+log = logging.getLogger("symbold.budget")
+_make_clients = connections.AsyncClients  # unasync: _make_clients = connections.SyncClient
+
+# Errors that mean "Redis cannot be used now" (the on_redis_down policy applies). Any other
+# Redis error (a script bug, a wrong password) propagates: it is not an outage.
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    OSError,
+)
+# After a failed call, Redis is not tried again for this long (local decisions meanwhile), so
+# an outage does not cost every acquire a connect timeout.
+REDIS_RETRY_S = 0.5
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    granted: bool
+    now_ms: int
+    reset_ms: int
+    limit: Limit | None
+    local: bool
+
+
+def _config_for(loaded: Loaded | None) -> tuple[Loaded, ConnectionConfig]:
+    if loaded is None:
+        loaded = load_settings()
+    url = resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
+    return loaded, ConnectionConfig(url=url, settings=loaded.settings.redis)
+
+
+async def store_time_offset(client: redis.asyncio.Redis, key: str, offset_ms: int) -> None:
+    """Store Binance-minus-Redis time (ms) under `key` (``BudgetKeys.time_offset``) for a day.
+
+    Prefer :meth:`AsyncWeightBudget.record_server_time`, which measures the offset against the
+    Redis server's own clock in the same step.
+    """
+    await client.set(key, str(int(offset_ms)), px=OFFSET_TTL_MS)
+
+
+class AsyncWeightBudget:
+    """One market's Binance request-weight budget, shared through Redis by every process.
+
+    :class:`~daemon.budget.WeightBudget` (blocking) and :class:`~daemon.budget.AsyncWeightBudget`
+    are twins generated from one source: same methods, same rules.
+
+    The asyncio one serves the tasks of any event loop (one client per loop, created on
+    first use; close it in each loop); the blocking one serves every thread of a process and
+    reconnects in a forked child. What a caller may rely on:
+
+    - :meth:`acquire` charges every applicable window in one script run (all or nothing),
+      timed by the Redis server's clock plus the stored offset to Binance's clock;
+    - while a 429/418 deadline stands, :meth:`acquire` raises :class:`Banned` at once;
+    - with Redis unreachable the configured policy applies (``local`` or ``fail_closed``);
+      the budget is never unlimited.
+    """
+
+    def __init__(
+        self,
+        config: ConnectionConfig,
+        settings: Settings | None = None,
+        *,
+        market: str = "spot",
+        account: str | None = None,
+        options: BudgetOptions | None = None,
+    ) -> None:
+        settings = settings if settings is not None else Settings()
+        prefix = settings.redis.key_prefix
+        mkeys = keys_for(settings, market) if market in MARKETS else market_keys(market, prefix)
+        self.market = market
+        self.keys: BudgetKeys = budget_keys(mkeys, prefix)
+        if config.mode == "cluster":
+            check_one_slot(f"budget of {market}", (*self.keys.all_fixed(), self.keys.meta))
+        self.options = (
+            options if options is not None else BudgetOptions.from_settings(settings, market)
+        )
+        self.account = check_account(account) if account is not None else None
+        self._clients = _make_clients(config, decode=False)
+        self._table = LimitTable.build(self.keys, self.options, ())
+        self._limits_due = 0.0
+        self._local = LocalLimiter(self.options.expected_processes)
+        self._counters = Counters()
+        self._ban_mono = 0.0
+        self._ban_until = 0.0
+        self._down_until = 0.0
+
+    @classmethod
+    def from_settings(
+        cls, loaded: Loaded | None = None, *, market: str = "spot", account: str | None = None
+    ) -> AsyncWeightBudget:
+        """A budget on the Redis the daemon uses (same settings file, same URL order)."""
+        loaded, config = _config_for(loaded)
+        return cls(config, loaded.settings, market=market, account=account)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        settings: Settings | None = None,
+        market: str = "spot",
+        account: str | None = None,
+    ) -> AsyncWeightBudget:
+        """A budget on `url`; [budget] options and key names from `settings` (or defaults)."""
+        settings = settings if settings is not None else Settings()
+        config = ConnectionConfig(url=parse_redis_url(url, "argument"), settings=settings.redis)
+        return cls(config, settings, market=market, account=account)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _eval(self, args: tuple[Any, ...]) -> Any:
+        client = self._clients.get()
+        try:
+            return await client.execute_command("EVALSHA", *args)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            # First use on this server, or it restarted: load and run again.
+            await client.script_load(SCRIPTS_BY_SHA[args[0]].source)
+            return await client.execute_command("EVALSHA", *args)  # type: ignore[no-untyped-call]
+
+    @property
+    def limits(self) -> LimitTable:
+        """The limits and caps in force (as of the last reread of the meta hash)."""
+        return self._table
+
+    async def _limits(self) -> LimitTable:
+        now = time.monotonic()
+        if now < self._limits_due or now < self._down_until:
+            return self._table
+        self._limits_due = now + self.options.limits_refresh
+        try:
+            raw = await self._clients.get().execute_command("HGET", self.keys.meta, "rate_limits")  # type: ignore[no-untyped-call]
+        except REDIS_DOWN:
+            return self._table
+        table = LimitTable.build(self.keys, self.options, parse_rate_limits(raw))
+        if table != self._table:
+            log.info(
+                "budget %s: limits (%s): %s",
+                self.market,
+                table.source,
+                ", ".join(f"{c.limit.label}={c.limit.limit}" for c in table.caps),
+            )
+            self._table = table
+        return table
+
+    def stats(self) -> BudgetStats:
+        """Counters of this object: grants, waits, denials, bans, local grants, Redis errors."""
+        return self._counters.snapshot()
+
+    # -- acquire ----------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        weight: int,
+        *,
+        priority: str = "normal",
+        wait: bool = True,
+        timeout: float | None = None,
+        orders: int = 0,
+        account: str | None = None,
+    ) -> Grant:
+        """Charge `weight` (and `orders` orders of `account`) to every current window.
+
+        Waits for the blocking window to roll (plus jitter) when `wait`, for at most
+        `timeout` seconds and never more than ``max_wait``; raises :class:`BudgetExhausted`
+        (``reset_at``) instead when that wait would be too long, or at once without `wait`.
+        Raises :class:`Banned` during a 429/418 deadline, :class:`BudgetUnavailable` with
+        Redis down under ``fail_closed``, :class:`BudgetValueError` for impossible input.
+        """
+        account = account if account is not None else self.account
+        table = await self._limits()
+        check_request(table, weight, priority, orders, account)
+        self._check_local_ban()
+        allowed = self.options.max_wait if timeout is None else min(timeout, self.options.max_wait)
+        deadline = time.monotonic() + max(0.0, allowed)
+        charges = table.charges(weight, orders, account)
+        while True:
+            out = await self._try(charges, priority)
+            if out.granted:
+                self._counters.add("acquired")
+                self._counters.add("weight", weight)
+                if out.local:
+                    self._counters.add("local_grants")
+                return Grant(weight, orders, priority, out.now_ms, account, out.local)
+            iv = out.limit.interval_ms if out.limit is not None else 1000
+            pause = max(0.0, (out.reset_ms - out.now_ms) / 1000.0) + jitter_seconds(iv)
+            if not wait or time.monotonic() + pause > deadline:
+                self._counters.add("denials")
+                raise BudgetExhausted(
+                    out.reset_ms / 1000.0,
+                    weight,
+                    out.limit.label if out.limit is not None else "",
+                    self.market,
+                )
+            self._counters.add("waits")
+            await asyncio.sleep(pause)
+
+    def _check_local_ban(self) -> None:
+        if time.monotonic() < self._ban_mono:
+            self._counters.add("bans")
+            raise Banned(self._ban_until, self.market)
+
+    def _remember_ban(self, until: float, now: float) -> None:
+        # Known deadline: later acquires of this process raise without asking Redis.
+        mono = time.monotonic() + max(0.0, until - now)
+        if mono > self._ban_mono:
+            self._ban_mono, self._ban_until = mono, until
+
+    async def _try(self, charges: list[Charge], priority: str) -> _Outcome:
+        if time.monotonic() < self._down_until:
+            return self._fallback(None, charges, priority)
+        poison, extra = self._local.handback(charges)
+        try:
+            reply = await self._eval(acquire_args(self.keys, charges, priority, poison, extra))
+        except REDIS_DOWN as exc:
+            return self._fallback(exc, charges, priority)
+        code, now_ms, reset = int(reply[0]), int(reply[1]), int(reply[2])
+        if self._local.active:
+            self._local.recovered()
+            log.warning("budget %s: Redis is back; shared counting resumes", self.market)
+        self._local.note_server_time(now_ms)
+        if reset:
+            self._counters.add("resets_seen")
+            log.warning(
+                "budget %s: no counters in Redis (restarted empty, or first use): the rest of "
+                "the current short windows counts as spent",
+                self.market,
+            )
+        if code == GRANTED:
+            return _Outcome(True, now_ms, 0, None, False)
+        if code == BANNED:
+            until = ban_text(reply[3]) or now_ms / 1000.0
+            self._remember_ban(until, now_ms / 1000.0)
+            self._counters.add("bans")
+            raise Banned(until, self.market)
+        return _Outcome(False, now_ms, int(reply[3]), charges[int(reply[4]) - 1].caps.limit, False)
+
+    def _fallback(
+        self, exc: BaseException | None, charges: list[Charge], priority: str
+    ) -> _Outcome:
+        if exc is not None:
+            self._counters.add("redis_errors")
+            self._down_until = time.monotonic() + REDIS_RETRY_S
+        if self.options.on_redis_down == "fail_closed":
+            raise BudgetUnavailable(
+                f"budget {self.market}: Redis unreachable and on_redis_down is fail_closed"
+                + (f" ({type(exc).__name__}: {exc})" if exc is not None else "")
+            ) from exc
+        if not self._local.active:
+            log.warning(
+                "budget %s: Redis unreachable (%s); each process now allows 1/%d of each limit",
+                self.market,
+                type(exc).__name__ if exc is not None else "recent failure",
+                self.options.expected_processes,
+            )
+        ok, now_ms, reset_ms = self._local.try_acquire(charges, priority)
+        blocking = None
+        if not ok:
+            blocking = max(charges, key=lambda c: c.caps.limit.interval_ms).caps.limit
+        return _Outcome(ok, now_ms, reset_ms, blocking, True)
+
+    # -- observe and report -----------------------------------------------------------------
+
+    async def observe(
+        self, headers: Headers, *, grant: Grant | None = None, account: str | None = None
+    ) -> int:
+        """Raise the shared counts to Binance's ``X-MBX-USED-WEIGHT-*``/``X-MBX-ORDER-COUNT-*``
+        figures (never lowers them). With the request's `grant`, a figure is applied only while
+        the window that held the grant is current. Returns the units added; Redis errors are
+        counted and swallowed (reconciliation is best effort)."""
+        figures = parse_usage_headers(headers)
+        if not figures:
+            return 0
+        acct = grant.account if grant is not None and grant.account else account or self.account
+        observed = self._table.observed(figures, acct)
+        if not observed or time.monotonic() < self._down_until:
+            return 0
+        at = grant.at_ms if grant is not None and not grant.local else None
+        try:
+            reply = await self._eval(observe_args(self.keys, observed, at))
+        except REDIS_DOWN:
+            self._counters.add("redis_errors")
+            return 0
+        raised = sum(int(x) for x in reply[1:])
+        if raised:
+            self._counters.add("observed_raises", raised)
+        return raised
+
+    async def report_limited(
+        self, status: int, headers_or_retry_after: Headers | float | str | None = None
+    ) -> float:
+        """Binance answered 429 or 418: store the shared deadline (now + Retry-After, else
+        the configured fallback; at most 3 days; an existing later deadline is kept) in
+        ``ban_until``. Returns the deadline (epoch s). Every process's ``acquire`` raises
+        :class:`Banned` until then."""
+        if status not in (429, 418):
+            raise BudgetValueError(f"report_limited is for 429/418 answers, got status {status!r}")
+        if headers_or_retry_after is None or isinstance(headers_or_retry_after, int | float | str):
+            retry = parse_retry_after(headers_or_retry_after)
+        else:
+            retry = parse_retry_after(find_header(headers_or_retry_after, "Retry-After"))
+        seconds = clamp_ban(retry if retry is not None else self.options.ban_fallback)
+        self._counters.add("bans_reported")
+        try:
+            reply = await self._eval(ban_args(self.keys, seconds))
+            until, now = float(reply[1]), int(reply[2]) / 1000.0
+        except REDIS_DOWN as exc:
+            self._counters.add("redis_errors")
+            now = self._local.now_ms() / 1000.0
+            until = now + seconds
+            log.warning("budget %s: cannot store the ban in Redis (%s)", self.market, exc)
+        self._remember_ban(until, now)
+        log.warning(
+            "budget %s: Binance answered %d; no calls until %.3f (%.0f s)",
+            self.market,
+            status,
+            until,
+            until - now,
+        )
+        return until
+
+    # -- inspection and upkeep --------------------------------------------------------------
+
+    async def usage(self) -> BudgetUsage:
+        """Used and limit of each current window (ORDERS for the budget's default account),
+        in one round trip. Raises :class:`BudgetUnavailable` when Redis cannot be read."""
+        table = await self._limits()
+        tracked = table.tracked(self.account)
+        try:
+            reply = await self._eval(usage_args(self.keys, tracked))
+        except REDIS_DOWN as exc:
+            raise BudgetUnavailable(f"budget {self.market}: cannot read usage: {exc}") from exc
+        now = int(reply[0]) / 1000.0
+        ban = ban_text(reply[1])
+        return BudgetUsage(
+            market=self.market,
+            now=now,
+            ban_until=ban if ban is not None and ban > now else None,
+            windows=usage_from(reply, tracked),
+            source=table.source,
+        )
+
+    async def record_server_time(self, server_time_ms: int) -> int:
+        """Store Binance's clock offset to the Redis server's (``serverTime`` of a response
+        just received, in ms); returns the offset in ms. The daemon calls this after each
+        exchangeInfo fetch; every budget then times windows by Binance's clock."""
+        if isinstance(server_time_ms, bool) or not isinstance(server_time_ms, int):
+            raise BudgetValueError(f"server_time_ms must be an int, got {server_time_ms!r}")
+        offset = int(
+            await self._eval((OFFSET.sha, 1, self.keys.time_offset, server_time_ms, OFFSET_TTL_MS))
+        )
+        if abs(offset) > 60_000:
+            log.warning("budget %s: Binance and Redis clocks differ by %d ms", self.market, offset)
+        return offset
+
+    async def start_fresh(self) -> None:
+        """Declare that nothing was spent in the current windows (first deployment, tests):
+        without it, a budget whose counters are missing writes off the current short windows."""
+        await self._clients.get().set(self.keys.lost, "0")
+
+    async def aclose(self) -> None:
+        """Close this loop's connections (call in the loop that used the budget)."""
+        await self._clients.aclose()
+
+    async def __aenter__(self) -> AsyncWeightBudget:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
