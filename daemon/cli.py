@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from daemon import __version__, exitcodes
-from daemon.config.redis_target import RedisURL, redact_url, resolve_redis_url
+from daemon.config.redis_target import RedisURL, resolve_redis_url
 from daemon.config.settings import (
     MARKETS,
     ConfigError,
@@ -31,6 +31,7 @@ from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_exce
 from daemon.ops.health import judge_freshness
 from daemon.ops.ping import classify, ping
 from daemon.ops.status import format_status, read_status
+from daemon.redaction import redact_one_url
 from daemon.redis.clients import ConnectionConfig
 from daemon.refresh.oneshot import refresh_markets, run_async
 from daemon.service.lifecycle import Service
@@ -223,7 +224,7 @@ def cmd_config_check(loaded: Loaded, args: argparse.Namespace) -> int:
         "redis_url": url.redacted,
         "redis_url_source": url.source,
     }
-    body = {"effective": header, "settings": redacted_tree(loaded.settings, redact_url)}
+    body = {"effective": header, "settings": redacted_tree(loaded.settings, redact_one_url)}
     print(msgspec.json.format(msgspec.json.encode(body), indent=2).decode())
     return exitcodes.OK
 
