@@ -1,8 +1,7 @@
 """The ``symbold`` command line: parse flags, load settings once, hand them to a command.
 
-Exit codes (also in ``symbold --help``): 0 success or clean stop; 1 failure; 69 a required
-service unreachable (one-shot commands); 75 refresh held back by a guard; 78 configuration or
-authentication error.
+Exit codes: the one table in :mod:`daemon.exitcodes` (printed by ``symbold --help``); a Redis
+failure's code follows from :func:`daemon.redis.errors.classify`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -29,23 +28,20 @@ from daemon.config.settings import (
 from daemon.contract.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
 from daemon.ops.health import judge_freshness
-from daemon.ops.ping import classify, ping
+from daemon.ops.ping import ping
 from daemon.ops.status import format_status, read_status
 from daemon.redaction import redact_one_url
 from daemon.redis.clients import ConnectionConfig
+from daemon.redis.errors import RECOVERABLE, classify
+from daemon.refresh.cycle import CycleResult
 from daemon.refresh.oneshot import refresh_markets, run_async
 from daemon.service.lifecycle import Service
 
 T = TypeVar("T")
 
-EPILOG = """\
+EPILOG = f"""\
 exit codes:
-  0   success, or a clean stop
-  1   failure (also a forced stop: a second SIGTERM/SIGINT)
-  64  bad arguments (enqueue --args/--kwargs)
-  69  a required service (Redis) is unreachable (one-shot commands)
-  75  a refresh was held back by a guard (try again later)
-  78  configuration or authentication error
+{exitcodes.help_text()}
 
 environment:
   REDIS_URL, CELERY_BROKER_URL   Redis URL when [redis] url is not set (in that order)
@@ -54,8 +50,16 @@ environment:
 """
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE) instead of argparse's 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _common_options() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         type=Path,
@@ -76,7 +80,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="symbold",
         description="Keeps Binance trading-symbol metadata warm in Redis.",
         epilog=EPILOG,
@@ -84,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"symbold {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     p_ping = sub.add_parser("ping", parents=[common], help="check that Redis answers")
     p_ping.add_argument("--count", type=int, default=5, help="PINGs to time (default 5)")
@@ -92,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_ping.set_defaults(handler=cmd_ping)
 
     p_config = sub.add_parser("config", parents=[common], help="inspect settings")
-    config_sub = p_config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_sub = p_config.add_subparsers(
+        dest="config_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
     p_check = config_sub.add_parser(
         "check", parents=[common], help="validate and print the effective settings"
     )
@@ -104,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_refresh = sub.add_parser(
         "refresh",
         parents=[common],
-        help="one refresh cycle now (exit 0 accepted, 1 failed, 75 held back by a guard)",
+        help="one refresh cycle now (exit 0 current, 1 upstream failed, 75 held back; see below)",
     )
     p_refresh.add_argument(
         "--market", choices=MARKETS, action="append", help="market (repeatable; default: enabled)"
@@ -210,10 +218,8 @@ def cmd_ping(loaded: Loaded, args: argparse.Namespace) -> int:
         else:
             what = "authentication failed" if report.error_kind == "auth" else "unreachable"
             print(f"symbold: redis {what}: {report.error}", file=sys.stderr)
-    if report.error_kind == "auth":
-        return exitcodes.CONFIG
-    if report.error_kind is not None:
-        return exitcodes.UNAVAILABLE
+    if report.problem is not None:
+        return exitcodes.for_problem(report.problem.kind)
     return exitcodes.OK
 
 
@@ -264,7 +270,7 @@ def cmd_refresh(loaded: Loaded, args: argparse.Namespace) -> int:
     results = run_async(
         refresh_markets(loaded.settings, resolve_url(loaded), _markets(loaded, args.market))
     )
-    code = exitcodes.OK
+    codes = [exitcodes.OK]
     for result in results:
         if result.ok:
             print(
@@ -273,13 +279,20 @@ def cmd_refresh(loaded: Loaded, args: argparse.Namespace) -> int:
             )
             continue
         print(f"{result.market}: {result.outcome}: {result.reason}", file=sys.stderr)
-        if result.redis_down:
-            code = max(code, exitcodes.UNAVAILABLE)
-        elif result.outcome == "rejected":
-            code = max(code, exitcodes.TEMPFAIL) if code != exitcodes.FAILURE else code
-        elif code == exitcodes.OK:
-            code = exitcodes.FAILURE
-    return code
+        codes.append(refresh_exit_code(result))
+    return exitcodes.worst(*codes)
+
+
+def refresh_exit_code(result: CycleResult) -> int:
+    """A Redis problem by its kind (78, 69, 65); held back (a guard, a stored ban, another
+    leader, a refresh already running) 75; an upstream failure 1; current 0."""
+    if result.ok:
+        return exitcodes.OK
+    if result.problem is not None:
+        return exitcodes.for_problem(result.problem)
+    if result.outcome in ("rejected", "skipped"):
+        return exitcodes.TEMPFAIL
+    return exitcodes.FAILURE
 
 
 async def _status(loaded: Loaded, markets: list[MarketName]) -> list[Any]:
@@ -291,14 +304,12 @@ async def _status(loaded: Loaded, markets: list[MarketName]) -> list[Any]:
 
 
 def cmd_status(loaded: Loaded, args: argparse.Namespace) -> int:
-    import redis
-
     try:
         statuses = run_async(_status(loaded, _markets(loaded, args.market)))
-    except (redis.RedisError, OSError) as exc:
-        kind = classify(exc)
-        print(f"symbold: redis {kind}: {scrub_text(str(exc))}", file=sys.stderr)
-        return exitcodes.CONFIG if kind == "auth" else exitcodes.UNAVAILABLE
+    except RECOVERABLE as exc:
+        problem = classify(exc)
+        print(f"symbold: redis {problem.kind}: {problem.message}", file=sys.stderr)
+        return exitcodes.for_problem(problem.kind)
     now = time.time()
     max_age = loaded.settings.health.max_age
     verdicts = [judge_freshness(st.market, st.refreshed_at, max_age, now) for st in statuses]

@@ -29,6 +29,10 @@ from daemon.config.settings import Loaded, load_settings
 from daemon.contract import keys as _keys
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.clients import AsyncClients, ConnectionConfig, SyncClient
+from daemon.redis.errors import RECOVERABLE
+
+# A cache write fails on Redis trouble or on a value that cannot be encoded.
+_SEND_ERRORS: tuple[type[BaseException], ...] = (*RECOVERABLE, TypeError, msgspec.EncodeError)
 
 __all__ = [
     "LAST_GOOD_KEY",
@@ -186,7 +190,7 @@ def write_json_sync(key: str, value: Any, ex: int | None = None) -> bool:
     try:
         payload = _encoder.encode(value)
         get_redis_sync().set(key, payload, ex=ex)
-    except (redis.RedisError, OSError, TypeError, msgspec.EncodeError) as exc:
+    except _SEND_ERRORS as exc:
         log.error("redis.write_failed", key=key, error=_error(exc))
         return False
     return True
@@ -196,7 +200,7 @@ def read_json_sync(key: str) -> Any | None:
     """The decoded JSON at `key`, or None (with a warning) when missing, unreadable or invalid."""
     try:
         raw = get_redis_sync().get(key)
-    except (redis.RedisError, OSError) as exc:
+    except RECOVERABLE as exc:
         log.warning("redis.read_failed", key=key, error=_error(exc))
         return None
     return _decode(key, raw)
@@ -210,7 +214,7 @@ def incr_sync(key: str, amount: int = 1) -> int | None:
     """
     try:
         value: int = get_redis_sync().incrby(key, amount)
-    except (redis.RedisError, OSError) as exc:
+    except RECOVERABLE as exc:
         log.error("redis.incr_failed", key=key, error=_error(exc))
         return None
     return value
@@ -221,7 +225,7 @@ async def write_json(key: str, value: Any, ex: int | None = None) -> bool:
     try:
         payload = _encoder.encode(value)
         await get_redis_async().set(key, payload, ex=ex)
-    except (redis.RedisError, OSError, TypeError, msgspec.EncodeError) as exc:
+    except _SEND_ERRORS as exc:
         log.error("redis.write_failed", key=key, error=_error(exc))
         return False
     return True
@@ -231,7 +235,7 @@ async def read_json(key: str) -> Any | None:
     """Async twin of :func:`read_json_sync`."""
     try:
         raw = await get_redis_async().get(key)
-    except (redis.RedisError, OSError) as exc:
+    except RECOVERABLE as exc:
         log.warning("redis.read_failed", key=key, error=_error(exc))
         return None
     return _decode(key, raw)
@@ -241,7 +245,7 @@ async def incr(key: str, amount: int = 1) -> int | None:
     """Async twin of :func:`incr_sync`."""
     try:
         value: int = await get_redis_async().incrby(key, amount)
-    except (redis.RedisError, OSError) as exc:
+    except RECOVERABLE as exc:
         log.error("redis.incr_failed", key=key, error=_error(exc))
         return None
     return value

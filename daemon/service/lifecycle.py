@@ -37,8 +37,8 @@ from daemon.contract.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text
 from daemon.ops.health import HealthServer, Telemetry
 from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
-from daemon.ops.ping import classify
 from daemon.redis.clients import ConnectionConfig, check_one_slot
+from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
 from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
 from daemon.refresh.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
 from daemon.snapshot.lease import Lease
@@ -180,7 +180,7 @@ class Service:
             if s.lease.enabled:
                 lease = Lease(self._client, refresher.store.keys.leader, ttl=s.lease.ttl)
                 # Lead at once when nobody does (the usual single daemon); else follow.
-                with contextlib.suppress(redis.RedisError, OSError):
+                with contextlib.suppress(*RECOVERABLE):
                     await lease.try_acquire()
             self.loops.append(
                 MarketLoop(
@@ -202,11 +202,12 @@ class Service:
         client = ConnectionConfig(url=self.url, settings=self.settings.redis).make_async()
         try:
             await client.ping()
-        except (redis.RedisError, OSError) as exc:
-            if classify(exc) == "auth":
+        except RECOVERABLE as exc:
+            problem = classify(exc)
+            if problem.kind is ProblemKind.CONFIGURATION:
                 raise ConfigError(
                     f"redis: authentication failed for {self.url.redacted} "
-                    f"(from {self.url.source}): {scrub_text(str(exc))}"
+                    f"(from {self.url.source}): {problem.message}"
                 ) from None
             self.log.warning("redis.unavailable", error=scrub_text(str(exc)), during="startup")
         finally:
@@ -316,7 +317,7 @@ class Service:
             client = ConnectionConfig(url=self.url, settings=self.settings.redis).make_async(
                 decode=False
             )
-            with contextlib.suppress(redis.RedisError, OSError):
+            with contextlib.suppress(*RECOVERABLE):
                 await client.delete(*self._beat_keys)
             await client.aclose()
         self.notifier.close()
@@ -453,7 +454,7 @@ class Service:
                             ex=int(interval * 3) + 1,
                         )
                     await pipe.execute()
-                except (redis.RedisError, OSError) as exc:
+                except RECOVERABLE as exc:
                     self.log.debug(
                         "redis.unavailable", error=scrub_text(str(exc)), during="heartbeat"
                     )
