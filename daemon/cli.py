@@ -16,23 +16,15 @@ from typing import Any, NoReturn, TypeVar
 import msgspec
 
 from daemon import __version__, exitcodes
-from daemon.config.redis_target import RedisURL, resolve_redis_url
-from daemon.config.settings import (
-    MARKETS,
-    ConfigError,
-    Loaded,
-    MarketName,
-    load_settings,
-    redacted_tree,
-)
+from daemon.config.loader import Config, load_config
+from daemon.config.settings import MARKETS, ConfigError, MarketName, redacted_tree
 from daemon.contract.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
 from daemon.ops.health import judge_freshness
 from daemon.ops.ping import ping
 from daemon.ops.status import format_status, read_status
-from daemon.redaction import redact_one_url
-from daemon.redis.clients import ConnectionConfig
-from daemon.redis.errors import RECOVERABLE, classify
+from daemon.redaction import redact_one_url, register_secret
+from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
 from daemon.refresh.cycle import CycleResult
 from daemon.refresh.oneshot import refresh_markets, run_async
 from daemon.service.lifecycle import Service
@@ -147,34 +139,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def resolve_url(loaded: Loaded) -> RedisURL:
-    """The Redis URL these settings point at (raises ConfigError)."""
-    return resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
-
-
-def connection_config(loaded: Loaded) -> ConnectionConfig:
-    return ConnectionConfig(url=resolve_url(loaded), settings=loaded.settings.redis)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "count", 1) < 1:
         parser.error("--count must be at least 1")
     try:
-        loaded = load_settings(getattr(args, "config", None), overrides=_overrides(args))
-        url = resolve_url(loaded)
-        # Checks the URL against [redis] mode/sentinels here, so a conflict is a config error
-        # for every command (config check included), not a surprise at connect time.
-        ConnectionConfig(url=url, settings=loaded.settings.redis)
+        config = load_config(getattr(args, "config", None), overrides=_overrides(args))
     except ConfigError as err:
+        # Whatever in a rejected URL could be a password stays masked in what follows.
+        register_secret(*err.secrets)
         print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
         return exitcodes.CONFIG
-    configure_logging(loaded.settings.log.level, loaded.settings.log.format, secrets=url.secrets())
+    settings = config.settings
+    configure_logging(settings.log.level, settings.log.format, secrets=config.secrets())
     sys.excepthook = scrubbed_excepthook()
-    handler: Callable[[Loaded, argparse.Namespace], int] = args.handler
+    handler: Callable[[Config, argparse.Namespace], int] = args.handler
     try:
-        return handler(loaded, args)
+        return handler(config, args)
     except ConfigError as err:
         print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
         return exitcodes.CONFIG
@@ -182,9 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def cmd_ping(loaded: Loaded, args: argparse.Namespace) -> int:
-    config = connection_config(loaded)
-    report = run_async(ping(config, count=args.count))
+def cmd_ping(config: Config, args: argparse.Namespace) -> int:
+    report = run_async(ping(config.connection, count=args.count))
     if args.json:
         out: dict[str, Any] = {
             "url": report.redacted_url,
@@ -223,52 +204,46 @@ def cmd_ping(loaded: Loaded, args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def cmd_config_check(loaded: Loaded, args: argparse.Namespace) -> int:
-    url = resolve_url(loaded)
+def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
+    url = config.url
     header = {
-        "config_file": str(loaded.config_path) if loaded.config_path else None,
+        "config_file": str(config.config_path) if config.config_path else None,
         "redis_url": url.redacted,
         "redis_url_source": url.source,
     }
-    body = {"effective": header, "settings": redacted_tree(loaded.settings, redact_one_url)}
+    body = {"effective": header, "settings": redacted_tree(config.settings, redact_one_url)}
     print(msgspec.json.format(msgspec.json.encode(body), indent=2).decode())
     return exitcodes.OK
 
 
-def log_startup(loaded: Loaded, url: RedisURL) -> None:
+def log_startup(config: Config) -> None:
     get_logger().info(
         "config.loaded",
-        config_file=str(loaded.config_path) if loaded.config_path else None,
-        **{f"redis_{k}": v for k, v in url.describe().items()},
+        config_file=str(config.config_path) if config.config_path else None,
+        **{f"redis_{k}": v for k, v in config.url.describe().items()},
     )
 
 
-def _markets(loaded: Loaded, chosen: list[MarketName] | None) -> list[MarketName]:
+def _markets(config: Config, chosen: list[MarketName] | None) -> list[MarketName]:
     if chosen:
         return list(dict.fromkeys(chosen))
-    enabled = list(loaded.settings.markets.enabled())
+    enabled = list(config.settings.markets.enabled())
     if not enabled:
         raise ConfigError("markets: no market is enabled; set markets.<name>.enabled = true")
     return enabled
 
 
-def cmd_run(loaded: Loaded, args: argparse.Namespace) -> int:
-    url = resolve_url(loaded)
-    log_startup(loaded, url)
-
-    def reload() -> tuple[Loaded, RedisURL]:
-        # The same layers as at start: the file again, the environment and flags as they were.
-        fresh = load_settings(
-            loaded.config_path, environ=loaded.environ, overrides=_overrides(args)
-        )
-        return fresh, resolve_url(fresh)
-
-    return run_async(Service(loaded.settings, url, reload=reload).run())
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    log_startup(config)
+    # A reload repeats the same layers: the file again, the environment and flags as they were.
+    return run_async(Service.from_config(config, reload=config.reload).run())
 
 
-def cmd_refresh(loaded: Loaded, args: argparse.Namespace) -> int:
+def cmd_refresh(config: Config, args: argparse.Namespace) -> int:
     results = run_async(
-        refresh_markets(loaded.settings, resolve_url(loaded), _markets(loaded, args.market))
+        refresh_markets(
+            config.settings, config.url, _markets(config, args.market), config.connection
+        )
     )
     codes = [exitcodes.OK]
     for result in results:
@@ -295,23 +270,31 @@ def refresh_exit_code(result: CycleResult) -> int:
     return exitcodes.FAILURE
 
 
-async def _status(loaded: Loaded, markets: list[MarketName]) -> list[Any]:
-    client = connection_config(loaded).make_async(decode=False)
+async def _status(config: Config, markets: list[MarketName]) -> list[Any]:
+    client = config.connection.make_async(decode=False)
     try:
-        return [await read_status(client, keys_for(loaded.settings, m)) for m in markets]
+        return [await read_status(client, keys_for(config.settings, m)) for m in markets]
     finally:
         await client.aclose()
 
 
-def cmd_status(loaded: Loaded, args: argparse.Namespace) -> int:
+# How a one-line error names each kind of Redis problem.
+_LABEL = {
+    ProblemKind.CONFIGURATION: "auth",
+    ProblemKind.UNAVAILABLE: "unreachable",
+    ProblemKind.DATA: "data error",
+}
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
     try:
-        statuses = run_async(_status(loaded, _markets(loaded, args.market)))
+        statuses = run_async(_status(config, _markets(config, args.market)))
     except RECOVERABLE as exc:
         problem = classify(exc)
-        print(f"symbold: redis {problem.kind}: {problem.message}", file=sys.stderr)
+        print(f"symbold: redis {_LABEL[problem.kind]}: {problem.message}", file=sys.stderr)
         return exitcodes.for_problem(problem.kind)
     now = time.time()
-    max_age = loaded.settings.health.max_age
+    max_age = config.settings.health.max_age
     verdicts = [judge_freshness(st.market, st.refreshed_at, max_age, now) for st in statuses]
     if args.json:
         body = {
@@ -329,7 +312,7 @@ def cmd_status(loaded: Loaded, args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def cmd_enqueue(loaded: Loaded, args: argparse.Namespace) -> int:
+def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
     try:
         task_args = msgspec.json.decode(args.args)
         task_kwargs = msgspec.json.decode(args.kwargs)
@@ -341,8 +324,8 @@ def cmd_enqueue(loaded: Loaded, args: argparse.Namespace) -> int:
         return exitcodes.USAGE
     from daemon.celery_interop.enqueue import CeleryMissing, TaskSender
 
-    celery = loaded.settings.celery
-    sender = TaskSender(celery.broker_url or resolve_url(loaded).url, celery)
+    celery = config.settings.celery
+    sender = TaskSender(celery.broker_url or config.url.url, celery)
     try:
         task_id = sender.send_blocking(args.task, task_args, task_kwargs)
     except CeleryMissing as err:

@@ -31,6 +31,7 @@ from urllib.parse import quote
 __all__ = [
     "MASK",
     "authority",
+    "candidate_secrets",
     "clear_secrets",
     "is_secret_param",
     "redact_endpoint",
@@ -58,10 +59,11 @@ _SECRET_WORDS = re.compile(r"api_?key|access_?key|secret|token|sig|pass|auth|cre
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 # A query parameter in free text: the separator, the name, the value up to the next separator.
 _QUERY_PARAM = re.compile(r"(?P<key>[?&;](?P<name>[A-Za-z0-9_.\-]+))=(?P<value>[^&;#\s'\"]*)")
-# Where an authority ends: in a URL at the path, query or fragment; in free text also at
-# whitespace, quotes and brackets that delimit a URL in prose or a repr.
+# Where an authority ends: in a URL at the path, query or fragment. In free text a URL may be
+# one that failed to parse (a raw '/' in its password), so the userinfo there runs to the last
+# '@' before whitespace or a quote: masking a path with an '@' in it is the lesser harm.
 _AUTHORITY_END_URL = frozenset("/?#")
-_AUTHORITY_END_TEXT = frozenset("/?#'\"<>()[]{}`") | frozenset(" \t\r\n\v\f")
+_AUTHORITY_END_TEXT = frozenset("'\"<>`") | frozenset(" \t\r\n\v\f")
 
 _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()
@@ -180,6 +182,21 @@ def secret_forms(
             found.update({value, quote(value, safe="")})
     found.update(value for value in written if value)
     return tuple(sorted(s for s in found if len(s) >= MIN_SECRET_LENGTH))
+
+
+def candidate_secrets(text: str) -> tuple[str, ...]:
+    """Whatever in `text` (a URL that may not parse) could be a password, to register before
+    parsing: for each ``scheme://``, the userinfo up to the last ``@`` before the next URL, and
+    its part after the first ``:``. Over-registering only masks more."""
+    found: list[str] = []
+    starts = [m.end() for m in _SCHEME.finditer(text)]
+    for index, begin in enumerate(starts):
+        stop = starts[index + 1] if index + 1 < len(starts) else len(text)
+        at = text.rfind("@", begin, stop)
+        if at > begin:
+            userinfo = text[begin:at]
+            found += [userinfo, userinfo.partition(":")[2]]
+    return secret_forms((), found)
 
 
 def register_secret(*values: str) -> None:

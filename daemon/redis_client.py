@@ -24,8 +24,8 @@ import msgspec
 import redis
 import redis.asyncio
 
-from daemon.config.redis_target import resolve_redis_url
-from daemon.config.settings import Loaded, load_settings
+from daemon.config.loader import Config, config_from_loaded, load_config
+from daemon.config.settings import Loaded
 from daemon.contract import keys as _keys
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.clients import AsyncClients, ConnectionConfig, SyncClient
@@ -61,19 +61,20 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
 _state_lock = threading.Lock()
-_loaded: Loaded | None = None
+_config: Config | None = None
 _sync: SyncClient | None = None
 _async: AsyncClients | None = None
 
 
-def configure(loaded: Loaded | None = None) -> None:
-    """Use these settings for the module's clients (default: load them on first use).
+def configure(config: Config | Loaded | None = None) -> None:
+    """Use this configuration (from :func:`daemon.config.load_config`; older callers pass
+    settings from ``load_settings``) for the module's clients (default: load it on first use).
 
     The daemon calls this once at start; legacy code never has to.
     """
-    global _loaded, _sync, _async
+    global _config, _sync, _async
     with _state_lock:
-        _loaded = loaded
+        _config = _pending(config)
         _sync = None
         _async = None
 
@@ -88,18 +89,30 @@ def reset() -> None:
     configure(None)
 
 
-def _settings() -> Loaded:
+# Settings passed by an older caller are resolved on first use, as a Config would be.
+_loaded: Loaded | None = None
+
+
+def _pending(config: Config | Loaded | None) -> Config | None:
     global _loaded
-    if _loaded is None:
-        _loaded = load_settings()
-    return _loaded
+    _loaded = config if isinstance(config, Loaded) else None
+    return config if isinstance(config, Config) else None
+
+
+def _current() -> Config:
+    """The configuration, loaded (once) on first use."""
+    global _config
+    config = _config
+    if config is None:
+        config = config_from_loaded(_loaded) if _loaded is not None else load_config()
+        _config = config
+    return config
 
 
 def _connection_config() -> ConnectionConfig:
-    loaded = _settings()
-    url = resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
-    log.info("redis.configured", **url.describe())
-    return ConnectionConfig(url=url, settings=loaded.settings.redis)
+    config = _current()
+    log.info("redis.configured", **config.url.describe())
+    return config.connection
 
 
 def _sync_holder() -> SyncClient:
@@ -164,7 +177,7 @@ def metrics_key(market: str = "spot") -> str:
 
 
 def _market_keys(market: str) -> _keys.MarketKeys:
-    settings = _settings().settings
+    settings = _current().settings
     if market in ("spot", "usdm", "coinm"):
         return _keys.keys_for(settings, market)  # type: ignore[arg-type]
     return _keys.market_keys(market, settings.redis.key_prefix)
