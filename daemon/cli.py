@@ -1,8 +1,7 @@
 """The ``symbold`` command line: parse flags, load settings once, hand them to a command.
 
-Exit codes (also in ``symbold --help``): 0 success or clean stop; 1 failure; 69 a required
-service unreachable (one-shot commands); 75 refresh held back by a guard; 78 configuration or
-authentication error.
+Exit codes: the one table in :mod:`daemon.exitcodes` (printed by ``symbold --help``); a Redis
+failure's code follows from :func:`daemon.redis.errors.classify`.
 """
 
 from __future__ import annotations
@@ -12,39 +11,29 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
 from daemon import __version__, exitcodes
-from daemon.config.redis_target import RedisURL, redact_url, resolve_redis_url
-from daemon.config.settings import (
-    MARKETS,
-    ConfigError,
-    Loaded,
-    MarketName,
-    load_settings,
-    redacted_tree,
-)
+from daemon.config.loader import Config, load_config
+from daemon.config.settings import MARKETS, ConfigError, MarketName, redacted_tree
 from daemon.contract.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text, scrubbed_excepthook
 from daemon.ops.health import judge_freshness
-from daemon.ops.ping import classify, ping
+from daemon.ops.ping import ping
 from daemon.ops.status import format_status, read_status
-from daemon.redis.clients import ConnectionConfig
+from daemon.redaction import redact_one_url, register_secret
+from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
+from daemon.refresh.cycle import CycleResult
 from daemon.refresh.oneshot import refresh_markets, run_async
 from daemon.service.lifecycle import Service
 
 T = TypeVar("T")
 
-EPILOG = """\
+EPILOG = f"""\
 exit codes:
-  0   success, or a clean stop
-  1   failure (also a forced stop: a second SIGTERM/SIGINT)
-  64  bad arguments (enqueue --args/--kwargs)
-  69  a required service (Redis) is unreachable (one-shot commands)
-  75  a refresh was held back by a guard (try again later)
-  78  configuration or authentication error
+{exitcodes.help_text()}
 
 environment:
   REDIS_URL, CELERY_BROKER_URL   Redis URL when [redis] url is not set (in that order)
@@ -53,8 +42,16 @@ environment:
 """
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE) instead of argparse's 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _common_options() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         type=Path,
@@ -75,7 +72,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="symbold",
         description="Keeps Binance trading-symbol metadata warm in Redis.",
         epilog=EPILOG,
@@ -83,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"symbold {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     p_ping = sub.add_parser("ping", parents=[common], help="check that Redis answers")
     p_ping.add_argument("--count", type=int, default=5, help="PINGs to time (default 5)")
@@ -91,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_ping.set_defaults(handler=cmd_ping)
 
     p_config = sub.add_parser("config", parents=[common], help="inspect settings")
-    config_sub = p_config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_sub = p_config.add_subparsers(
+        dest="config_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
     p_check = config_sub.add_parser(
         "check", parents=[common], help="validate and print the effective settings"
     )
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_refresh = sub.add_parser(
         "refresh",
         parents=[common],
-        help="one refresh cycle now (exit 0 accepted, 1 failed, 75 held back by a guard)",
+        help="one refresh cycle now (exit 0 current, 1 upstream failed, 75 held back; see below)",
     )
     p_refresh.add_argument(
         "--market", choices=MARKETS, action="append", help="market (repeatable; default: enabled)"
@@ -138,34 +139,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def resolve_url(loaded: Loaded) -> RedisURL:
-    """The Redis URL these settings point at (raises ConfigError)."""
-    return resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
-
-
-def connection_config(loaded: Loaded) -> ConnectionConfig:
-    return ConnectionConfig(url=resolve_url(loaded), settings=loaded.settings.redis)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "count", 1) < 1:
         parser.error("--count must be at least 1")
     try:
-        loaded = load_settings(getattr(args, "config", None), overrides=_overrides(args))
-        url = resolve_url(loaded)
-        # Checks the URL against [redis] mode/sentinels here, so a conflict is a config error
-        # for every command (config check included), not a surprise at connect time.
-        ConnectionConfig(url=url, settings=loaded.settings.redis)
+        config = load_config(getattr(args, "config", None), overrides=_overrides(args))
     except ConfigError as err:
+        # Whatever in a rejected URL could be a password stays masked in what follows.
+        register_secret(*err.secrets)
         print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
         return exitcodes.CONFIG
-    configure_logging(loaded.settings.log.level, loaded.settings.log.format, secrets=url.secrets())
+    settings = config.settings
+    configure_logging(settings.log.level, settings.log.format, secrets=config.secrets())
     sys.excepthook = scrubbed_excepthook()
-    handler: Callable[[Loaded, argparse.Namespace], int] = args.handler
+    handler: Callable[[Config, argparse.Namespace], int] = args.handler
     try:
-        return handler(loaded, args)
+        return handler(config, args)
     except ConfigError as err:
         print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
         return exitcodes.CONFIG
@@ -173,9 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def cmd_ping(loaded: Loaded, args: argparse.Namespace) -> int:
-    config = connection_config(loaded)
-    report = run_async(ping(config, count=args.count))
+def cmd_ping(config: Config, args: argparse.Namespace) -> int:
+    report = run_async(ping(config.connection, count=args.count))
     if args.json:
         out: dict[str, Any] = {
             "url": report.redacted_url,
@@ -209,61 +199,53 @@ def cmd_ping(loaded: Loaded, args: argparse.Namespace) -> int:
         else:
             what = "authentication failed" if report.error_kind == "auth" else "unreachable"
             print(f"symbold: redis {what}: {report.error}", file=sys.stderr)
-    if report.error_kind == "auth":
-        return exitcodes.CONFIG
-    if report.error_kind is not None:
-        return exitcodes.UNAVAILABLE
+    if report.problem is not None:
+        return exitcodes.for_problem(report.problem.kind)
     return exitcodes.OK
 
 
-def cmd_config_check(loaded: Loaded, args: argparse.Namespace) -> int:
-    url = resolve_url(loaded)
+def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
+    url = config.url
     header = {
-        "config_file": str(loaded.config_path) if loaded.config_path else None,
+        "config_file": str(config.config_path) if config.config_path else None,
         "redis_url": url.redacted,
         "redis_url_source": url.source,
     }
-    body = {"effective": header, "settings": redacted_tree(loaded.settings, redact_url)}
+    body = {"effective": header, "settings": redacted_tree(config.settings, redact_one_url)}
     print(msgspec.json.format(msgspec.json.encode(body), indent=2).decode())
     return exitcodes.OK
 
 
-def log_startup(loaded: Loaded, url: RedisURL) -> None:
+def log_startup(config: Config) -> None:
     get_logger().info(
         "config.loaded",
-        config_file=str(loaded.config_path) if loaded.config_path else None,
-        **{f"redis_{k}": v for k, v in url.describe().items()},
+        config_file=str(config.config_path) if config.config_path else None,
+        **{f"redis_{k}": v for k, v in config.url.describe().items()},
     )
 
 
-def _markets(loaded: Loaded, chosen: list[MarketName] | None) -> list[MarketName]:
+def _markets(config: Config, chosen: list[MarketName] | None) -> list[MarketName]:
     if chosen:
         return list(dict.fromkeys(chosen))
-    enabled = list(loaded.settings.markets.enabled())
+    enabled = list(config.settings.markets.enabled())
     if not enabled:
         raise ConfigError("markets: no market is enabled; set markets.<name>.enabled = true")
     return enabled
 
 
-def cmd_run(loaded: Loaded, args: argparse.Namespace) -> int:
-    url = resolve_url(loaded)
-    log_startup(loaded, url)
-
-    def reload() -> tuple[Loaded, RedisURL]:
-        # The same layers as at start: the file again, the environment and flags as they were.
-        fresh = load_settings(
-            loaded.config_path, environ=loaded.environ, overrides=_overrides(args)
-        )
-        return fresh, resolve_url(fresh)
-
-    return run_async(Service(loaded.settings, url, reload=reload).run())
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    log_startup(config)
+    # A reload repeats the same layers: the file again, the environment and flags as they were.
+    return run_async(Service.from_config(config, reload=config.reload).run())
 
 
-def cmd_refresh(loaded: Loaded, args: argparse.Namespace) -> int:
+def cmd_refresh(config: Config, args: argparse.Namespace) -> int:
     results = run_async(
-        refresh_markets(loaded.settings, resolve_url(loaded), _markets(loaded, args.market))
+        refresh_markets(
+            config.settings, config.url, _markets(config, args.market), config.connection
+        )
     )
-    code = exitcodes.OK
+    codes = [exitcodes.OK]
     for result in results:
         if result.ok:
             print(
@@ -272,34 +254,47 @@ def cmd_refresh(loaded: Loaded, args: argparse.Namespace) -> int:
             )
             continue
         print(f"{result.market}: {result.outcome}: {result.reason}", file=sys.stderr)
-        if result.redis_down:
-            code = max(code, exitcodes.UNAVAILABLE)
-        elif result.outcome == "rejected":
-            code = max(code, exitcodes.TEMPFAIL) if code != exitcodes.FAILURE else code
-        elif code == exitcodes.OK:
-            code = exitcodes.FAILURE
-    return code
+        codes.append(refresh_exit_code(result))
+    return exitcodes.worst(*codes)
 
 
-async def _status(loaded: Loaded, markets: list[MarketName]) -> list[Any]:
-    client = connection_config(loaded).make_async(decode=False)
+def refresh_exit_code(result: CycleResult) -> int:
+    """A Redis problem by its kind (78, 69, 65); held back (a guard, a stored ban, another
+    leader, a refresh already running) 75; an upstream failure 1; current 0."""
+    if result.ok:
+        return exitcodes.OK
+    if result.problem is not None:
+        return exitcodes.for_problem(result.problem)
+    if result.outcome in ("rejected", "skipped"):
+        return exitcodes.TEMPFAIL
+    return exitcodes.FAILURE
+
+
+async def _status(config: Config, markets: list[MarketName]) -> list[Any]:
+    client = config.connection.make_async(decode=False)
     try:
-        return [await read_status(client, keys_for(loaded.settings, m)) for m in markets]
+        return [await read_status(client, keys_for(config.settings, m)) for m in markets]
     finally:
         await client.aclose()
 
 
-def cmd_status(loaded: Loaded, args: argparse.Namespace) -> int:
-    import redis
+# How a one-line error names each kind of Redis problem.
+_LABEL = {
+    ProblemKind.CONFIGURATION: "auth",
+    ProblemKind.UNAVAILABLE: "unreachable",
+    ProblemKind.DATA: "data error",
+}
 
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
     try:
-        statuses = run_async(_status(loaded, _markets(loaded, args.market)))
-    except (redis.RedisError, OSError) as exc:
-        kind = classify(exc)
-        print(f"symbold: redis {kind}: {scrub_text(str(exc))}", file=sys.stderr)
-        return exitcodes.CONFIG if kind == "auth" else exitcodes.UNAVAILABLE
+        statuses = run_async(_status(config, _markets(config, args.market)))
+    except RECOVERABLE as exc:
+        problem = classify(exc)
+        print(f"symbold: redis {_LABEL[problem.kind]}: {problem.message}", file=sys.stderr)
+        return exitcodes.for_problem(problem.kind)
     now = time.time()
-    max_age = loaded.settings.health.max_age
+    max_age = config.settings.health.max_age
     verdicts = [judge_freshness(st.market, st.refreshed_at, max_age, now) for st in statuses]
     if args.json:
         body = {
@@ -317,7 +312,7 @@ def cmd_status(loaded: Loaded, args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def cmd_enqueue(loaded: Loaded, args: argparse.Namespace) -> int:
+def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
     try:
         task_args = msgspec.json.decode(args.args)
         task_kwargs = msgspec.json.decode(args.kwargs)
@@ -329,8 +324,8 @@ def cmd_enqueue(loaded: Loaded, args: argparse.Namespace) -> int:
         return exitcodes.USAGE
     from daemon.celery_interop.enqueue import CeleryMissing, TaskSender
 
-    celery = loaded.settings.celery
-    sender = TaskSender(celery.broker_url or resolve_url(loaded).url, celery)
+    celery = config.settings.celery
+    sender = TaskSender(celery.broker_url or config.url.url, celery)
     try:
         task_id = sender.send_blocking(args.task, task_args, task_kwargs)
     except CeleryMissing as err:

@@ -2,7 +2,8 @@
 
 Every record, ours or a library's (redis, aiohttp, celery log through stdlib), passes the same
 processor chain, and the last step before rendering masks credentials: any URL userinfo or
-secret query parameter, and every literal secret registered with :func:`register_secret`.
+secret query parameter, and every literal secret registered with :func:`register_secret`
+(both from :mod:`daemon.redaction`, the one place that decides what is a secret).
 Tracebacks are formatted to text *before* that step so they are scrubbed too.
 
 Formats: ``console`` (a person at a terminal), ``json`` (one object per line), ``journald``
@@ -15,19 +16,23 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from daemon.config.redis_target import redact_url
+from daemon.redaction import register_secret, scrub_text
 
-_secrets_lock = threading.Lock()
-_secrets: tuple[str, ...] = ()
-
-_MASK = "***"
+__all__ = [
+    "choose_format",
+    "configure_logging",
+    "get_logger",
+    "register_secret",
+    "scrub_secrets",
+    "scrub_text",
+    "scrubbed_excepthook",
+]
 
 # syslog priorities used by sd-daemon(3) prefixes.
 _PRIORITY = {
@@ -40,24 +45,6 @@ _PRIORITY = {
     "debug": 7,
     "notset": 7,
 }
-
-
-def register_secret(*values: str) -> None:
-    """Mask these exact strings wherever they appear in a log line from now on."""
-    global _secrets
-    with _secrets_lock:
-        merged = set(_secrets) | {v for v in values if v}
-        # Longest first, so a secret that contains another is masked whole.
-        _secrets = tuple(sorted(merged, key=len, reverse=True))
-
-
-def scrub_text(text: str) -> str:
-    """Mask URL credentials and registered secrets in `text`."""
-    text = redact_url(text)
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, _MASK)
-    return text
 
 
 def _scrub_value(value: Any) -> Any:

@@ -24,11 +24,15 @@ import msgspec
 import redis
 import redis.asyncio
 
-from daemon.config.redis_target import resolve_redis_url
-from daemon.config.settings import Loaded, load_settings
+from daemon.config.loader import Config, config_from_loaded, load_config
+from daemon.config.settings import Loaded
 from daemon.contract import keys as _keys
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.clients import AsyncClients, ConnectionConfig, SyncClient
+from daemon.redis.errors import RECOVERABLE
+
+# A cache write fails on Redis trouble or on a value that cannot be encoded.
+_SEND_ERRORS: tuple[type[BaseException], ...] = (*RECOVERABLE, TypeError, msgspec.EncodeError)
 
 __all__ = [
     "LAST_GOOD_KEY",
@@ -57,19 +61,20 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
 _state_lock = threading.Lock()
-_loaded: Loaded | None = None
+_config: Config | None = None
 _sync: SyncClient | None = None
 _async: AsyncClients | None = None
 
 
-def configure(loaded: Loaded | None = None) -> None:
-    """Use these settings for the module's clients (default: load them on first use).
+def configure(config: Config | Loaded | None = None) -> None:
+    """Use this configuration (from :func:`daemon.config.load_config`; older callers pass
+    settings from ``load_settings``) for the module's clients (default: load it on first use).
 
     The daemon calls this once at start; legacy code never has to.
     """
-    global _loaded, _sync, _async
+    global _config, _sync, _async
     with _state_lock:
-        _loaded = loaded
+        _config = _pending(config)
         _sync = None
         _async = None
 
@@ -84,18 +89,30 @@ def reset() -> None:
     configure(None)
 
 
-def _settings() -> Loaded:
+# Settings passed by an older caller are resolved on first use, as a Config would be.
+_loaded: Loaded | None = None
+
+
+def _pending(config: Config | Loaded | None) -> Config | None:
     global _loaded
-    if _loaded is None:
-        _loaded = load_settings()
-    return _loaded
+    _loaded = config if isinstance(config, Loaded) else None
+    return config if isinstance(config, Config) else None
+
+
+def _current() -> Config:
+    """The configuration, loaded (once) on first use."""
+    global _config
+    config = _config
+    if config is None:
+        config = config_from_loaded(_loaded) if _loaded is not None else load_config()
+        _config = config
+    return config
 
 
 def _connection_config() -> ConnectionConfig:
-    loaded = _settings()
-    url = resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
-    log.info("redis.configured", **url.describe())
-    return ConnectionConfig(url=url, settings=loaded.settings.redis)
+    config = _current()
+    log.info("redis.configured", **config.url.describe())
+    return config.connection
 
 
 def _sync_holder() -> SyncClient:
@@ -160,7 +177,7 @@ def metrics_key(market: str = "spot") -> str:
 
 
 def _market_keys(market: str) -> _keys.MarketKeys:
-    settings = _settings().settings
+    settings = _current().settings
     if market in ("spot", "usdm", "coinm"):
         return _keys.keys_for(settings, market)  # type: ignore[arg-type]
     return _keys.market_keys(market, settings.redis.key_prefix)
@@ -186,7 +203,7 @@ def write_json_sync(key: str, value: Any, ex: int | None = None) -> bool:
     try:
         payload = _encoder.encode(value)
         get_redis_sync().set(key, payload, ex=ex)
-    except (redis.RedisError, OSError, TypeError, msgspec.EncodeError) as exc:
+    except _SEND_ERRORS as exc:
         log.error("redis.write_failed", key=key, error=_error(exc))
         return False
     return True
@@ -196,7 +213,7 @@ def read_json_sync(key: str) -> Any | None:
     """The decoded JSON at `key`, or None (with a warning) when missing, unreadable or invalid."""
     try:
         raw = get_redis_sync().get(key)
-    except (redis.RedisError, OSError) as exc:
+    except RECOVERABLE as exc:
         log.warning("redis.read_failed", key=key, error=_error(exc))
         return None
     return _decode(key, raw)
@@ -210,7 +227,7 @@ def incr_sync(key: str, amount: int = 1) -> int | None:
     """
     try:
         value: int = get_redis_sync().incrby(key, amount)
-    except (redis.RedisError, OSError) as exc:
+    except RECOVERABLE as exc:
         log.error("redis.incr_failed", key=key, error=_error(exc))
         return None
     return value
@@ -221,7 +238,7 @@ async def write_json(key: str, value: Any, ex: int | None = None) -> bool:
     try:
         payload = _encoder.encode(value)
         await get_redis_async().set(key, payload, ex=ex)
-    except (redis.RedisError, OSError, TypeError, msgspec.EncodeError) as exc:
+    except _SEND_ERRORS as exc:
         log.error("redis.write_failed", key=key, error=_error(exc))
         return False
     return True
@@ -231,7 +248,7 @@ async def read_json(key: str) -> Any | None:
     """Async twin of :func:`read_json_sync`."""
     try:
         raw = await get_redis_async().get(key)
-    except (redis.RedisError, OSError) as exc:
+    except RECOVERABLE as exc:
         log.warning("redis.read_failed", key=key, error=_error(exc))
         return None
     return _decode(key, raw)
@@ -241,7 +258,7 @@ async def incr(key: str, amount: int = 1) -> int | None:
     """Async twin of :func:`incr_sync`."""
     try:
         value: int = await get_redis_async().incrby(key, amount)
-    except (redis.RedisError, OSError) as exc:
+    except RECOVERABLE as exc:
         log.error("redis.incr_failed", key=key, error=_error(exc))
         return None
     return value

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from daemon import logs, readers, redis_client
+from daemon import readers, redaction, redis_client
 from tests.support.redis_server import RedisServer
 
 
@@ -61,4 +61,4 @@ def _clean_global_state() -> Iterator[None]:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == "symbold"]:
         root.removeHandler(handler)
-    logs._secrets = ()
+    redaction.clear_secrets()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from daemon import exitcodes
+from daemon.config.settings import Settings
+from daemon.contract.keys import keys_for
 from tests.support.daemon_proc import run_cli
 from tests.support.redis_server import RedisServer, free_port
 
@@ -114,3 +118,49 @@ def test_help_documents_exit_codes() -> None:
     assert result.returncode == 0
     for code in ("69", "75", "78"):
         assert f"  {code}  " in result.stdout
+
+
+# -- exit codes come from one table and one Redis-error classification (issue 14 item 6) --------
+
+
+def test_refresh_with_a_wrong_password_exits_78_like_ping(
+    redis_factory: type[RedisServer],
+) -> None:
+    server = redis_factory(password="right-password").start()
+    url = f"redis://:{SECRET}@127.0.0.1:{server.port}/0"
+    result = run_cli("refresh", "--market", "spot", env={"REDIS_URL": url})
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_refresh_held_back_by_a_stored_ban_exits_75(redis_url: str) -> None:
+    import redis as redis_py
+
+    ban_key = keys_for(Settings(), "spot").ban_until
+    with redis_py.Redis.from_url(redis_url) as direct:
+        direct.set(ban_key, str(time.time() + 600))
+    # The ban is checked before any request, so the unreachable upstream is never asked.
+    result = run_cli(
+        "refresh",
+        "--market",
+        "spot",
+        env={"REDIS_URL": redis_url, "SYMBOLD_SPOT_BASE_URLS": "http://127.0.0.1:9"},
+    )
+    assert result.returncode == 75, result.stdout + result.stderr
+    assert "rate-limit ban" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("ping", "--no-such-flag"), ("ping", "--count", "0"), ("status", "--market", "nope"), ()],
+)
+def test_usage_errors_exit_64(args: tuple[str, ...]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 64, result.stdout + result.stderr
+    assert "usage:" in result.stderr
+
+
+def test_help_prints_the_exit_code_table() -> None:
+    result = run_cli("--help")
+    for code, meaning in exitcodes.TABLE:
+        assert f"  {code:<3} {meaning}" in result.stdout

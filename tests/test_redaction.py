@@ -8,7 +8,7 @@ import sys
 import pytest
 import redis
 
-from daemon import logs
+from daemon import redaction
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import RedisSettings
 from daemon.logs import configure_logging, get_logger, scrubbed_excepthook
@@ -41,7 +41,7 @@ async def test_failing_connection_logs_and_traceback_hide_password(
             log.exception("redis.unavailable", url=url_text, client=repr(client))
         finally:
             await client.aclose()
-        logs._secrets = ()
+        redaction.clear_secrets()
     text = stream.getvalue()
     assert "redis.unavailable" in text
     assert "Traceback" in text or "traceback" in text or "exception" in text

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from celery import Celery
 
-from daemon.config.redis_target import resolve_redis_url
-from daemon.config.settings import load_settings
+from daemon.config.loader import load_config
 
-_loaded = load_settings()
-_url = resolve_redis_url(_loaded.settings.redis.url, _loaded.redis_url_origin, _loaded.environ)
+_config = load_config()
 
 app = Celery(
     "symbold",
-    broker=_loaded.settings.celery.broker_url or _url.url,
+    broker=_config.settings.celery.broker_url or _config.url.url,
     include=["daemon.celery_interop.tasks"],
 )
-app.conf.task_default_queue = _loaded.settings.celery.queue
+app.conf.task_default_queue = _config.settings.celery.queue

@@ -16,21 +16,19 @@ from typing import Any
 
 from celery import shared_task
 
-from daemon.config.redis_target import RedisURL, resolve_redis_url
-from daemon.config.settings import MARKETS, ConfigError, Loaded, MarketName, load_settings
+from daemon.config.loader import Config, load_config
+from daemon.config.settings import MARKETS, ConfigError, MarketName
 from daemon.refresh.oneshot import refresh_markets, run_async
 
 
 @functools.cache
-def _settings() -> tuple[Loaded, RedisURL]:
-    loaded = load_settings()
-    url = resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
-    return loaded, url
+def _config() -> Config:
+    return load_config()
 
 
-def _markets(loaded: Loaded, market: str | list[str] | None) -> list[MarketName]:
+def _markets(config: Config, market: str | list[str] | None) -> list[MarketName]:
     if market is None:
-        return list(loaded.settings.markets.enabled())
+        return list(config.settings.markets.enabled())
     names = [market] if isinstance(market, str) else list(market)
     unknown = [n for n in names if n not in MARKETS]
     if unknown:
@@ -44,8 +42,10 @@ def refresh_symbols(market: str | list[str] | None = None) -> list[dict[str, Any
 
     Returns one summary per market: market, outcome, reason, version, count, listed.
     """
-    loaded, url = _settings()
-    results = run_async(refresh_markets(loaded.settings, url, _markets(loaded, market)))
+    config = _config()
+    results = run_async(
+        refresh_markets(config.settings, config.url, _markets(config, market), config.connection)
+    )
     return [
         {
             "market": r.market,

@@ -38,7 +38,10 @@ class ConfigError(Exception):
     """A setting is missing, unknown, of the wrong type or out of range.
 
     The message names the key and where the value came from; it never contains a secret.
+    `secrets` lists what in a rejected Redis URL could be a password (for the log scrubber).
     """
+
+    secrets: tuple[str, ...] = ()
 
 
 class _Frozen(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -7,16 +7,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-import redis.asyncio
-import redis.asyncio.sentinel
-import redis.sentinel
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
 
-from daemon.config.redis_target import format_address
-from daemon.logs import scrub_text
+from daemon.config.redis_url import format_address
+from daemon.redaction import scrub_text
 from daemon.redis.clients import AsyncSentinelRedis, ConnectionConfig
+from daemon.redis.errors import RECOVERABLE, Problem, ProblemKind, classify
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +30,11 @@ class PingReport:
     role: str | None = None
     server: str | None = None
     latencies_ms: tuple[float, ...] = field(default=())
-    error_kind: str | None = None  # "unreachable" | "auth"
+    # "auth" when the problem is one of configuration, else "unreachable" (kept for --json).
+    error_kind: str | None = None
     error: str | None = None
+    # The classified problem (daemon.redis.errors); the exit code follows from its kind.
+    problem: Problem | None = None
     mode: str = "standalone"
     # cluster: CLUSTER INFO cluster_state, and every node as "host:port primary|replica"
     cluster_state: str | None = None
@@ -52,32 +51,13 @@ class PingReport:
         return statistics.median(self.latencies_ms) if self.latencies_ms else None
 
 
-AUTH_ERRORS = (redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError)
-# Two distinct classes: the sync and the asyncio Sentinel each define their own.
-_NO_MASTER = (redis.sentinel.MasterNotFoundError, redis.asyncio.sentinel.MasterNotFoundError)
-
-
-def classify(exc: BaseException) -> str:
-    """'auth' for credential problems (a config error), 'unreachable' for everything else."""
-    if isinstance(exc, AUTH_ERRORS):
-        return "auth"
-    if isinstance(exc, redis.ResponseError):
-        text = str(exc)
-        if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
-            return "auth"
-    if isinstance(exc, _NO_MASTER) and "AuthenticationError" in str(exc):
-        # Every sentinel refused our credentials (redis-py folds that into "no master").
-        return "auth"
-    return "unreachable"
-
-
-def describe_error(exc: BaseException, config: ConnectionConfig, kind: str) -> str:
+def describe_error(exc: BaseException, config: ConnectionConfig, problem: Problem) -> str:
     """One line for a person. redis-py's "no master" message embeds the repr of every
     sentinel client; say what it means instead."""
-    if isinstance(exc, _NO_MASTER):
+    if problem.reason in ("no_master", "sentinel_auth"):
         service = config.target.service_name
         tried = len(config.target.nodes)
-        if kind == "auth":
+        if problem.kind is ProblemKind.CONFIGURATION:
             return (
                 f"MasterNotFoundError: the sentinels refused our credentials ({tried} tried; "
                 "their own password goes in the URL's sentinel_password parameter)"
@@ -86,7 +66,7 @@ def describe_error(exc: BaseException, config: ConnectionConfig, kind: str) -> s
             f"MasterNotFoundError: none of the {tried} sentinels named a healthy primary "
             f"for service {service!r}"
         )
-    return f"{type(exc).__name__}: {exc}"
+    return problem.message
 
 
 async def ping(config: ConnectionConfig, count: int = 5) -> PingReport:
@@ -118,14 +98,15 @@ async def ping(config: ConnectionConfig, count: int = 5) -> PingReport:
             start = time.perf_counter()
             await client.ping(**ping_kwargs)
             latencies.append((time.perf_counter() - start) * 1000.0)
-    except (redis.RedisError, RedisClusterException, OSError) as exc:
-        kind = classify(exc)
+    except RECOVERABLE as exc:
+        problem = classify(exc)
         return PingReport(
             redacted_url=base.redacted_url,
             source=base.source,
             mode=base.mode,
-            error_kind=kind,
-            error=scrub_text(describe_error(exc, config, kind)),
+            error_kind="auth" if problem.kind is ProblemKind.CONFIGURATION else "unreachable",
+            error=scrub_text(describe_error(exc, config, problem)),
+            problem=problem,
         )
     finally:
         await client.aclose()

@@ -59,6 +59,7 @@ from redis.exceptions import RedisClusterException
 
 from daemon.config.redis_target import Deployment, Mode, RedisURL, deployment, format_address
 from daemon.config.settings import ConfigError, RedisSettings
+from daemon.redis.errors import RECOVERABLE
 
 # How often a sentinel pool asks the sentinels who the primary is, besides on every new
 # connection. redis-py asks only when it opens a connection, so after a planned switch-over
@@ -177,7 +178,7 @@ class _ClusterPubSub(redis.asyncio.cluster.ClusterPubSub):
             return await super().execute_command(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             if fresh:
-                with contextlib.suppress(redis.RedisError, OSError):
+                with contextlib.suppress(*RECOVERABLE):
                     await self.cluster.nodes_manager.initialize()
             raise
 
@@ -225,7 +226,7 @@ class _SyncClusterPubSub(redis.cluster.ClusterPubSub):
             super().execute_command(*args)  # type: ignore[no-untyped-call]
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             if fresh:
-                with contextlib.suppress(redis.RedisError, OSError):
+                with contextlib.suppress(*RECOVERABLE):
                     self.cluster.nodes_manager.initialize()
             raise
 

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
 import aiohttp
 import redis
@@ -34,6 +34,7 @@ from daemon.config.settings import (
 from daemon.contract.keys import MarketKeys, keys_for
 from daemon.contract.meta import SnapshotMeta
 from daemon.logs import get_logger, scrub_text
+from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
 from daemon.snapshot import diff as snapshot_diff
 from daemon.snapshot import listing, normalize, payload
 from daemon.snapshot.guards import ShrinkStreak, judge
@@ -47,7 +48,17 @@ from daemon.upstream.fetch import (
     fetch,
 )
 
-Outcome = Literal["accepted", "unchanged", "rejected", "error", "skipped"]
+
+class Outcome(StrEnum):
+    """What one cycle did: exactly one of these."""
+
+    ACCEPTED = "accepted"  # a new snapshot was written
+    UNCHANGED = "unchanged"  # the reply matched what Redis holds; the snapshot is current
+    REJECTED = "rejected"  # a guard held the reply back (malformed, empty, shrunk)
+    FAILED = "error"  # upstream or Redis failed; `problem` is set when it was Redis
+    SKIPPED = "skipped"  # not attempted: a rate-limit ban (`wait`) or a cycle already running
+    FENCED = "fenced"  # another daemon holds the market's lease; Redis refused our write
+
 
 # Log when the used request weight passes this share of the announced limit.
 WEIGHT_WARN_SHARE = 0.8
@@ -55,7 +66,10 @@ WEIGHT_WARN_SHARE = 0.8
 
 @dataclass(frozen=True, slots=True)
 class CycleResult:
-    """What one cycle did. `accepted` and `unchanged` both mean the snapshot is current."""
+    """What one cycle did: `outcome`, plus for a Redis failure the :class:`ProblemKind`.
+
+    `accepted` and `unchanged` both mean the snapshot is current (`ok`).
+    """
 
     market: str
     outcome: Outcome
@@ -66,17 +80,30 @@ class CycleResult:
     duration_ms: float = 0.0
     # Seconds until a rate-limit ban ends (the scheduler waits at least that long).
     wait: float | None = None
-    # 403/451: retrying soon will not help.
-    permanent: bool = False
-    redis_down: bool = False
+    # A failed cycle: whether trying again soon may help (403/451 upstream say no).
+    retryable: bool = True
+    # A failed cycle caused by Redis: what kind of problem (daemon.redis.errors).
+    problem: ProblemKind | None = None
     # What changed, when an accepted snapshot replaced a different one.
     diff: snapshot_diff.SnapshotDiff | None = None
-    # The write was refused because another daemon holds the market's lease.
-    fenced: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("accepted", "unchanged")
+        return self.outcome in (Outcome.ACCEPTED, Outcome.UNCHANGED)
+
+    @property
+    def redis_down(self) -> bool:
+        """The cycle failed because of Redis (of any problem kind)."""
+        return self.problem is not None
+
+    @property
+    def permanent(self) -> bool:
+        """A failure that retrying soon will not fix."""
+        return not self.retryable
+
+    @property
+    def fenced(self) -> bool:
+        return self.outcome is Outcome.FENCED
 
 
 def source_config(market: MarketSettings, upstream: UpstreamSettings) -> SourceConfig:
@@ -158,7 +185,7 @@ class MarketRefresher:
     async def refresh_once(self) -> CycleResult:
         """Run one cycle; never raises for upstream or Redis failures."""
         if self._running:
-            return CycleResult(self.name, "skipped", reason="a refresh is already running")
+            return CycleResult(self.name, Outcome.SKIPPED, reason="a refresh is already running")
         self._running = True
         started = time.perf_counter()
         try:
@@ -166,7 +193,7 @@ class MarketRefresher:
         except LeaseLost:
             # Another daemon leads this market now; Redis refused our write, nothing changed.
             self.log.warning("refresh.fenced", reason="lease lost; the write was refused")
-            result = CycleResult(self.name, "skipped", reason="lease lost", fenced=True)
+            result = CycleResult(self.name, Outcome.FENCED, reason="lease lost")
         finally:
             self._running = False
         self.last_result = result
@@ -175,7 +202,7 @@ class MarketRefresher:
     async def _cycle(self, started: float) -> CycleResult:
         try:
             state = await self.store.read_state()
-        except (redis.RedisError, OSError) as exc:
+        except RECOVERABLE as exc:
             return self._redis_failed(exc, started)
 
         now = time.time()
@@ -184,10 +211,10 @@ class MarketRefresher:
             self.ban_until = ban
             try:
                 await self._keep_serving(state)
-            except (redis.RedisError, OSError) as exc:
+            except RECOVERABLE as exc:
                 return self._redis_failed(exc, started)
             self.log.warning("refresh.skipped", reason="rate-limit ban", wait_s=round(ban - now, 1))
-            return CycleResult(self.name, "skipped", reason="rate-limit ban", wait=ban - now)
+            return CycleResult(self.name, Outcome.SKIPPED, reason="rate-limit ban", wait=ban - now)
 
         try:
             fetched = await fetch(self.session, self.source)
@@ -200,7 +227,7 @@ class MarketRefresher:
 
         try:
             result = await self._accept_or_reject(fetched, state, started)
-        except (redis.RedisError, OSError) as exc:
+        except RECOVERABLE as exc:
             return self._redis_failed(exc, started)
         return result
 
@@ -288,7 +315,7 @@ class MarketRefresher:
             blobs, meta, diff=diff, token=new_token(), previous=previous, publish=not unchanged
         )
         self.held = HeldSnapshot(blobs=blobs, meta=meta)
-        outcome: Outcome = "unchanged" if unchanged else "accepted"
+        outcome = Outcome.UNCHANGED if unchanged else Outcome.ACCEPTED
         fields: dict[str, object] = {
             "count": blobs.count,
             "listed": blobs.listed,
@@ -334,7 +361,7 @@ class MarketRefresher:
         await self._keep_serving(state)
         return CycleResult(
             self.name,
-            "rejected",
+            Outcome.REJECTED,
             reason=reason,
             version=blobs.version if blobs else None,
             listed=blobs.listed if blobs else 0,
@@ -365,34 +392,39 @@ class MarketRefresher:
                 await self.store.set_ban(self.ban_until)
             await self.store.record_failure(outcome="error", error=message, token=new_token())
             await self._keep_serving(state)
-        except (redis.RedisError, OSError) as exc:
+        except RECOVERABLE as exc:
             return self._redis_failed(exc, started)
         return CycleResult(
             self.name,
-            "error",
+            Outcome.FAILED,
             reason=message,
             wait=wait,
-            permanent=permanent,
+            retryable=not permanent,
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
 
     def _redis_failed(self, exc: BaseException, started: float) -> CycleResult:
-        message = scrub_text(f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, redis.AuthenticationError) or message.startswith(
-            ("ResponseError: NOAUTH", "ResponseError: WRONGPASS", "AuthenticationError")
-        ):
-            # The password changed under us: a person has to act, retrying cannot fix it.
-            self.log.error("redis.auth_failed", error=message, action="fix the Redis credentials")
-        elif isinstance(exc, (redis.ReadOnlyError, redis.exceptions.OutOfMemoryError)):
+        problem = classify(exc)
+        if problem.kind is ProblemKind.CONFIGURATION:
+            # Wrong password or an ACL refusal: a person has to act, retrying cannot fix it.
+            self.log.error(
+                "redis.auth_failed",
+                error=problem.message,
+                reason=problem.reason,
+                action="fix the Redis credentials or ACL",
+            )
+        elif problem.reason in ("readonly", "oom"):
             # Reachable, but refusing writes (a replica after failover, maxmemory noeviction).
-            self.log.error("redis.write_refused", error=message)
+            self.log.error("redis.write_refused", error=problem.message)
+        elif problem.kind is ProblemKind.DATA:
+            self.log.error("redis.bad_data", error=problem.message, reason=problem.reason)
         else:
-            self.log.warning("redis.unavailable", error=message)
+            self.log.warning("redis.unavailable", error=problem.message)
         return CycleResult(
             self.name,
-            "error",
-            reason=f"redis: {message}",
-            redis_down=True,
+            Outcome.FAILED,
+            reason=f"redis: {problem.message}",
+            problem=problem.kind,
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from daemon.config.redis_target import RedisURL
+from daemon.config.redis_url import RedisURL
 from daemon.config.settings import MarketName, Settings
 from daemon.redis.clients import ConnectionConfig
 from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
@@ -31,10 +31,15 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def refresh_markets(
-    settings: Settings, url: RedisURL, markets: Sequence[MarketName]
+    settings: Settings,
+    url: RedisURL,
+    markets: Sequence[MarketName],
+    connection: ConnectionConfig | None = None,
 ) -> list[CycleResult]:
-    """One cycle of each market, in order; never raises for Redis or upstream failures."""
-    client = ConnectionConfig(url=url, settings=settings.redis).make_async(decode=False)
+    """One cycle of each market, in order; never raises for Redis or upstream failures.
+    `connection` is the one built with the configuration (else built here from `url`)."""
+    connection = connection or ConnectionConfig(url=url, settings=settings.redis)
+    client = connection.make_async(decode=False)
     session = make_session(source_config(settings.markets.get(markets[0]), settings.upstream))
     results: list[CycleResult] = []
     try:

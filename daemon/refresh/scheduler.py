@@ -18,11 +18,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-import redis
-
 from daemon.config.settings import MarketSettings, SchedulerSettings, UpstreamSettings
 from daemon.logs import get_logger, scrub_text
-from daemon.refresh.cycle import CycleResult, MarketRefresher
+from daemon.redis.errors import RECOVERABLE
+from daemon.refresh.cycle import CycleResult, MarketRefresher, Outcome
 from daemon.snapshot.lease import Lease, LeaseLost
 from daemon.upstream.fetch import retry_delay
 
@@ -40,7 +39,7 @@ def next_delay(
     if result.ok:
         spread = market.interval * market.jitter
         return max(1.0, market.interval + rng.uniform(-spread, spread))
-    if result.outcome == "skipped" and result.wait is None:
+    if result.outcome in (Outcome.SKIPPED, Outcome.FENCED) and result.wait is None:
         return market.interval
     if result.permanent:
         return upstream.backoff_ceiling
@@ -178,7 +177,7 @@ class MarketLoop:
                 held = await store.load_if_newer(self.refresher.held)
                 if held is not None:
                     self.refresher.held = held
-            except (redis.RedisError, OSError) as exc:
+            except RECOVERABLE as exc:
                 self.log.debug("redis.unavailable", error=scrub_text(str(exc)), during="follow")
                 # Unreachable Redis: nobody can hold a lease we could see, so try again soon
                 # rather than a whole poll later once it is back.
@@ -203,7 +202,7 @@ class MarketLoop:
             try:
                 if not await lease.renew():
                     self.wake.set()  # leave any wait at once and turn follower
-            except (redis.RedisError, OSError) as exc:
+            except RECOVERABLE as exc:
                 if lease.expired_locally():
                     lease.held = False
                     self.log.warning("lease.expired", error=scrub_text(str(exc)))
@@ -239,7 +238,7 @@ class MarketLoop:
             if self.lease is not None and await self.refresher.store.take_refresh_request():
                 self.log.info("refresh.requested", by="a follower")
                 self.wake.set()
-        except (redis.RedisError, OSError) as exc:
+        except RECOVERABLE as exc:
             self.log.debug("redis.unavailable", error=scrub_text(str(exc)), during="watch")
         except LeaseLost:
             if self.lease is not None:

@@ -31,14 +31,15 @@ import redis.asyncio
 
 from daemon import exitcodes
 from daemon.celery_interop.enqueue import TaskSender
+from daemon.config.loader import Config
 from daemon.config.redis_target import RedisURL
-from daemon.config.settings import ConfigError, Loaded, Settings
+from daemon.config.settings import ConfigError, Settings
 from daemon.contract.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text
 from daemon.ops.health import HealthServer, Telemetry
 from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
-from daemon.ops.ping import classify
 from daemon.redis.clients import ConnectionConfig, check_one_slot
+from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
 from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
 from daemon.refresh.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
 from daemon.snapshot.lease import Lease
@@ -48,7 +49,8 @@ from daemon.upstream.fetch import make_session
 # cycle) is taken as wedged and the watchdog stops pinging.
 _WEDGE_MARGIN = 30.0
 
-Reloader = Callable[[], tuple[Loaded, RedisURL]]
+# Loads the configuration again (SIGHUP); raises ConfigError when the new one is bad.
+Reloader = Callable[[], Config]
 
 
 class Service:
@@ -63,8 +65,12 @@ class Service:
         notifier: Notifier | None = None,
         on_cycle: Callable[[CycleResult], None] | None = None,
     ) -> None:
+        """`settings` and `url` as resolved by :func:`daemon.config.load_config` (see also
+        :meth:`from_config`); `reload` loads them again on SIGHUP."""
         self.settings = settings
         self.url = url
+        # Built once per configuration (and again on a reload that changes it).
+        self.connection = ConnectionConfig(url=url, settings=settings.redis)
         self.reloader = reload
         self.notifier = notifier or Notifier()
         self.on_cycle = on_cycle
@@ -91,6 +97,22 @@ class Service:
         self._sends: set[asyncio.Task[bool]] = set()
 
     # -- signals (handlers only set events) ------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        reload: Reloader | None = None,
+        notifier: Notifier | None = None,
+        on_cycle: Callable[[CycleResult], None] | None = None,
+    ) -> Service:
+        """The service of a loaded :class:`Config` (its ConnectionConfig is reused)."""
+        service = cls(
+            config.settings, config.url, reload=reload, notifier=notifier, on_cycle=on_cycle
+        )
+        service.connection = config.connection
+        return service
 
     def request_refresh(self) -> None:
         self.forced.request()
@@ -134,7 +156,7 @@ class Service:
             markets=list(s.markets.enabled()),
             **{f"redis_{k}": v for k, v in self.url.describe().items()},
         )
-        connection = ConnectionConfig(url=self.url, settings=s.redis)
+        connection = self.connection
         if connection.mode == "cluster":
             # One MULTI per snapshot: every key of a market must live in one slot.
             for name in s.markets.enabled():
@@ -161,7 +183,7 @@ class Service:
         """Build the client, session and one loop per enabled market from self.settings."""
         s = self.settings
         markets = s.markets.enabled()
-        self._client = ConnectionConfig(url=self.url, settings=s.redis).make_async(decode=False)
+        self._client = self.connection.make_async(decode=False)
         # One session for every market: fetch passes each market's own timeouts per request.
         self._session = make_session(source_config(next(iter(markets.values())), s.upstream))
         previous = {lp.refresher.name: lp.refresher for lp in self.loops}
@@ -180,7 +202,7 @@ class Service:
             if s.lease.enabled:
                 lease = Lease(self._client, refresher.store.keys.leader, ttl=s.lease.ttl)
                 # Lead at once when nobody does (the usual single daemon); else follow.
-                with contextlib.suppress(redis.RedisError, OSError):
+                with contextlib.suppress(*RECOVERABLE):
                     await lease.try_acquire()
             self.loops.append(
                 MarketLoop(
@@ -199,14 +221,15 @@ class Service:
 
     async def _check_credentials(self) -> None:
         """A wrong password is a configuration error (exit 78); an unreachable Redis is not."""
-        client = ConnectionConfig(url=self.url, settings=self.settings.redis).make_async()
+        client = self.connection.make_async()
         try:
             await client.ping()
-        except (redis.RedisError, OSError) as exc:
-            if classify(exc) == "auth":
+        except RECOVERABLE as exc:
+            problem = classify(exc)
+            if problem.kind is ProblemKind.CONFIGURATION:
                 raise ConfigError(
                     f"redis: authentication failed for {self.url.redacted} "
-                    f"(from {self.url.source}): {scrub_text(str(exc))}"
+                    f"(from {self.url.source}): {problem.message}"
                 ) from None
             self.log.warning("redis.unavailable", error=scrub_text(str(exc)), during="startup")
         finally:
@@ -313,10 +336,8 @@ class Service:
             self._health = None
         if self._beat_keys:
             # Say we are gone, so `symbold status` does not show a stale heartbeat.
-            client = ConnectionConfig(url=self.url, settings=self.settings.redis).make_async(
-                decode=False
-            )
-            with contextlib.suppress(redis.RedisError, OSError):
+            client = self.connection.make_async(decode=False)
+            with contextlib.suppress(*RECOVERABLE):
                 await client.delete(*self._beat_keys)
             await client.aclose()
         self.notifier.close()
@@ -329,16 +350,18 @@ class Service:
         self.reloads += 1
         if self.reloader is not None:
             try:
-                loaded, url = self.reloader()
+                fresh = self.reloader()
             except ConfigError as err:
                 self.log.error("config.reload_failed", error=scrub_text(str(err)), kept="old")
             else:
-                await self._apply(loaded.settings, url)
+                await self._apply(fresh.settings, fresh.url, fresh.connection)
         self.log.info("refresh.forced", markets=[lp.refresher.name for lp in self.loops])
         await wake_and_wait(self.loops, self.should_exit)
         self.notifier.ready(status=self.status_line())
 
-    async def _apply(self, settings: Settings, url: RedisURL) -> None:
+    async def _apply(
+        self, settings: Settings, url: RedisURL, connection: ConnectionConfig | None = None
+    ) -> None:
         if settings == self.settings and url.url == self.url.url:
             self.log.info("config.reloaded", changed=False)
             return
@@ -349,6 +372,7 @@ class Service:
         await self._stop_loops()
         self.settings = settings
         self.url = url
+        self.connection = connection or ConnectionConfig(url=url, settings=settings.redis)
         self.forced.min_gap = settings.scheduler.min_refresh_gap
         configure_logging(settings.log.level, settings.log.format, secrets=url.secrets())
         await self._start_loops()
@@ -453,7 +477,7 @@ class Service:
                             ex=int(interval * 3) + 1,
                         )
                     await pipe.execute()
-                except (redis.RedisError, OSError) as exc:
+                except RECOVERABLE as exc:
                     self.log.debug(
                         "redis.unavailable", error=scrub_text(str(exc)), during="heartbeat"
                     )

@@ -46,6 +46,8 @@ from aiohttp import hdrs
 from aiohttp.http_exceptions import ContentEncodingError, ContentLengthError, TransferEncodingError
 from yarl import URL
 
+from daemon.redaction import redact_endpoint
+
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "MAX_RETRY_AFTER",
@@ -85,7 +87,6 @@ _CHUNK: Final = 64 * 1024
 _ERROR_SNIPPET_BYTES: Final = 2048
 _ERROR_SNIPPET_CHARS: Final = 200
 _ERROR_SNIPPET_WAIT: Final = 1.0
-_SECRET_QUERY_KEY: Final = re.compile(r"key|secret|token|sig|pass|auth|cred", re.IGNORECASE)
 _DELAY_SECONDS: Final = re.compile(r"\d{1,15}(\.\d{1,9})?")
 _WEIGHT: Final = re.compile(r"\d{1,15}")
 # Binance's 418 body: "... IP banned until 1694185561976. Please use WebSocket Streams ..."
@@ -315,21 +316,9 @@ class AllHostsFailed(UpstreamError):
 
 
 def redact_url(url: str | URL) -> str:
-    """``url`` for messages: no user/password, no fragment, secret-looking query values masked."""
-    try:
-        parsed = url if isinstance(url, URL) else URL(url)
-        if parsed.user is not None or parsed.password is not None:
-            parsed = parsed.with_user(None)
-        if parsed.query_string:
-            parsed = parsed.with_query(
-                [
-                    (key, "REDACTED" if _SECRET_QUERY_KEY.search(key) else value)
-                    for key, value in parsed.query.items()
-                ]
-            )
-        return str(parsed.with_fragment(None))
-    except (ValueError, TypeError):
-        return "<unparsable url>"
+    """``url`` for messages: no user/password, no fragment, secret-looking query values masked
+    (the rules of :func:`daemon.redaction.redact_endpoint`)."""
+    return redact_endpoint(str(url))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

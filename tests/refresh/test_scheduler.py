@@ -43,7 +43,7 @@ def test_ban_wait_is_never_shortened() -> None:
 
 
 def test_permanent_errors_wait_the_ceiling() -> None:
-    assert delay(CycleResult("spot", "error", permanent=True), 1) == 600.0
+    assert delay(CycleResult("spot", "error", retryable=False), 1) == 600.0
 
 
 async def test_forced_refresh_coalesces_a_burst_and_keeps_the_gap() -> None:
