@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check daemon tests benchmarks scripts
 	$(BIN)/ruff format --check daemon tests benchmarks scripts
 	$(BIN)/mypy --strict daemon
+	$(BIN)/lint-imports
 	$(BIN)/python scripts/unasync.py --check
 
 # The randomized soak (bounded; 60 s by default, SYMBOLD_SOAK_SECONDS=900 for a long run).

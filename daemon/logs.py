@@ -146,7 +146,9 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer()
 
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(),
+        # ExtraAdder: the libraries (readers, budget, redis_client) log through stdlib logging
+        # with fields in `extra`; they become keys of the line like our own fields.
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *_shared_processors()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *extra,

@@ -17,6 +17,7 @@ right and fixed where it was not:
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -27,7 +28,7 @@ import redis.asyncio
 from daemon.config.loader import Config, config_from_loaded, load_config
 from daemon.config.settings import Loaded
 from daemon.contract import keys as _keys
-from daemon.logs import get_logger, scrub_text
+from daemon.redaction import scrub_text
 from daemon.redis.clients import AsyncClients, ConnectionConfig, SyncClient
 from daemon.redis.errors import RECOVERABLE
 
@@ -55,7 +56,10 @@ __all__ = [
     "write_json_sync",
 ]
 
-log = get_logger("symbold.redis_client")
+# A library inside the bot's processes: stdlib logging, silent unless the application
+# configures handlers (the NullHandler keeps Python's last-resort handler quiet).
+logging.getLogger("symbold").addHandler(logging.NullHandler())
+log = logging.getLogger("symbold.redis_client")
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -111,7 +115,7 @@ def _current() -> Config:
 
 def _connection_config() -> ConnectionConfig:
     config = _current()
-    log.info("redis.configured", **config.url.describe())
+    log.info("redis.configured", extra=config.url.describe())
     return config.connection
 
 
@@ -204,7 +208,7 @@ def write_json_sync(key: str, value: Any, ex: int | None = None) -> bool:
         payload = _encoder.encode(value)
         get_redis_sync().set(key, payload, ex=ex)
     except _SEND_ERRORS as exc:
-        log.error("redis.write_failed", key=key, error=_error(exc))
+        log.error("redis.write_failed", extra={"key": key, "error": _error(exc)})
         return False
     return True
 
@@ -214,7 +218,7 @@ def read_json_sync(key: str) -> Any | None:
     try:
         raw = get_redis_sync().get(key)
     except RECOVERABLE as exc:
-        log.warning("redis.read_failed", key=key, error=_error(exc))
+        log.warning("redis.read_failed", extra={"key": key, "error": _error(exc)})
         return None
     return _decode(key, raw)
 
@@ -228,7 +232,7 @@ def incr_sync(key: str, amount: int = 1) -> int | None:
     try:
         value: int = get_redis_sync().incrby(key, amount)
     except RECOVERABLE as exc:
-        log.error("redis.incr_failed", key=key, error=_error(exc))
+        log.error("redis.incr_failed", extra={"key": key, "error": _error(exc)})
         return None
     return value
 
@@ -239,7 +243,7 @@ async def write_json(key: str, value: Any, ex: int | None = None) -> bool:
         payload = _encoder.encode(value)
         await get_redis_async().set(key, payload, ex=ex)
     except _SEND_ERRORS as exc:
-        log.error("redis.write_failed", key=key, error=_error(exc))
+        log.error("redis.write_failed", extra={"key": key, "error": _error(exc)})
         return False
     return True
 
@@ -249,7 +253,7 @@ async def read_json(key: str) -> Any | None:
     try:
         raw = await get_redis_async().get(key)
     except RECOVERABLE as exc:
-        log.warning("redis.read_failed", key=key, error=_error(exc))
+        log.warning("redis.read_failed", extra={"key": key, "error": _error(exc)})
         return None
     return _decode(key, raw)
 
@@ -259,17 +263,17 @@ async def incr(key: str, amount: int = 1) -> int | None:
     try:
         value: int = await get_redis_async().incrby(key, amount)
     except RECOVERABLE as exc:
-        log.error("redis.incr_failed", key=key, error=_error(exc))
+        log.error("redis.incr_failed", extra={"key": key, "error": _error(exc)})
         return None
     return value
 
 
 def _decode(key: str, raw: Any) -> Any | None:
     if raw is None:
-        log.warning("redis.key_missing", key=key)
+        log.warning("redis.key_missing", extra={"key": key})
         return None
     try:
         return _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeEncodeError) as exc:
-        log.warning("redis.json_invalid", key=key, error=_error(exc))
+        log.warning("redis.json_invalid", extra={"key": key, "error": _error(exc)})
         return None
