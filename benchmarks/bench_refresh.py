@@ -444,10 +444,10 @@ class FloorWriter:
         k = self.keys
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(k.leader, *((k.meta,) if expect is not None else ()))
-            if await pipe.get(k.leader) != self.token:  # type: ignore[misc]
+            if await pipe.get(k.leader) != self.token:
                 raise RuntimeError("floor: lease lost")
             if expect is not None:
-                stored = await pipe.hget(k.meta, "version")  # type: ignore[misc]
+                stored: bytes | None = await pipe.hget(k.meta, "version")  # type: ignore[assignment]
                 if stored is None or stored.decode() != expect:
                     return False
             pipe.multi()  # type: ignore[no-untyped-call]

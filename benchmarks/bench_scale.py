@@ -827,10 +827,8 @@ async def part_readers(
     payloads = inputs.at(COPIES)
     rnd = env.round(redis_srv.url_db(DB_READERS), payloads)
     await rnd.run(0)  # the 10x snapshots the readers read
-    names = random.Random(2023).sample(
-        sorted(n.decode() for n in await rnd.client.hkeys(rnd.refreshers[0].store.keys.by_symbol)),
-        READER_NAMES,
-    )
+    stored: list[bytes] = await rnd.client.hkeys(rnd.refreshers[0].store.keys.by_symbol)  # type: ignore[assignment]
+    names = random.Random(2023).sample(sorted(n.decode() for n in stored), READER_NAMES)
 
     loop = asyncio.get_running_loop()
     ctx = multiprocessing.get_context("spawn")
