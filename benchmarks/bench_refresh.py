@@ -1,32 +1,51 @@
-"""Refresh benchmark: symbold's refresh path against the legacy design and a floor.
+"""Refresh benchmark: what one refresh cycle costs a deployment, against floors, in one run.
 
-Every case fetches the same recorded spot payload (2023-09, 3.6 MB, 2,292 symbols) from a
-fake Binance over loopback HTTP (aiohttp server in a child process, gzip as Binance sends it)
-and writes into a private redis-server, on uvloop:
+Every case fetches a spot exchangeInfo payload from a fake Binance over loopback HTTP (aiohttp
+server in a child process, gzip as Binance sends it) and writes into a private redis-server,
+on uvloop, with the lease on as in production (the writes are fenced by the lease token).
+Two payload sizes: the recorded 2023-09 payload (3.6 MB) and the modern size (the same rows
+with 440 permission groups each, about 17 MB, generated at run time by make_payload.py). A
+variant of each payload differs in one row (one tickSize).
 
-- ``symbold cold``: ``MarketRefresher.refresh_once()`` while the content changes every run
-  (two payload variants that differ in one tickSize alternate), so every run takes the full
-  path: fetch, normalize, prioritize, build_snapshot, diff, full MULTI commit. This is the case
-  the targets are about.
-- ``symbold steady``: the same payload every run (the "unchanged" path: same work up to the
-  version check, then a small commit that only renews TTL, timestamp and meta).
-- ``symbold after restart``: a new refresher over an emptied database each run (prepared off
-  the clock): the first cycle of a restarted daemon, whatever a design keeps in memory.
-- ``seed-style``: the legacy design: aiohttp fetch, stdlib ``json.loads``, filter TRADING, sort
-  by quote rank then symbol, pick tick/step/min-notional into dicts, ``json.dumps``, then on a
-  plain synchronous redis client three SETs and an INCR.
-- ``floor``: about the least a correct refresher can do: fetch, split rows with msgspec into
-  ``list[Raw]``, read each row's symbol with a one-field struct, one MULTI writing a hash of
-  symbol -> raw row bytes.
+The cases, each in its own Redis database:
 
-Targets (reported, never enforced): symbold/floor <= 1.3x and seed/symbold >= 2.5x, on the
-median CPU time of this process. Then the same at modern size (440 permission groups per row,
-about 17 MB, generated at run time) with a 1 ms ticker task that measures how long the event
-loop stalls, and a per-step breakdown of the symbold path (its functions called one by one,
-interleaved with the other cases so the sum can be set against ``refresh_once``).
+- ``symbold first cycle, empty Redis``: a new refresher (nothing in memory) over an emptied
+  database, lease just taken: what a daemon's first cycle costs on a new or wiped Redis.
+- ``symbold restart, Redis kept, same content``: a new refresher while Redis holds the very
+  snapshot it fetches (written by the previous run): what every restart pays.
+- ``symbold restart, Redis kept, one row changed``: the same, but the payload differs from the
+  stored snapshot in one row.
+- ``symbold steady, one row changed`` / ``symbold steady, no change``: one long-lived
+  refresher, the payload alternating between the two variants, or always the same.
+- ``floor, full``: the least a correct first cycle does: read the ban deadline and the stored
+  version (one round trip), fetch, msgspec decode of every row, the same field extraction
+  (same record fields, permission lists decoded once per distinct list), the same listing
+  (status filter, pinned, quote rank, symbol), a content version, then one fenced MULTI
+  (WATCH + GET of the lease) writing the list twice, the per-symbol hash, refreshed_at, meta,
+  a counter and the change event, into an emptied database.
+- ``floor, incremental, one row changed`` / ``no change``: the same, but rows whose bytes did
+  not change since the previous payload are not decoded again, and the fenced MULTI (which
+  also WATCHes meta and checks the stored version, as an incremental write must) sends only the
+  changed rows, the list if it changed (else renews its expiry), refreshed_at, meta, a counter,
+  and the change event and stream entry.
+- ``seed-style``: the legacy warm-up: stdlib ``json.loads``, TRADING rows sorted, a few fields
+  picked into dicts, ``json.dumps``, then three SETs and an INCR on a synchronous client (no
+  lease: it had none).
 
-Options: ``--runs N`` (default 15), ``--warmup N``, ``--big-runs N`` (modern size, default 5),
-``--no-modern``, ``--gzip never``. Inputs are read from ``../shared`` (see ``common``).
+Timing: CPU time of this process (the client side, including redis-py's command packing) and
+wall time, per run; the cases run interleaved (round i of every case, in an order that rotates
+each round), the garbage collector on, a full collection before each run off the clock. A 1 ms
+ticker task runs in the same loop during every run: its latest wake-up is the longest stall of
+the event loop. Ratios are the median over rounds of the per-round ratio (p25..p75 shown).
+
+Memory (modern size): each case once more in a child process of its own, so the cases do not
+pollute each other: RSS idle after set-up, the peak (VmHWM) during a measured cycle, and the
+RSS retained after it (garbage collected), all relative to the idle process before any cycle.
+
+Targets are reported as met/MISSED, never turned into a failure.
+
+``python -m benchmarks refresh [--rounds N] [--warmup N] [--modern-rounds N] [--no-modern]
+[--no-rss] [--gzip never]``
 """
 
 from __future__ import annotations
@@ -35,15 +54,17 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
-import os
-import re
-import subprocess
+import multiprocessing
+import multiprocessing.connection
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -51,94 +72,81 @@ import aiohttp
 import msgspec
 import redis
 import redis.asyncio
+from redis.asyncio.client import Pipeline
 
 from benchmarks.common import (
     FIXTURES_DIR,
     MAKE_PAYLOAD,
-    Case,
     Clock,
     PayloadServer,
     Sample,
-    Stats,
-    add_common_args,
+    Ticker,
     daemon_logging_to_devnull,
     loop_name,
-    measure,
+    machine,
+    make_payload,
     mib,
     private_redis,
+    proc_status,
     python_version,
+    reset_peak,
     run_async,
     skipped,
+    symbold_client,
+    symbold_keys,
+    symbold_lead,
+    symbold_point_at,
+    symbold_refresher,
+    symbold_session,
+    symbold_settings,
     table,
+    variant_of,
 )
-from daemon.config.redis_target import parse_redis_url
-from daemon.config.settings import MarketSettings, Settings
-from daemon.contract.keys import MarketKeys, market_keys
-from daemon.contract.meta import SnapshotMeta
-from daemon.redis.clients import ConnectionConfig
-from daemon.refresh.cycle import MarketRefresher, source_config
-from daemon.snapshot import listing, normalize
-from daemon.snapshot.diff import diff_snapshots
-from daemon.snapshot.store import SnapshotStore, new_token
-from daemon.upstream.fetch import SourceConfig, fetch, make_session
 
 FIXTURE = "spot-exchangeinfo-2023-09.json"
 PERMISSION_GROUPS = 440
-
 SPOT = "/api/v3/exchangeInfo"
-PATH_A = SPOT
-PATH_B = "/variant-b" + SPOT
-PATH_MODERN_A = "/modern-a" + SPOT
-PATH_MODERN_B = "/modern-b" + SPOT
 
-TARGET_VS_FLOOR = 1.3  # symbold / floor, at most
-TARGET_VS_SEED = 2.5  # seed / symbold, at least
+DEFAULT_ROUNDS = 21
+DEFAULT_MODERN_ROUNDS = 21
+DEFAULT_WARMUP = 2
 
-DEFAULT_BIG_RUNS = 5
-TICK = 0.001  # the stall probe's period, seconds
+# Targets (reported, never enforced).
+STEADY_VS_INCREMENTAL = 1.3
+FIRST_VS_FULL = 1.5
+RESTART_VS_STEADY = 1.5
+STALL_STEADY_MS = 10.0
+STALL_FIRST_MS = 20.0
+PEAK_PAYLOADS = 2.0
+RETAINED_PAYLOADS = 1.0
 
-# Databases of the private server, one per case so no case sees another's keys.
-DB_COLD, DB_STEADY, DB_SEED, DB_FLOOR, DB_BREAKDOWN, DB_RESTART = 1, 2, 3, 4, 5, 6
-DB_BIG_SYMBOLD, DB_BIG_SEED, DB_BIG_FLOOR, DB_BIG_BREAKDOWN = 7, 8, 9, 10
+FIRST = "symbold first cycle, empty Redis"
+RESTART_SAME = "symbold restart, Redis kept, same content"
+RESTART_CHANGED = "symbold restart, Redis kept, one row changed"
+STEADY_CHANGED = "symbold steady, one row changed"
+STEADY_SAME = "symbold steady, no change"
+FLOOR_FULL = "floor, full (empty Redis)"
+FLOOR_CHANGED = "floor, incremental, one row changed"
+FLOOR_SAME = "floor, incremental, no change"
+SEED = "seed-style (json, 3 SET + INCR, sync)"
+CASES = (
+    FIRST,
+    RESTART_SAME,
+    RESTART_CHANGED,
+    STEADY_CHANGED,
+    STEADY_SAME,
+    FLOOR_FULL,
+    FLOOR_CHANGED,
+    FLOOR_SAME,
+    SEED,
+)
+SYMBOLD_CASES = CASES[:5]
+DB = {name: n + 1 for n, name in enumerate(CASES)}
+DB_RSS = len(CASES) + 1
 
 
 # ---------------------------------------------------------------------------------------------
 # inputs
-
-
-def variant_of(payload: bytes) -> bytes:
-    """The same payload with the first tickSize changed (same length, so nothing else moves)."""
-    match = re.search(rb'"tickSize":"([0-9.]+)"', payload)
-    if match is None:
-        raise RuntimeError("payload has no tickSize to vary")
-    value = match.group(1)
-    at = next(i for i, c in enumerate(value) if c in b"123456789")  # first non-zero digit
-    digit = b"3" if value[at : at + 1] == b"2" else b"2"
-    changed = value[:at] + digit + value[at + 1 :]
-    return payload[: match.start(1)] + changed + payload[match.end(1) :]
-
-
-@dataclass(frozen=True, slots=True)
-class Payload:
-    """One payload and its one-tickSize variant, as files the server reads."""
-
-    a: Path
-    b: Path
-    size: int
-    symbols: int
-    trading: int
-
-
-def describe_payload(a: Path, b: Path) -> Payload:
-    data = a.read_bytes()
-    rows = msgspec.json.decode(data, type=_StatusRows).symbols
-    return Payload(
-        a=a,
-        b=b,
-        size=len(data),
-        symbols=len(rows),
-        trading=sum(1 for r in rows if r.status == "TRADING"),
-    )
 
 
 class _Status(msgspec.Struct):
@@ -149,84 +157,467 @@ class _StatusRows(msgspec.Struct):
     symbols: list[_Status]
 
 
-def prepare_recorded(tmp: Path) -> Payload:
-    source = FIXTURES_DIR / FIXTURE
-    b = tmp / "spot-2023-09-variant-b.json"
-    b.write_bytes(variant_of(source.read_bytes()))
-    return describe_payload(source, b)
+@dataclass(frozen=True, slots=True)
+class Size:
+    """One payload size: the payload and its one-row variant, as files the server reads."""
+
+    label: str
+    a: Path
+    b: Path
+    bytes: int
+    symbols: int
+    trading: int
+
+    @property
+    def paths(self) -> tuple[str, str]:
+        return (f"/{self.label}/a{SPOT}", f"/{self.label}/b{SPOT}")
 
 
-def prepare_modern(tmp: Path) -> Payload:
-    """Generate the ~17 MB modern-size payload with the shared tool (and its variant)."""
-    a = tmp / f"spot-modern-{PERMISSION_GROUPS}.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(MAKE_PAYLOAD),
-            str(FIXTURES_DIR / FIXTURE),
-            str(a),
-            "--permission-groups",
-            str(PERMISSION_GROUPS),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    b = tmp / f"spot-modern-{PERMISSION_GROUPS}-variant-b.json"
-    b.write_bytes(variant_of(a.read_bytes()))
-    return describe_payload(a, b)
+def describe(label: str, a: Path, tmp: Path) -> Size:
+    data = a.read_bytes()
+    b = tmp / f"{label}-variant.json"
+    b.write_bytes(variant_of(data))
+    rows = msgspec.json.decode(data, type=_StatusRows).symbols
+    return Size(label, a, b, len(data), len(rows), sum(1 for r in rows if r.status == "TRADING"))
+
+
+def prepare_sizes(tmp: Path, modern: bool) -> list[Size]:
+    sizes = [describe("2023-09", FIXTURES_DIR / FIXTURE, tmp)]
+    if modern:
+        big = tmp / f"modern-{PERMISSION_GROUPS}.json"
+        make_payload(FIXTURES_DIR / FIXTURE, big, "--permission-groups", str(PERMISSION_GROUPS))
+        sizes.append(describe("modern", big, tmp))
+    return sizes
 
 
 # ---------------------------------------------------------------------------------------------
-# the cases
+# the floors: field extraction, listing, version and fenced writes done plainly
+
+
+_EMPTY = msgspec.Raw(b"[]")
+
+
+class _Rows(msgspec.Struct):
+    symbols: list[msgspec.Raw]
+
+
+class _Row(msgspec.Struct, rename="camel", gc=False):
+    symbol: str
+    status: str = ""
+    base_asset: str = ""
+    quote_asset: str = ""
+    order_types: tuple[str, ...] = ()
+    permissions: msgspec.Raw = _EMPTY
+    permission_sets: msgspec.Raw = _EMPTY
+    filters: msgspec.Raw = _EMPTY
+    contract_type: str | None = None
+    delivery_date: int | None = None
+    onboard_date: int | None = None
+    margin_asset: str | None = None
+
+
+class _Filter(msgspec.Struct, rename="camel", gc=False):
+    filter_type: str
+    tick_size: str | None = None
+    min_price: str | None = None
+    max_price: str | None = None
+    step_size: str | None = None
+    min_qty: str | None = None
+    max_qty: str | None = None
+    min_notional: str | None = None
+    max_notional: str | None = None
+    notional: str | None = None
+
+
+class _Record(msgspec.Struct, gc=False):
+    """The same fields symbold stores per symbol (so the floor writes as many bytes)."""
+
+    symbol: str
+    market: str
+    status: str
+    base: str
+    quote: str
+    tick_size: str | None
+    min_price: str | None
+    max_price: str | None
+    step_size: str | None
+    min_qty: str | None
+    max_qty: str | None
+    market_step_size: str | None
+    market_min_qty: str | None
+    market_max_qty: str | None
+    min_notional: str | None
+    max_notional: str | None
+    permissions: tuple[str, ...]
+    order_types: tuple[str, ...]
+    filters: msgspec.Raw
+    contract_type: str | None
+    delivery_date: int | None
+    onboard_date: int | None
+    margin_asset: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    symbol: str
+    status: str
+    quote: str
+    blob: bytes
+    digest: bytes
+
+
+def _larger(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a if b is None else b
+    try:
+        return b if Decimal(b) > Decimal(a) else a
+    except InvalidOperation:
+        return a
+
+
+class Extractor:
+    """Row bytes -> the stored record's JSON and digest (one market's decoders and caches)."""
+
+    def __init__(self, market: str = "spot") -> None:
+        self.market = market
+        self.row = msgspec.json.Decoder(_Row)
+        self.filters = msgspec.json.Decoder(list[_Filter])
+        self.lists = msgspec.json.Decoder(list[Any])
+        self.encode = msgspec.json.Encoder().encode
+        self.permissions: dict[tuple[bytes, bytes], tuple[str, ...]] = {}
+
+    def _permissions(self, row: _Row) -> tuple[str, ...]:
+        key = (bytes(row.permissions), bytes(row.permission_sets))
+        found = self.permissions.get(key)
+        if found is None:
+            names: set[str] = set()
+            for blob in key:
+                for item in self.lists.decode(blob):
+                    names.update(item if isinstance(item, list) else (item,))
+            found = self.permissions[key] = tuple(sorted(names))
+        return found
+
+    def __call__(self, raw: bytes | msgspec.Raw) -> _Entry:
+        row = self.row.decode(raw)
+        price = lot = market_lot = notional = old = None
+        for f in self.filters.decode(row.filters):
+            kind = f.filter_type
+            if kind == "PRICE_FILTER" and price is None:
+                price = f
+            elif kind == "LOT_SIZE" and lot is None:
+                lot = f
+            elif kind == "MARKET_LOT_SIZE" and market_lot is None:
+                market_lot = f
+            elif kind == "NOTIONAL" and notional is None:
+                notional = f
+            elif kind == "MIN_NOTIONAL" and old is None:
+                old = f
+        record = _Record(
+            row.symbol,
+            self.market,
+            row.status,
+            row.base_asset,
+            row.quote_asset,
+            price.tick_size if price else None,
+            price.min_price if price else None,
+            price.max_price if price else None,
+            lot.step_size if lot else None,
+            lot.min_qty if lot else None,
+            lot.max_qty if lot else None,
+            market_lot.step_size if market_lot else None,
+            market_lot.min_qty if market_lot else None,
+            market_lot.max_qty if market_lot else None,
+            _larger(
+                notional.min_notional if notional else None,
+                (old.min_notional or old.notional) if old else None,
+            ),
+            notional.max_notional if notional else None,
+            self._permissions(row),
+            row.order_types,
+            row.filters,
+            row.contract_type,
+            row.delivery_date,
+            row.onboard_date,
+            row.margin_asset,
+        )
+        blob = self.encode(record)
+        return _Entry(row.symbol, row.status, row.quote_asset, blob, hashlib.sha256(blob).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Which statuses are listed, and in what order (the daemon's default spot settings)."""
+
+    statuses: frozenset[str]
+    quote_rank: dict[str, int]
+    pinned: dict[str, int]
+    cache_ttl: int
+
+    @classmethod
+    def defaults(cls) -> Listing:
+        spot = symbold_settings().markets.spot
+        return cls(
+            frozenset(spot.list_statuses),
+            {q: i for i, q in reversed(list(enumerate(spot.quote_priority)))},
+            {s: i for i, s in reversed(list(enumerate(spot.pinned)))},
+            spot.cache_ttl,
+        )
+
+    def order(self, entries: Sequence[_Entry]) -> list[_Entry]:
+        unknown = len(self.quote_rank)
+        pins: list[tuple[int, _Entry]] = []
+        buckets: list[list[_Entry]] = [[] for _ in range(unknown + 1)]
+        for e in entries:
+            if e.status not in self.statuses:
+                continue
+            pin = self.pinned.get(e.symbol)
+            if pin is not None:
+                pins.append((pin, e))
+            else:
+                buckets[self.quote_rank.get(e.quote, unknown)].append(e)
+        pins.sort(key=lambda p: p[0])
+        out = [e for _, e in pins]
+        for bucket in buckets:
+            bucket.sort(key=lambda e: e.symbol)
+            out.extend(bucket)
+        return out
+
+
+def _json_array(parts: list[bytes]) -> bytes:
+    if len(parts) < 2:
+        return b"[" + b"".join(parts) + b"]"
+    return b",".join([b"[" + parts[0], *parts[1:-1], parts[-1] + b"]"])  # one copy
+
+
+def _version(by_symbol: dict[str, _Entry], listed: list[_Entry]) -> str:
+    names = sorted(by_symbol)
+    h = hashlib.sha256(msgspec.json.encode((names, [e.symbol for e in listed])))
+    h.update(b"".join([by_symbol[n].digest for n in names]))
+    return h.hexdigest()[:32]
 
 
 @dataclass
-class Symbold:
-    """The real refresh path, alternating between two sources when ``cold``."""
+class FloorWriter:
+    """What both floors share: fetch, the state read, and the fenced transaction."""
 
-    refresher: MarketRefresher
-    sources: tuple[SourceConfig, SourceConfig]
-    expect: str
+    client: redis.asyncio.Redis
+    session: aiohttp.ClientSession
+    url: str
+    paths: tuple[str, str]
+    alternate: bool
+    keys: Any
+    token: bytes
+    listing: Listing
 
-    async def run(self, i: int) -> None:
-        self.refresher.source = self.sources[i % 2]
-        result = await self.refresher.refresh_once()
-        # The first run of a case is always "accepted"; after that the outcome is the case's.
-        if result.outcome != self.expect and not (i == 0 and result.outcome == "accepted"):
-            raise RuntimeError(f"symbold refresh: expected {self.expect}, got {result}")
+    async def fetch(self, i: int) -> bytes:
+        path = self.paths[i % 2] if self.alternate else self.paths[0]
+        async with self.session.get(self.url + path) as resp:
+            resp.raise_for_status()
+            return await resp.read()
+
+    async def read_state(self) -> tuple[bytes | None, bytes | None]:
+        """The ban deadline (honoured across restarts) and the stored version, one trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.ban_until)
+        pipe.hget(self.keys.meta, "version")
+        ban, version = await pipe.execute()
+        if ban is not None and float(ban) > time.time():
+            raise RuntimeError("floor: banned")
+        return ban, version
+
+    def meta(self, version: str, count: int, listed: int) -> dict[str, str]:
+        return {
+            "version": version,
+            "count": str(count),
+            "listed": str(listed),
+            "source": self.url,
+            "fetched_at": f"{time.time():.3f}",
+            "stale": "0",
+            "last_error": "",
+            "writer": self.token.decode(),
+        }
+
+    async def transact(self, fill: Callable[[Pipeline], None], expect: str | None) -> bool:
+        """One fenced MULTI: WATCH the lease (and meta when ``expect``), check the lease still
+        holds our token (and meta ``expect``), then queue ``fill``. False when the stored
+        version is not ``expect`` (the caller writes in full then)."""
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            await pipe.watch(k.leader, *((k.meta,) if expect is not None else ()))
+            if await pipe.get(k.leader) != self.token:
+                raise RuntimeError("floor: lease lost")
+            if expect is not None:
+                stored: bytes | None = await pipe.hget(k.meta, "version")  # type: ignore[assignment]
+                if stored is None or stored.decode() != expect:
+                    return False
+            pipe.multi()  # type: ignore[no-untyped-call]
+            fill(pipe)
+            await pipe.execute()
+        return True
+
+    async def write_full(self, by_symbol: dict[str, _Entry], listed: list[_Entry]) -> str:
+        k, ttl = self.keys, self.listing.cache_ttl
+        version = _version(by_symbol, listed)
+        symbols_json = _json_array([e.blob for e in listed])
+        mapping = {name: e.blob for name, e in by_symbol.items()}
+        meta = self.meta(version, len(by_symbol), len(listed))
+        event = msgspec.json.encode({"market": k.market, "version": version})
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.set(k.last_good, symbols_json)
+            pipe.set(k.symbols, symbols_json, ex=ttl)
+            pipe.delete(k.by_symbol)
+            pipe.hset(k.by_symbol, mapping=mapping)  # type: ignore[arg-type]
+            pipe.set(k.refreshed_at, meta["fetched_at"])
+            pipe.hset(k.meta, mapping=meta)  # type: ignore[arg-type]
+            pipe.hincrby(k.metrics, "refresh_success", 1)
+            pipe.execute_command("PUBLISH", k.events, event)
+
+        await self.transact(fill, None)
+        return version
 
 
 @dataclass
-class SymboldRestart:
-    """The path of a daemon's first cycle after a restart over an emptied Redis: a new
-    refresher (nothing held in memory) and an empty database each run, both prepared by
-    ``before()`` off the clock. Shows the full cold cost whatever caching a design adds."""
+class FloorFull:
+    """A first cycle done plainly: every row decoded, everything written (empty Redis)."""
 
-    make: Callable[[], MarketRefresher]
-    flush: Callable[[], object]
-    refresher: MarketRefresher | None = None
+    writer: FloorWriter
+    sync: redis.Redis
 
     async def before(self, i: int) -> None:
-        self.flush()
-        self.refresher = self.make()
+        self.sync.flushdb()
+        self.sync.set(self.writer.keys.leader, self.writer.token, px=3_600_000)
 
     async def run(self, i: int) -> None:
-        assert self.refresher is not None
-        result = await self.refresher.refresh_once()
-        if result.outcome != "accepted":
-            raise RuntimeError(f"symbold refresh after restart: expected accepted, got {result}")
+        w = self.writer
+        await w.read_state()
+        body = await w.fetch(i)
+        extract = Extractor()
+        by_symbol: dict[str, _Entry] = {}
+        for raw in msgspec.json.decode(body, type=_Rows).symbols:
+            entry = extract(raw)
+            by_symbol.setdefault(entry.symbol, entry)
+        del body
+        await w.write_full(by_symbol, w.listing.order(list(by_symbol.values())))
+
+
+@dataclass
+class FloorIncremental:
+    """A steady cycle done plainly: unchanged rows (same bytes at the same position) reuse
+    their entry; only changed rows are decoded and written."""
+
+    writer: FloorWriter
+    sync: redis.Redis
+    extract: Extractor = field(default_factory=Extractor)
+    rows: list[msgspec.Raw] = field(default_factory=list)
+    entries: list[_Entry] = field(default_factory=list)
+    by_symbol: dict[str, _Entry] = field(default_factory=dict)
+    symbols_json: bytes = b""
+    version: str | None = None
+    expect: str = "changed"
+
+    async def before(self, i: int) -> None:
+        if i == 0:
+            self.sync.flushdb()
+            self.sync.set(self.writer.keys.leader, self.writer.token, px=3_600_000)
+
+    async def run(self, i: int) -> None:
+        w, k = self.writer, self.writer.keys
+        _, stored = await w.read_state()
+        body = await w.fetch(i)
+        raws = msgspec.json.decode(body, type=_Rows).symbols
+        old_rows, old_entries = self.rows, self.entries
+        rows: list[msgspec.Raw] = []
+        entries: list[_Entry] = []
+        changed = 0
+        for n, raw in enumerate(raws):
+            if n < len(old_rows) and raw == old_rows[n]:
+                rows.append(old_rows[n])
+                entries.append(old_entries[n])
+            else:
+                # Each kept row is its own small bytes, so the payload can be freed.
+                row = msgspec.Raw(bytes(raw))
+                rows.append(row)
+                entries.append(self.extract(row))
+                changed += 1
+        del raws, body
+        by_symbol: dict[str, _Entry] = {}
+        for e in entries:
+            by_symbol.setdefault(e.symbol, e)
+        previous, previous_json = self.by_symbol, self.symbols_json
+        held = self.version is not None and stored is not None and stored.decode() == self.version
+        self.rows, self.entries, self.by_symbol = rows, entries, by_symbol
+        if changed == 0 and held:
+            if self.expect != "same":
+                raise RuntimeError("floor: expected a changed row")
+            meta = w.meta(self.version or "", len(by_symbol), 0)
+            meta.pop("listed")
+
+            def renew(pipe: Pipeline) -> None:
+                pipe.expire(k.symbols, w.listing.cache_ttl)
+                pipe.set(k.refreshed_at, meta["fetched_at"])
+                pipe.hset(k.meta, mapping=meta)  # type: ignore[arg-type]
+                pipe.hincrby(k.metrics, "refresh_success", 1)
+
+            if await w.transact(renew, self.version):
+                return
+        listed = w.listing.order(
+            entries if len(by_symbol) == len(entries) else [*by_symbol.values()]
+        )
+        symbols_json = _json_array([e.blob for e in listed])
+        self.symbols_json = symbols_json
+        version = _version(by_symbol, listed)
+        if not held:
+            self.version = await w.write_full(by_symbol, listed)
+            return
+        if self.expect != "changed" and i > 0:
+            raise RuntimeError("floor: expected no change")
+        changes = {n: e.blob for n, e in by_symbol.items() if previous.get(n) is not e}
+        removed = [n for n in previous if n not in by_symbol]
+        meta = w.meta(version, len(by_symbol), len(listed))
+        event = msgspec.json.encode(
+            {"market": k.market, "version": version, "changed": sorted(changes), "removed": removed}
+        )
+        ttl = w.listing.cache_ttl
+
+        def fill(pipe: Pipeline) -> None:
+            if symbols_json != previous_json:
+                pipe.set(k.last_good, symbols_json)
+                pipe.set(k.symbols, symbols_json, ex=ttl)
+            else:
+                pipe.expire(k.symbols, ttl)
+            if changes:
+                pipe.hset(k.by_symbol, mapping=changes)  # type: ignore[arg-type]
+            if removed:
+                pipe.hdel(k.by_symbol, *removed)
+            pipe.set(k.refreshed_at, meta["fetched_at"])
+            pipe.hset(k.meta, mapping=meta)  # type: ignore[arg-type]
+            pipe.hincrby(k.metrics, "refresh_success", 1)
+            pipe.xadd(k.changes, {"version": version, "diff": event}, maxlen=1000, approximate=True)
+            pipe.execute_command("PUBLISH", k.events, event)
+
+        if not await w.transact(fill, self.version):
+            await w.write_full(by_symbol, listed)
+        self.version = version
+
+
+# ---------------------------------------------------------------------------------------------
+# seed-style and symbold
 
 
 @dataclass
 class SeedStyle:
-    """The legacy design (stdlib JSON, plain dicts, sync redis client)."""
+    """The legacy warm-up (stdlib JSON, plain dicts, blocking client called from the loop)."""
 
     session: aiohttp.ClientSession
     urls: tuple[str, str]
     client: redis.Redis
-    prefix: str
     quote_priority: tuple[str, ...]
+    prefix: str = "seed"
     cache_ttl: int = 3600
+
+    async def before(self, i: int) -> None:
+        return None
 
     async def run(self, i: int) -> None:
         async with self.session.get(self.urls[i % 2]) as resp:
@@ -237,583 +628,552 @@ class SeedStyle:
         unknown = len(rank)
         trading = [s for s in data["symbols"] if s.get("status") == "TRADING"]
         trading.sort(key=lambda s: (rank.get(s["quoteAsset"], unknown), s["symbol"]))
-        out: list[dict[str, Any]] = []
-        for s in trading:
-            tick = step = min_notional = None
-            for f in s.get("filters", ()):
-                kind = f.get("filterType")
-                if kind == "PRICE_FILTER":
-                    tick = f.get("tickSize")
-                elif kind == "LOT_SIZE":
-                    step = f.get("stepSize")
-                elif kind in ("NOTIONAL", "MIN_NOTIONAL"):
-                    min_notional = f.get("minNotional")
-            out.append(
-                {
-                    "symbol": s["symbol"],
-                    "base": s["baseAsset"],
-                    "quote": s["quoteAsset"],
-                    "status": s["status"],
-                    "tick_size": tick,
-                    "step_size": step,
-                    "min_notional": min_notional,
-                }
-            )
+        out = [seed_row(s) for s in trading]
         blob = json.dumps(out)
-        # As the legacy task did: blocking calls, straight from the coroutine.
         self.client.set(f"{self.prefix}:symbols", blob, ex=self.cache_ttl)
         self.client.set(f"{self.prefix}:last_good", blob)
         self.client.set(f"{self.prefix}:refreshed_at", time.time())
         self.client.incr(f"{self.prefix}:refresh_success")
 
 
-class _Rows(msgspec.Struct):
-    symbols: list[msgspec.Raw]
-
-
-class _Name(msgspec.Struct):
-    symbol: str
+def seed_row(s: dict[str, Any]) -> dict[str, Any]:
+    """The few fields the legacy warm-up kept per TRADING symbol."""
+    tick = step = min_notional = None
+    for f in s.get("filters", ()):
+        kind = f.get("filterType")
+        if kind == "PRICE_FILTER":
+            tick = f.get("tickSize")
+        elif kind == "LOT_SIZE":
+            step = f.get("stepSize")
+        elif kind in ("NOTIONAL", "MIN_NOTIONAL"):
+            min_notional = f.get("minNotional")
+    return {
+        "symbol": s["symbol"],
+        "base": s["baseAsset"],
+        "quote": s["quoteAsset"],
+        "status": s["status"],
+        "tick_size": tick,
+        "step_size": step,
+        "min_notional": min_notional,
+    }
 
 
 @dataclass
-class Floor:
-    """Fetch, split rows, one MULTI with a hash of symbol -> raw row."""
+class Symbold:
+    """``refresh_once()`` of a refresher that is kept (steady) or replaced before every run
+    (restart; with ``empty`` the database is flushed too), lease taken as the service does."""
 
-    session: aiohttp.ClientSession
-    urls: tuple[str, str]
     client: redis.asyncio.Redis
-    key: str
-    expect_rows: int
-    rows_decoder: msgspec.json.Decoder[_Rows] = field(
-        default_factory=lambda: msgspec.json.Decoder(_Rows)
-    )
-    name_decoder: msgspec.json.Decoder[_Name] = field(
-        default_factory=lambda: msgspec.json.Decoder(_Name)
-    )
+    session: aiohttp.ClientSession
+    sync: redis.Redis
+    url: str
+    paths: tuple[str, str]
+    alternate: bool
+    restart: bool
+    empty: bool
+    expect: str
+    refresher: Any = None
+
+    async def before(self, i: int) -> None:
+        if self.restart or self.refresher is None:
+            self.refresher = None
+            if self.empty:
+                self.sync.flushdb()
+            else:  # the previous daemon released its lease on a clean stop
+                self.sync.delete(symbold_keys().leader)
+            self.refresher = symbold_refresher(self.client, self.session, self.url, self.paths[0])
+            await symbold_lead(self.refresher, self.client)
+        symbold_point_at(self.refresher, self.url, self.paths[i % 2 if self.alternate else 0])
 
     async def run(self, i: int) -> None:
-        async with self.session.get(self.urls[i % 2]) as resp:
-            resp.raise_for_status()
-            body = await resp.read()
-        decode_name = self.name_decoder.decode
-        by_symbol = {
-            decode_name(row).symbol: memoryview(row)
-            for row in self.rows_decoder.decode(body).symbols
-        }
-        if len(by_symbol) != self.expect_rows:
-            raise RuntimeError(f"floor: {len(by_symbol)} rows, expected {self.expect_rows}")
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.key, mapping=by_symbol)  # type: ignore[arg-type]
-        await pipe.execute()
-
-
-# ---------------------------------------------------------------------------------------------
-# the environment: servers, clients, refreshers
+        result = await self.refresher.refresh_once()
+        # Run 0 meets an empty database, so it is accepted whatever the case.
+        if result.outcome != self.expect and not (i == 0 and result.outcome == "accepted"):
+            raise RuntimeError(f"symbold: expected {self.expect}, got {result}")
 
 
 @dataclass
 class Env:
+    """Clients and sessions for the cases; one Redis database per case."""
+
     redis_server: Any
-    web: PayloadServer
-    settings: Settings = field(default_factory=Settings)
+    url: str
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
-    sync_clients: list[redis.Redis] = field(default_factory=list)
+    syncs: list[redis.Redis] = field(default_factory=list)
 
-    def redis_url(self, db: int) -> str:
-        url: str = self.redis_server.url_db(db)
-        return url
-
-    def flush_all(self) -> None:
-        client = self.redis_server.client()
-        try:
-            client.flushall()
-        finally:
-            client.close()
-
-    def market(self, path: str) -> MarketSettings:
-        defaults = self.settings.markets.spot
-        return MarketSettings(
-            enabled=True,
-            base_urls=(self.web.url,),
-            path=path,
-            cache_ttl=defaults.cache_ttl,
-            list_statuses=defaults.list_statuses,
-            quote_priority=defaults.quote_priority,
-            pinned=defaults.pinned,
-        )
-
-    def source(self, path: str) -> SourceConfig:
-        return source_config(self.market(path), self.settings.upstream)
-
-    def symbold_client(self, db: int) -> redis.asyncio.Redis:
-        """The client the service builds (bytes, blocking pool, retry), on ``db``."""
-        url = parse_redis_url(self.redis_url(db), "benchmark")
-        client = ConnectionConfig(url=url, settings=self.settings.redis).make_async(decode=False)
+    def client(self, db: int) -> redis.asyncio.Redis:
+        client: redis.asyncio.Redis = symbold_client(self.redis_server.url_db(db))
         self.closers.append(client.aclose)
         return client
 
-    def symbold_session(self) -> aiohttp.ClientSession:
-        session = make_session(self.source(PATH_A))
+    def sync(self, db: int) -> redis.Redis:
+        client: redis.Redis = self.redis_server.client(db)
+        self.syncs.append(client)
+        return client
+
+    def session(self, paths: tuple[str, str]) -> aiohttp.ClientSession:
+        session: aiohttp.ClientSession = symbold_session(self.url, paths[0])
         self.closers.append(session.close)
         return session
-
-    def plain_session(self) -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession()
-        self.closers.append(session.close)
-        return session
-
-    def refresher(
-        self,
-        db: int,
-        paths: tuple[str, str],
-        *,
-        client: redis.asyncio.Redis | None = None,
-        session: aiohttp.ClientSession | None = None,
-    ) -> tuple[MarketRefresher, MarketKeys]:
-        s = self.settings
-        keys = market_keys("spot", prefix="bench")
-        refresher = MarketRefresher.for_market(
-            s,
-            "spot",
-            client=client if client is not None else self.symbold_client(db),
-            session=session if session is not None else self.symbold_session(),
-            market=self.market(paths[0]),
-            keys=keys,
-        )
-        return refresher, keys
-
-    def symbold_restart(self, db: int, path: str) -> SymboldRestart:
-        # The process-wide client and session survive (as they would be rebuilt at start-up,
-        # off the clock); the refresher and the data do not.
-        client, session = self.symbold_client(db), self.symbold_session()
-        flusher = self.redis_server.client(db)
-        self.sync_clients.append(flusher)
-        return SymboldRestart(
-            make=lambda: self.refresher(db, (path, path), client=client, session=session)[0],
-            flush=flusher.flushdb,
-        )
-
-    def symbold(self, db: int, paths: tuple[str, str], *, expect: str) -> Symbold:
-        refresher, _ = self.refresher(db, paths)
-        sources = (self.source(paths[0]), self.source(paths[1]))
-        return Symbold(refresher, sources, expect)
-
-    def breakdown(self, db: int, paths: tuple[str, str], *, warmup: int) -> Breakdown:
-        refresher, _ = self.refresher(db, paths)
-        return Breakdown(refresher, (self.source(paths[0]), self.source(paths[1])), warmup)
-
-    def seed(self, db: int, paths: tuple[str, str]) -> SeedStyle:
-        # Plain from_url, as the legacy module built it.
-        client = redis.Redis.from_url(self.redis_url(db))
-        self.sync_clients.append(client)
-        return SeedStyle(
-            session=self.plain_session(),
-            urls=(self.web.url + paths[0], self.web.url + paths[1]),
-            client=client,
-            prefix="bench:seed",
-            quote_priority=self.settings.markets.spot.quote_priority,
-        )
-
-    def floor(self, db: int, paths: tuple[str, str], rows: int) -> Floor:
-        client = redis.asyncio.Redis.from_url(self.redis_url(db))
-        self.closers.append(client.aclose)
-        return Floor(
-            session=self.plain_session(),
-            urls=(self.web.url + paths[0], self.web.url + paths[1]),
-            client=client,
-            key="bench:floor:by_symbol",
-            expect_rows=rows,
-        )
 
     async def aclose(self) -> None:
         for close in reversed(self.closers):
             with contextlib.suppress(Exception):
                 await close()
-        for client in self.sync_clients:
-            client.close()
+        self.closers.clear()
+        for s in self.syncs:
+            s.close()
+        self.syncs.clear()
+
+    def case(self, name: str, db: int, paths: tuple[str, str]) -> Any:
+        client, sync = self.client(db), self.sync(db)
+        session = self.session(paths)
+        if name in SYMBOLD_CASES:
+            return Symbold(
+                client,
+                session,
+                sync,
+                self.url,
+                paths,
+                alternate=name in (RESTART_CHANGED, STEADY_CHANGED),
+                restart=name in (FIRST, RESTART_SAME, RESTART_CHANGED),
+                empty=name == FIRST,
+                expect="unchanged" if name in (RESTART_SAME, STEADY_SAME) else "accepted",
+            )
+        if name == SEED:
+            return SeedStyle(
+                session,
+                (self.url + paths[0], self.url + paths[1]),
+                sync,
+                symbold_settings().markets.spot.quote_priority,
+            )
+        writer = FloorWriter(
+            client,
+            session,
+            self.url,
+            paths,
+            alternate=name == FLOOR_CHANGED,
+            keys=symbold_keys(),
+            token=f"floor-{db}".encode(),
+            listing=Listing.defaults(),
+        )
+        if name == FLOOR_FULL:
+            return FloorFull(writer, sync)
+        return FloorIncremental(writer, sync, expect="same" if name == FLOOR_SAME else "changed")
 
 
 # ---------------------------------------------------------------------------------------------
-# breakdown: the refresh path's functions timed one by one
-
-
-STEPS = ("read_state", "fetch", "normalize", "prioritize", "build_snapshot", "diff", "commit")
+# timing
 
 
 @dataclass
-class Breakdown:
-    """The steps of a full (content changed) cycle run by hand, each on its own clock.
+class Runs:
+    samples: list[Sample] = field(default_factory=list)
+    stalls: list[float] = field(default_factory=list)  # wall ms
+    stalls_cpu: list[float] = field(default_factory=list)  # CPU ms of the longest stretch
 
-    It is a case like the others, so it runs interleaved with ``refresh_once`` and the two can
-    be compared; the per-step samples of the timed runs (``i >= warmup``) are kept.
-    """
+    def cpu(self) -> list[float]:
+        return [s.cpu * 1000.0 for s in self.samples]
 
-    refresher: MarketRefresher
-    sources: tuple[SourceConfig, SourceConfig]
-    warmup: int
-    samples: dict[str, list[Sample]] = field(default_factory=lambda: {step: [] for step in STEPS})
-    previous: listing.SnapshotBlobs | None = None
-    memo: normalize.RowMemo = field(default_factory=normalize.RowMemo)
-
-    async def run(self, i: int) -> None:
-        refresher, market = self.refresher, self.refresher.market
-        store: SnapshotStore = refresher.store
-        took: dict[str, Sample] = {}
-
-        clock = Clock()
-        await store.read_state()
-        took["read_state"] = clock.stop()
-
-        clock = Clock()
-        fetched = await fetch(refresher.session, self.sources[i % 2])
-        took["fetch"] = clock.stop()
-
-        clock = Clock()
-        norm = normalize.normalize(fetched.body, market=refresher.name, memo=self.memo)
-        took["normalize"] = clock.stop()
-
-        clock = Clock()
-        listed = listing.prioritize(
-            norm.records,
-            list_statuses=market.list_statuses,
-            quote_priority=market.quote_priority,
-            pinned=market.pinned,
-        )
-        took["prioritize"] = clock.stop()
-
-        clock = Clock()
-        blobs = listing.build_snapshot(norm.records, listed, norm.encoded)
-        took["build_snapshot"] = clock.stop()
-
-        clock = Clock()
-        previous = self.previous
-        diff = diff_snapshots(previous.by_symbol, blobs.by_symbol) if previous else None
-        took["diff"] = clock.stop()
-
-        meta = SnapshotMeta(
-            version=blobs.version,
-            count=blobs.count,
-            listed=blobs.listed,
-            source=fetched.url,
-            server_time=norm.server_time,
-            fetched_at=time.time(),
-            duration_ms=0.0,
-        )
-        clock = Clock()
-        await store.commit(blobs, meta, diff=diff, token=new_token(), previous=previous)
-        took["commit"] = clock.stop()
-
-        self.previous = blobs
-        if i >= self.warmup:
-            for step, sample in took.items():
-                self.samples[step].append(sample)
-
-    def stats(self) -> dict[str, Stats]:
-        return {step: Stats.of(found) for step, found in self.samples.items()}
+    def wall(self) -> list[float]:
+        return [s.wall * 1000.0 for s in self.samples]
 
 
-def breakdown_table(steps: Mapping[str, Stats], whole_cpu_ms: float, whole_wall_ms: float) -> str:
-    """Per-step medians, as a share of the end-to-end ``refresh_once`` median."""
-
-    def share(cpu_ms: float) -> str:
-        return f"{100.0 * cpu_ms / whole_cpu_ms:.0f}%"
-
-    rows: list[list[object]] = [
-        [step, st.cpu_ms, st.wall_ms, share(st.cpu_ms)] for step, st in steps.items()
-    ]
-    pb_cpu = steps["prioritize"].cpu_ms + steps["build_snapshot"].cpu_ms
-    pb_wall = steps["prioritize"].wall_ms + steps["build_snapshot"].wall_ms
-    sum_cpu = sum(st.cpu_ms for st in steps.values())
-    sum_wall = sum(st.wall_ms for st in steps.values())
-    rows += [
-        ["(prioritize + build_snapshot)", pb_cpu, pb_wall, share(pb_cpu)],
-        ["sum of the steps", sum_cpu, sum_wall, share(sum_cpu)],
-        ["refresh_once, end to end", whole_cpu_ms, whole_wall_ms, "100%"],
-        [
-            "rest (logging, guards, freeing, glue)",
-            whole_cpu_ms - sum_cpu,
-            whole_wall_ms - sum_wall,
-            share(whole_cpu_ms - sum_cpu),
-        ],
-    ]
-    return table(["step (median)", "CPU ms", "wall ms", "of e2e CPU"], rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# event-loop stall probe
-
-
-class Ticker:
-    """A task that wakes every ``period`` seconds and records how late each wake-up was."""
-
-    def __init__(self, period: float = TICK) -> None:
-        self.period = period
-        self.worst = 0.0
-        self.ticks = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        period = self.period
-        perf = time.perf_counter
-        while True:
-            started = perf()
-            await asyncio.sleep(period)
-            late = perf() - started - period
-            self.ticks += 1
-            if late > self.worst:
-                self.worst = late
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="stall-ticker")
-        await asyncio.sleep(self.period * 3)  # let it settle into its rhythm
-        self.worst, self.ticks = 0.0, 0
-
-    async def stop(self) -> float:
-        """Stop and return the worst lateness in ms (a wake-up in flight is waited for)."""
-        await asyncio.sleep(self.period * 3)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        return self.worst * 1000.0
-
-
-@dataclass
-class StallStats:
-    cpu_ms: float
-    wall_ms: float
-    stall_median_ms: float
-    stall_worst_ms: float
-    ticks: int
-
-
-async def measure_with_ticker(
-    cases: Mapping[str, Case], *, runs: int, warmup: int
-) -> dict[str, StallStats]:
-    """Like ``measure`` (round-robin, GC before each run), with the ticker running alongside."""
-    samples: dict[str, list[tuple[Sample, float, int]]] = {name: [] for name in cases}
-    for i in range(warmup + runs):
-        for name, case in cases.items():
+async def measure(cases: dict[str, Any], rounds: int, warmup: int) -> dict[str, Runs]:
+    """Round-robin over the cases (the order rotates each round), the ticker running."""
+    names = list(cases)
+    out = {name: Runs() for name in names}
+    for i in range(warmup + rounds):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            case = cases[name]
+            await case.before(i)
             gc.collect()
             ticker = Ticker()
             await ticker.start()
             clock = Clock()
-            await case(i)
+            await case.run(i)
             sample = clock.stop()
-            worst = await ticker.stop()
+            stall, stall_cpu = await ticker.stop()
             if i >= warmup:
-                samples[name].append((sample, worst, ticker.ticks))
-    out: dict[str, StallStats] = {}
-    for name, found in samples.items():
-        stats = Stats.of([s for s, _, _ in found])
-        stalls = sorted(w for _, w, _ in found)
-        out[name] = StallStats(
-            cpu_ms=stats.cpu_ms,
-            wall_ms=stats.wall_ms,
-            stall_median_ms=stalls[len(stalls) // 2],
-            stall_worst_ms=stalls[-1],
-            ticks=sorted(t for _, _, t in found)[len(found) // 2],
-        )
+                out[name].samples.append(sample)
+                out[name].stalls.append(stall)
+                out[name].stalls_cpu.append(stall_cpu)
     return out
 
 
-async def idle_stall(seconds: float = 0.2) -> float:
-    """The probe's own worst lateness on an idle loop, for scale."""
-    ticker = Ticker()
-    await ticker.start()
-    await asyncio.sleep(seconds)
-    return await ticker.stop()
+def q(values: Sequence[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p * (len(s) - 1))))]
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    median: float
+    p25: float
+    p75: float
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x [{self.p25:.2f}..{self.p75:.2f}]"
+
+
+def ratio(num: Runs, den: Runs) -> Ratio:
+    """Per-round CPU ratios (the two ran in the same round), median and quartiles."""
+    rs = [a / b for a, b in zip(num.cpu(), den.cpu(), strict=True)]
+    return Ratio(statistics.median(rs), q(rs, 0.25), q(rs, 0.75))
+
+
+# ---------------------------------------------------------------------------------------------
+# memory, one child process per case
+
+
+@dataclass(frozen=True, slots=True)
+class RssPlan:
+    case: str
+    web_url: str
+    redis_url: str
+    paths: tuple[str, str]
+
+
+def _rss_child(conn: multiprocessing.connection.Connection, plan: RssPlan) -> None:
+    try:
+        with daemon_logging_to_devnull():
+            report = run_async(_rss_main(plan))
+        conn.send(report)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            conn.send(f"error: {type(exc).__name__}: {exc}")
+        raise
+
+
+WARM = (STEADY_CHANGED, STEADY_SAME, FLOOR_CHANGED, FLOOR_SAME)
+
+
+class UrlServer:
+    """What ``Env`` needs of a Redis server, for a server another process started."""
+
+    def __init__(self, url: str) -> None:
+        self.base = url.rsplit("/", 1)[0]
+
+    def url_db(self, db: int) -> str:
+        return f"{self.base}/{db}"
+
+    def client(self, db: int) -> redis.Redis:
+        return redis.Redis.from_url(self.url_db(db))
+
+
+async def _rss_main(plan: RssPlan) -> dict[str, int]:
+    db = int(plan.redis_url.rsplit("/", 1)[1])
+    env = Env(UrlServer(plan.redis_url), plan.web_url)
+    try:
+        case = env.case(plan.case, db, plan.paths)
+        gc.collect()
+        report = {"idle": proc_status()["VmRSS"]}
+        if plan.case in WARM:
+            await case.before(0)
+            await case.run(0)
+        await case.before(1)
+        gc.collect()
+        report["before"] = proc_status()["VmRSS"]
+        report["reset"] = int(reset_peak())
+        await case.run(1)
+        report["peak"] = proc_status()["VmHWM"]
+        gc.collect()
+        report["after"] = proc_status()["VmRSS"]
+        return report
+    finally:
+        await env.aclose()
+
+
+def run_rss_child(plan: RssPlan) -> dict[str, int]:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_rss_child, args=(child, plan), name="bench-rss")
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(180):
+            raise RuntimeError("the RSS child did not report within 180 s")
+        try:
+            message: object = parent.recv()
+        except EOFError:
+            message = f"exited with code {proc.exitcode}"
+        if not isinstance(message, dict):
+            raise RuntimeError(f"RSS child ({plan.case}) failed: {message}")
+        return message
+    finally:
+        parent.close()
+        proc.join(30)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+
+
+async def memory(env: Env, size: Size) -> dict[str, dict[str, int]]:
+    """Each case in a fresh child; Redis prepared by this process beforehand."""
+    sync = env.sync(DB_RSS)
+    out: dict[str, dict[str, int]] = {}
+    for name in CASES:
+        sync.flushdb()
+        if name in (RESTART_SAME, RESTART_CHANGED):
+            # Redis holds the snapshot of payload A, as a previous daemon left it.
+            prep = Symbold(
+                env.client(DB_RSS),
+                env.session(size.paths),
+                sync,
+                env.url,
+                size.paths,
+                alternate=False,
+                restart=True,
+                empty=True,
+                expect="accepted",
+            )
+            await prep.before(0)
+            await prep.run(0)
+            sync.delete(symbold_keys().leader)
+        plan = RssPlan(name, env.url, env.redis_server.url_db(DB_RSS), size.paths)
+        out[name] = await asyncio.to_thread(run_rss_child, plan)
+    sync.flushdb()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # report
 
 
-def ratio_line(label: str, num: Stats, den: Stats) -> str:
-    return (
-        f"  {label} = {num.cpu_ms / den.cpu_ms:.2f}x"
-        f"  [min {num.cpu_min_ms / den.cpu_min_ms:.2f}x; wall {num.wall_ms / den.wall_ms:.2f}x]"
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def case_table(size: Size, runs: dict[str, Runs]) -> str:
+    rows: list[list[object]] = []
+    for name, r in runs.items():
+        cpu, wall = r.cpu(), r.wall()
+        rows.append(
+            [
+                name,
+                statistics.median(cpu),
+                f"{q(cpu, 0.25):.1f}..{q(cpu, 0.75):.1f}",
+                statistics.median(wall),
+                statistics.median(r.stalls_cpu),
+                statistics.median(r.stalls),
+                f"{statistics.median(cpu) / (size.bytes / 1e6):.2f}",
+            ]
+        )
+    return table(
+        [
+            f"{size.label} (median of {len(next(iter(runs.values())).samples)})",
+            "CPU ms",
+            "CPU p25..p75",
+            "wall ms",
+            "stall CPU ms",
+            "stall wall ms",
+            "CPU ms/MB",
+        ],
+        rows,
     )
 
 
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "MISSED"
+@dataclass(frozen=True, slots=True)
+class Target:
+    label: str
+    num: str
+    den: str
+    limit: float | None
+
+
+TARGETS = (
+    Target("steady, one row changed / floor, incremental", STEADY_CHANGED, FLOOR_CHANGED, 1.3),
+    Target("steady, no change / floor, incremental, no change", STEADY_SAME, FLOOR_SAME, 1.3),
+    Target("first cycle / floor, full", FIRST, FLOOR_FULL, FIRST_VS_FULL),
+    Target("restart, same content / steady, no change", RESTART_SAME, STEADY_SAME, 1.5),
+    Target(
+        "restart, one row changed / steady, one row changed", RESTART_CHANGED, STEADY_CHANGED, None
+    ),
+    Target("seed-style / first cycle", SEED, FIRST, None),
+    Target("seed-style / steady, one row changed", SEED, STEADY_CHANGED, None),
+)
+
+
+def target_table(results: dict[str, dict[str, Runs]], missed: list[str]) -> str:
+    labels = list(results)
+    rows: list[list[object]] = []
+    for t in TARGETS:
+        row: list[object] = [t.label, f"<= {t.limit:g}x" if t.limit else "reported"]
+        for label in labels:
+            r = ratio(results[label][t.num], results[label][t.den])
+            if t.limit is None:
+                row.append(str(r))
+                continue
+            ok = r.median <= t.limit
+            row.append(f"{r} {verdict(ok)}")
+            if not ok:
+                missed.append(f"{label}: {t.label} = {r.median:.2f}x (<= {t.limit:g}x)")
+        rows.append(row)
+    return table(["CPU ratio: median [p25..p75] of rounds", "target", *labels], rows)
+
+
+def stall_table(size: Size, runs: dict[str, Runs], missed: list[str]) -> str:
+    rows: list[list[object]] = []
+    for name in SYMBOLD_CASES:
+        limit = STALL_STEADY_MS if name in (STEADY_CHANGED, STEADY_SAME) else STALL_FIRST_MS
+        r = runs[name]
+        stall = statistics.median(r.stalls_cpu)
+        ok = stall <= limit
+        rows.append(
+            [
+                name,
+                f"{stall:.1f}",
+                f"{max(r.stalls_cpu):.1f}",
+                f"{statistics.median(r.stalls):.1f}",
+                f"<= {limit:g}",
+                verdict(ok),
+            ]
+        )
+        if not ok:
+            missed.append(f"{size.label}: {name} stalls the loop {stall:.1f} ms (<= {limit:g})")
+    return table(
+        [
+            f"longest loop stall, {size.label}",
+            "CPU ms",
+            "worst run",
+            "wall ms",
+            "target (CPU)",
+            "verdict",
+        ],
+        rows,
+    )
+
+
+def memory_table(size: Size, mem: dict[str, dict[str, int]], missed: list[str]) -> str:
+    rows: list[list[object]] = []
+    x = float(size.bytes)
+    for name, m in mem.items():
+        peak, kept = (m["peak"] - m["idle"]) / x, (m["after"] - m["idle"]) / x
+        transient = (m["peak"] - m["before"]) / x
+        row: list[object] = [
+            name,
+            mib(m["idle"]),
+            f"+{peak:.2f}x",
+            f"+{transient:.2f}x",
+            f"{kept:+.2f}x",
+        ]
+        if name in SYMBOLD_CASES:
+            ok_peak, ok_kept = peak <= PEAK_PAYLOADS, kept <= RETAINED_PAYLOADS
+            row.append(f"peak {verdict(ok_peak)}, retained {verdict(ok_kept)}")
+            if not ok_peak:
+                missed.append(f"{size.label}: {name} peak RSS idle +{peak:.2f}x payload")
+            if not ok_kept:
+                missed.append(f"{size.label}: {name} retained RSS idle +{kept:.2f}x payload")
+        else:
+            row.append("(baseline)")
+        rows.append(row)
+    return table(
+        [
+            f"RSS, {size.label}, one child per case",
+            "idle",
+            "peak - idle",
+            "peak - before cycle",
+            "retained - idle",
+            f"<= +{PEAK_PAYLOADS:g}x / +{RETAINED_PAYLOADS:g}x",
+        ],
+        rows,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# main
 
 
 @dataclass
 class Options:
-    runs: int
+    rounds: int
+    modern_rounds: int
     warmup: int
-    big_runs: int
     modern: bool
+    rss: bool
     gzip: str
 
 
-def parse_args(argv: Sequence[str] | None) -> Options:
+def parse_args(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks refresh",
-        description="Refresh path: symbold vs the legacy seed design vs a floor (one run).",
+        description="Refresh cycles of a deployment against floors and seed-style, one run.",
     )
-    add_common_args(parser)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="timed rounds, 3.6 MB")
     parser.add_argument(
-        "--big-runs",
-        type=int,
-        default=DEFAULT_BIG_RUNS,
-        help=f"timed runs at modern size (default {DEFAULT_BIG_RUNS}, after 1 warm-up)",
+        "--modern-rounds", type=int, default=DEFAULT_MODERN_ROUNDS, help="timed rounds, 17 MB"
     )
-    parser.add_argument(
-        "--no-modern", action="store_true", help="skip the ~17 MB modern-size payload part"
-    )
-    parser.add_argument(
-        "--gzip",
-        choices=("auto", "never"),
-        default="auto",
-        help="auto: gzip when the client asks, as Binance does (default); never: identity",
-    )
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0 or args.big_runs < 1:
-        parser.error("--runs and --big-runs must be >= 1, --warmup >= 0")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed rounds first")
+    parser.add_argument("--no-modern", action="store_true", help="skip the 17 MB payload")
+    parser.add_argument("--no-rss", action="store_true", help="skip the memory children")
+    parser.add_argument("--gzip", choices=("auto", "never"), default="auto")
+    # Options meant for other benchmarks (python -m benchmarks passes them to all) are ignored.
+    args, _ = parser.parse_known_args(argv)
+    if args.rounds < 1 or args.modern_rounds < 1 or args.warmup < 1:
+        parser.error("--rounds and --modern-rounds must be >= 1, --warmup >= 1")
     return Options(
-        runs=args.runs,
-        warmup=args.warmup,
-        big_runs=args.big_runs,
-        modern=not args.no_modern,
-        gzip=args.gzip,
+        args.rounds,
+        args.modern_rounds,
+        args.warmup,
+        not args.no_modern,
+        not args.no_rss,
+        args.gzip,
     )
 
 
-def stats_rows(results: Mapping[str, Stats]) -> list[list[object]]:
-    return [
-        [name, st.cpu_ms, st.wall_ms, f"{st.cpu_min_ms:.1f}..{st.cpu_max_ms:.1f}"]
-        for name, st in results.items()
-    ]
-
-
-COLD = "symbold cold (content changes)"
-STEADY = "symbold steady (unchanged)"
-SEED = "seed-style (legacy design)"
-FLOOR = "floor (Raw rows, one MULTI)"
-STEPWISE = "symbold, step by step"
-RESTART = "symbold after restart (empty Redis)"
-
-
-async def run_recorded(env: Env, payload: Payload, opts: Options) -> None:
-    paths = (PATH_A, PATH_B)
-    steps = env.breakdown(DB_BREAKDOWN, paths, warmup=opts.warmup)
-    cases: dict[str, Case] = {
-        COLD: env.symbold(DB_COLD, paths, expect="accepted").run,
-        STEADY: env.symbold(DB_STEADY, (PATH_A, PATH_A), expect="unchanged").run,
-        SEED: env.seed(DB_SEED, paths).run,
-        FLOOR: env.floor(DB_FLOOR, paths, payload.symbols).run,
-        STEPWISE: steps.run,
-    }
-    restart = env.symbold_restart(DB_RESTART, PATH_A)
-    cases[RESTART] = restart.run
-    results = await measure(
-        cases, runs=opts.runs, warmup=opts.warmup, before={RESTART: restart.before}
-    )
-    shown = {name: st for name, st in results.items() if name != STEPWISE}
-    print(table(["case (median)", "CPU ms", "wall ms", "CPU min..max"], stats_rows(shown)))
-
-    cold, steady, seed, floor = results[COLD], results[STEADY], results[SEED], results[FLOOR]
-    vs_floor = cold.cpu_ms / floor.cpu_ms
-    vs_seed = seed.cpu_ms / cold.cpu_ms
-    print()
-    print("ratios of median CPU time [of the fastest runs; of median wall time]:")
-    print(
-        ratio_line("symbold/floor", cold, floor)
-        + f"  target <= {TARGET_VS_FLOOR}x: {verdict(vs_floor <= TARGET_VS_FLOOR)}"
-    )
-    print(
-        ratio_line("seed/symbold ", seed, cold)
-        + f"  target >= {TARGET_VS_SEED}x: {verdict(vs_seed >= TARGET_VS_SEED)}"
-    )
-    print(
-        f"  (for reference) symbold steady/floor = {steady.cpu_ms / floor.cpu_ms:.2f}x,"
-        f" seed/symbold steady = {seed.cpu_ms / steady.cpu_ms:.2f}x"
-    )
-    print()
-    print(
-        "breakdown of the symbold cold path (the same functions called one by one, interleaved"
-        " with the runs above):"
-    )
-    print(breakdown_table(steps.stats(), cold.cpu_ms, cold.wall_ms))
-
-
-async def run_modern(env: Env, payload: Payload, opts: Options) -> None:
-    paths = (PATH_MODERN_A, PATH_MODERN_B)
-    idle = await idle_stall()
-    warmup = 1
-    steps = env.breakdown(DB_BIG_BREAKDOWN, paths, warmup=warmup)
-    cases: dict[str, Case] = {
-        "symbold cold": env.symbold(DB_BIG_SYMBOLD, paths, expect="accepted").run,
-        "seed-style": env.seed(DB_BIG_SEED, paths).run,
-        "floor": env.floor(DB_BIG_FLOOR, paths, payload.symbols).run,
-        STEPWISE: steps.run,
-    }
-    results = await measure_with_ticker(cases, runs=opts.big_runs, warmup=warmup)
-    rows = [
-        [name, st.cpu_ms, st.wall_ms, st.stall_median_ms, st.stall_worst_ms]
-        for name, st in results.items()
-        if name != STEPWISE
-    ]
-    print(table(["case (median)", "CPU ms", "wall ms", "stall ms", "worst stall ms"], rows))
-    sym, flo, seed = results["symbold cold"], results["floor"], results["seed-style"]
-    print(
-        "  stall: how late a 1 ms ticker task in the same loop woke, at worst, during one run"
-        f" (median over runs, and worst run); on an idle loop: {idle:.2f} ms"
-    )
-    print(
-        f"  longest event-loop stall during a symbold refresh: {sym.stall_median_ms:.1f} ms"
-        f" (median run), {sym.stall_worst_ms:.1f} ms (worst run)"
-    )
-    print(
-        f"  symbold/floor = {sym.cpu_ms / flo.cpu_ms:.2f}x CPU,"
-        f" seed/symbold = {seed.cpu_ms / sym.cpu_ms:.2f}x CPU"
-        " (for scale; the targets are on the 2023-09 payload)"
-    )
-    print()
-    print("breakdown at modern size (interleaved likewise, ticker running):")
-    print(breakdown_table(steps.stats(), sym.cpu_ms, sym.wall_ms))
-
-
-async def bench(opts: Options, recorded: Payload, modern: Payload | None, redis_srv: Any) -> None:
-    paths = {PATH_A: recorded.a, PATH_B: recorded.b}
-    if modern is not None:
-        paths |= {PATH_MODERN_A: modern.a, PATH_MODERN_B: modern.b}
-    with PayloadServer(paths, gzip_mode=opts.gzip) as web:
-        env = Env(redis_server=redis_srv, web=web)
+async def bench(opts: Options, sizes: list[Size], redis_srv: Any, web: PayloadServer) -> None:
+    results: dict[str, dict[str, Runs]] = {}
+    missed: list[str] = []
+    memories: dict[str, dict[str, dict[str, int]]] = {}
+    for size in sizes:
+        rounds = opts.rounds if size is sizes[0] else opts.modern_rounds
+        env = Env(redis_srv, web.url)
         try:
+            cases = {name: env.case(name, DB[name], size.paths) for name in CASES}
             print(
-                f"payload: {FIXTURE}, {mib(recorded.size)}, {recorded.symbols} symbols"
-                f" ({recorded.trading} TRADING); {opts.runs} timed runs after {opts.warmup}"
-                " warm-up, cases interleaved"
+                f"{size.label}: {mib(size.bytes)} ({size.bytes:,} bytes), {size.symbols:,} symbols"
+                f" ({size.trading:,} TRADING); {rounds} rounds after {opts.warmup} warm-up"
             )
+            results[size.label] = runs = await measure(cases, rounds, opts.warmup)
+            print(case_table(size, runs))
             print()
-            await run_recorded(env, recorded, opts)
-            env.flush_all()
-            if modern is not None:
-                print()
-                print(
-                    f"modern size: make_payload --permission-groups {PERMISSION_GROUPS}:"
-                    f" {mib(modern.size)} ({modern.size:,} bytes), {modern.symbols} symbols;"
-                    f" {opts.big_runs} timed runs after 1 warm-up"
-                )
-                print()
-                await run_modern(env, modern, opts)
+            if opts.rss and size is sizes[-1]:
+                memories[size.label] = await memory(env, size)
         finally:
             await env.aclose()
-            env.flush_all()
-
-
-def redis_version(server: Any) -> str:
-    client = server.client()
-    try:
-        info = client.info("server")
-        return f"{info.get('redis_version', '?')}"
-    finally:
-        client.close()
+            client = redis_srv.client()
+            client.flushall()
+            client.close()
+    print(
+        "ratios of CPU time, per round (cases in one round ran back to back), median and"
+        " quartiles over the rounds:"
+    )
+    print(target_table(results, missed))
+    big = sizes[-1]
+    print()
+    print(
+        "stall: the longest stretch a 1 ms ticker task in the same event loop could not run,"
+        " median over runs: CPU ms this thread spent in it (what the code costs), and wall ms"
+        " (how late the ticker woke; includes time the OS gave other processes)"
+    )
+    print(stall_table(big, results[big.label], missed))
+    if memories:
+        print()
+        print(
+            "RSS in a fresh child process per case: idle after set-up (imports, clients, lease),"
+            " peak (VmHWM) during the measured cycle, RSS after it (collected); in payload"
+            f" sizes ({mib(big.bytes)}). Steady and incremental cases ran one cycle first, so"
+            " 'peak - before cycle' is the transient of the measured cycle alone."
+        )
+        print(memory_table(big, memories[big.label], missed))
+    print()
+    if missed:
+        print("targets missed:")
+        for m in missed:
+            print(f"  - {m}")
+    else:
+        print("targets: all met")
 
 
 @contextlib.contextmanager
@@ -824,28 +1184,31 @@ def temp_dir() -> Iterator[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    if not FIXTURES_DIR.is_dir():
-        return skipped(f"recorded payloads folder {FIXTURES_DIR} absent")
     if not (FIXTURES_DIR / FIXTURE).is_file():
         return skipped(f"recorded payload {FIXTURES_DIR / FIXTURE} absent")
-
+    modern = opts.modern and MAKE_PAYLOAD.is_file()
+    if opts.modern and not modern:
+        print(f"modern size skipped: {MAKE_PAYLOAD} absent")
     started = time.perf_counter()
     with temp_dir() as tmp:
-        recorded = prepare_recorded(tmp)
-        modern: Payload | None = None
-        if opts.modern and not MAKE_PAYLOAD.is_file():
-            print(f"modern size skipped: {MAKE_PAYLOAD} absent")
-        elif opts.modern:
-            modern = prepare_modern(tmp)
-        with private_redis() as redis_srv, daemon_logging_to_devnull():
+        sizes = prepare_sizes(tmp, modern)
+        served = {p: f for s in sizes for p, f in zip(s.paths, (s.a, s.b), strict=True)}
+        with (
+            private_redis() as redis_srv,
+            PayloadServer(served, gzip_mode=opts.gzip) as web,
+            daemon_logging_to_devnull(),
+        ):
+            probe = redis_srv.client()
+            version = probe.info("server").get("redis_version", "?")
+            probe.close()
             print(
-                f"refresh benchmark: Python {python_version()}, {loop_name()},"
-                f" redis-server {redis_version(redis_srv)} (private, 127.0.0.1:{redis_srv.port}),"
-                f" {os.cpu_count()} CPUs; fake Binance in a child process, gzip={opts.gzip}"
+                f"refresh benchmark: Python {python_version()}, {loop_name()}, redis-server"
+                f" {version} (private, loopback), {machine()}; fake Binance in a child process,"
+                f" gzip={opts.gzip}; lease on; gc on; CPU = this process"
             )
-            run_async(bench(opts, recorded, modern, redis_srv))
-    print()
-    print(f"done in {time.perf_counter() - started:.1f} s")
+            print()
+            run_async(bench(opts, sizes, redis_srv, web))
+    print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 
 

@@ -9,23 +9,27 @@ ever recorded, so a COIN-M-like payload is derived from the USD-M one (quote ``U
 Binance's futures format). Every payload also gets a variant that differs in one tickSize.
 
 Servers: a private redis-server on loopback and the fake Binance in a child process (gzip as
-Binance sends it), as in ``bench_refresh``; the client side runs on uvloop.
+Binance sends it), as in ``bench_refresh``; the client side runs on uvloop, with the lease on
+(every write fenced) as in production.
 
-1. Cycle time, spot 1x vs 10x: the first cycle (a fresh ``MarketRefresher`` over an empty
-   database, prepared off the clock) and a steady cycle whose content changed in one row (two
-   variants alternate, as bench_refresh's "cold (content changes)"). CPU time of this process
-   and wall time, medians; the 10x/1x ratio should be <= ~10 (no worse than linear).
+1. Cycle time, spot 1x vs 10x: the first cycle on an empty Redis (fresh refreshers over an
+   emptied database, lease taken, prepared off the clock) and a steady cycle whose content
+   changed in one row (two variants alternate, as bench_refresh's "symbold steady, one row
+   changed"). CPU time of this process and wall time, medians; the 10x/1x ratio should be
+   <= ~10 (no worse than linear). CPU ms per MB of payload is shown: the cost follows the
+   payload's bytes, not its symbol count (see bench_refresh's two sizes of the same symbols).
 2. All three markets at once: three refreshers sharing one aiohttp session and one Redis client
-   (as ``daemon/service.py`` builds them), one concurrent round (``gather``), at 1x and 10x.
+   (as the service builds them), one concurrent round (``gather``), at 1x and 10x.
 3. Peak RSS: the 10x three-market refresh in a fresh child process. Idle RSS after imports and
    setup, and after a first cycle (the steady state holds the row memo and the held snapshot);
    then the peak (VmHWM, reset before each cycle through ``/proc/self/clear_refs``) during later
-   cycles. Target: peak <= idle + 3x the payload size (the three payloads' bytes).
-4. Readers during a refresh: a child process runs ``SymbolReader.get_symbol`` (no near-cache)
-   in a tight loop against the 10x spot snapshot while this process alternates idle windows
-   with windows of back-to-back 10x three-market refresh cycles (content changing every cycle,
-   so the write path runs). Median and p99 per window kind, and Redis's SLOWLOG of the
-   commands that held the server for >= 1 ms meanwhile (what a lookup can queue behind).
+   cycles. Target: peak <= idle + 2x the payload size (the three payloads' bytes).
+4. Readers during back-to-back refreshes: a child process runs ``SymbolReader.get_symbol`` (no
+   near-cache) in a tight loop against the 10x spot snapshot while this process alternates idle
+   windows with windows of back-to-back 10x three-market refresh cycles (content changing every
+   cycle, so the write path runs). p50 and p99 per window kind (target: p99 while refreshing
+   <= 1.5x idle), and Redis's SLOWLOG of the commands that held the server for >= 1 ms
+   meanwhile (what a lookup can queue behind).
 
 Targets are reported, never enforced; the exit status is non-zero only on an error.
 
@@ -44,7 +48,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import random
-import re
 import resource
 import subprocess
 import sys
@@ -71,17 +74,21 @@ from benchmarks.common import (
     measure,
     mib,
     private_redis,
+    proc_status,
     python_version,
+    reset_peak,
     run_async,
     skipped,
+    symbold_client,
+    symbold_lead,
+    symbold_point_at,
+    symbold_refresher,
+    symbold_session,
     table,
+    variant_of,
 )
-from daemon.config.redis_target import parse_redis_url
-from daemon.config.settings import MarketName, MarketSettings, Settings
-from daemon.redis.clients import ConnectionConfig
-from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
-from daemon.snapshot import normalize
-from daemon.upstream.fetch import SourceConfig, make_session
+
+MarketName = str
 
 SPOT_FIXTURE = "spot-exchangeinfo-2023-09.json"
 USDM_FIXTURE = "usdm-futures-exchangeinfo-2025-12.json"
@@ -97,8 +104,8 @@ UPSTREAM_PATH = {
 # Targets (reported, never enforced).
 LINEAR = float(COPIES)  # 10x the symbols: cycle time at most 10x
 LINEAR_SLACK = 1.05  # run-to-run noise allowed on top of exactly linear
-RSS_PAYLOADS = 3.0  # peak RSS <= idle + 3x the payload bytes
-MEDIAN_SAME = 1.25  # reader median while refreshing <= 1.25x idle ("about equal")
+RSS_PAYLOADS = 2.0  # peak RSS <= idle + 2x the payload bytes
+P99_SAME = 1.5  # reader p99 while refreshing back to back <= 1.5x idle
 
 DEFAULT_RUNS = 11
 DEFAULT_WARMUP = 2
@@ -130,28 +137,12 @@ DB_READERS = 10
 # inputs
 
 
-def variant_of(payload: bytes) -> bytes:
-    """The same payload with the first tickSize changed (same length, so nothing else moves).
-
-    Copied from bench_refresh: only the first row changes, so a steady cycle decodes one row.
-    """
-    match = re.search(rb'"tickSize":"([0-9.]+)"', payload)
-    if match is None:
-        raise RuntimeError("payload has no tickSize to vary")
-    value = match.group(1)
-    at = next(i for i, c in enumerate(value) if c in b"123456789")  # first non-zero digit
-    digit = b"3" if value[at : at + 1] == b"2" else b"2"
-    changed = value[:at] + digit + value[at + 1 :]
-    return payload[: match.start(1)] + changed + payload[match.end(1) :]
-
-
 def coinm_row(row: dict[str, Any]) -> dict[str, Any]:
     """A COIN-M perpetual row (``/dapi/v1/exchangeInfo`` shape) made from a USD-M row.
 
     COIN-M contracts are quoted in USD, margined in the base coin and sized in contracts
     (``contractSize`` USD each), so LOT_SIZE is whole contracts and there is no MIN_NOTIONAL.
-    Binance names the status ``contractStatus`` there; ``status`` is kept as well (see
-    ``coinm_status_note``: symbold reads only ``status``).
+    Binance names the status ``contractStatus`` there; ``status`` is kept as well.
     """
     base = row["baseAsset"]
     filters: list[dict[str, Any]] = []
@@ -214,23 +205,6 @@ def derive_coinm(usdm: bytes) -> bytes:
         "symbols": rows,
     }
     return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def coinm_status_note(coinm: bytes) -> str | None:
-    """Checked live: does symbold keep a COIN-M row that has only ``contractStatus``?"""
-    data = json.loads(coinm)
-    row = dict(data["symbols"][0])
-    row.pop("status", None)
-    norm = normalize.normalize(
-        json.dumps({"symbols": [row]}).encode(), market="coinm", memo=normalize.RowMemo()
-    )
-    if norm.records:
-        return None
-    return (
-        "note: a COIN-M row carrying only `contractStatus` (as Binance's /dapi sends it) is"
-        " DROPPED by symbold's normalizer (it reads `status` only); the derived COIN-M payload"
-        " therefore also carries `status`"
-    )
 
 
 class _Status(msgspec.Struct):
@@ -304,7 +278,6 @@ def make_payloads(jobs: Sequence[tuple[Path, Path, int]]) -> None:
 @dataclass(frozen=True, slots=True)
 class Inputs:
     payloads: dict[tuple[MarketName, int], Payload]
-    coinm_note: str | None
 
     def get(self, market: MarketName, scale: int) -> Payload:
         return self.payloads[(market, scale)]
@@ -334,7 +307,7 @@ def prepare_inputs(tmp: Path) -> Inputs:
         ]
     )
     payloads = {key: describe(key[0], key[1], path, tmp) for key, path in files.items()}
-    return Inputs(payloads, coinm_status_note(coinm))
+    return Inputs(payloads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,47 +319,30 @@ class Env:
     """Builds what the service builds: one Redis client and one session per daemon."""
 
     web_url: str
-    settings: Settings = field(default_factory=Settings)
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
-    def market(self, name: MarketName, path: str) -> MarketSettings:
-        return msgspec.structs.replace(
-            self.settings.markets.get(name), enabled=True, base_urls=(self.web_url,), path=path
-        )
-
-    def source(self, name: MarketName, path: str) -> SourceConfig:
-        return source_config(self.market(name, path), self.settings.upstream)
-
     def client(self, url: str) -> redis.asyncio.Redis:
-        config = ConnectionConfig(
-            url=parse_redis_url(url, "benchmark"), settings=self.settings.redis
-        )
-        client = config.make_async(decode=False)
+        client: redis.asyncio.Redis = symbold_client(url)
         self.closers.append(client.aclose)
         return client
 
     def session(self) -> aiohttp.ClientSession:
-        session = make_session(self.source("spot", UPSTREAM_PATH["spot"]))
+        session: aiohttp.ClientSession = symbold_session(self.web_url, UPSTREAM_PATH["spot"])
         self.closers.append(session.close)
         return session
 
     def refresher(
-        self,
-        name: MarketName,
-        path: str,
-        client: redis.asyncio.Redis,
-        session: aiohttp.ClientSession,
-    ) -> MarketRefresher:
-        s = self.settings
-        return MarketRefresher.for_market(
-            s, name, client=client, session=session, market=self.market(name, path)
-        )
+        self, p: Payload, client: redis.asyncio.Redis, session: aiohttp.ClientSession
+    ) -> Any:
+        return symbold_refresher(client, session, self.web_url, p.path_a, market=p.market)
 
     def round(self, url: str, payloads: Sequence[Payload]) -> Round:
         client, session = self.client(url), self.session()
         return Round(
-            [self.refresher(p.market, p.path_a, client, session) for p in payloads],
-            [(self.source(p.market, p.path_a), self.source(p.market, p.path_b)) for p in payloads],
+            self.web_url,
+            client,
+            [self.refresher(p, client, session) for p in payloads],
+            list(payloads),
         )
 
     def cold(self, url: str, flush: Callable[[], object], payloads: Sequence[Payload]) -> ColdRound:
@@ -394,7 +350,8 @@ class Env:
         # start-up, off the clock); the refreshers and the data do not.
         client, session = self.client(url), self.session()
         return ColdRound(
-            make=lambda: [self.refresher(p.market, p.path_a, client, session) for p in payloads],
+            client,
+            make=lambda: [self.refresher(p, client, session) for p in payloads],
             flush=flush,
         )
 
@@ -405,7 +362,7 @@ class Env:
         self.closers.clear()
 
 
-def _check(results: Sequence[CycleResult], what: str) -> None:
+def _check(results: Sequence[Any], what: str) -> None:
     bad = [r for r in results if r.outcome != "accepted"]
     if bad:
         raise RuntimeError(f"{what}: expected accepted, got {bad}")
@@ -413,32 +370,43 @@ def _check(results: Sequence[CycleResult], what: str) -> None:
 
 @dataclass
 class Round:
-    """One concurrent round of refresh cycles (one per market); the variants alternate, so
-    every round after the first sees one changed row per market (the steady write path)."""
+    """One concurrent round of refresh cycles (one per market, lease on as in production);
+    the variants alternate, so every round after the first sees one changed row per market
+    (the steady write path)."""
 
-    refreshers: list[MarketRefresher]
-    sources: list[tuple[SourceConfig, SourceConfig]]
+    web_url: str
+    client: redis.asyncio.Redis
+    refreshers: list[Any]
+    payloads: list[Payload]
+    leading: bool = False
 
     async def run(self, i: int) -> None:
-        for refresher, pair in zip(self.refreshers, self.sources, strict=True):
-            refresher.source = pair[i % 2]
+        if not self.leading:
+            for refresher in self.refreshers:
+                await symbold_lead(refresher, self.client)
+            self.leading = True
+        for refresher, p in zip(self.refreshers, self.payloads, strict=True):
+            symbold_point_at(refresher, self.web_url, p.path_b if i % 2 else p.path_a)
         results = await asyncio.gather(*(r.refresh_once() for r in self.refreshers))
         _check(results, "refresh round")
 
 
 @dataclass
 class ColdRound:
-    """The first round after a restart: fresh refreshers over an emptied database, both
-    prepared by ``before()`` off the clock."""
+    """The first round on an empty Redis: fresh refreshers over an emptied database, lease
+    taken, all prepared by ``before()`` off the clock."""
 
-    make: Callable[[], list[MarketRefresher]]
+    client: redis.asyncio.Redis
+    make: Callable[[], list[Any]]
     flush: Callable[[], object]
-    refreshers: list[MarketRefresher] = field(default_factory=list)
+    refreshers: list[Any] = field(default_factory=list)
 
     async def before(self, i: int) -> None:
         self.refreshers = []
         self.flush()
         self.refreshers = self.make()
+        for refresher in self.refreshers:
+            await symbold_lead(refresher, self.client)
 
     async def run(self, i: int) -> None:
         results = await asyncio.gather(*(r.refresh_once() for r in self.refreshers))
@@ -465,6 +433,7 @@ class Missed:
 def scale_tables(
     title: str,
     symbols: dict[int, int],
+    sizes: dict[int, int],
     kinds: Sequence[tuple[str, dict[int, Stats]]],
     missed: Missed,
 ) -> None:
@@ -479,12 +448,12 @@ def scale_tables(
                     st.cpu_ms,
                     st.wall_ms,
                     f"{st.cpu_min_ms:.1f}..{st.cpu_max_ms:.1f}",
-                    f"{1000.0 * st.cpu_ms / symbols[scale]:.1f}",
+                    f"{st.cpu_ms / (sizes[scale] / 1e6):.2f}",
                 ]
             )
     print(
         table(
-            [f"{title} (median)", "symbols", "CPU ms", "wall ms", "CPU min..max", "CPU µs/symbol"],
+            [f"{title} (median)", "symbols", "CPU ms", "wall ms", "CPU min..max", "CPU ms/MB"],
             rows,
         )
     )
@@ -528,7 +497,7 @@ def scale_tables(
     )
 
 
-FIRST = "first cycle (fresh refresher, empty DB)"
+FIRST = "first cycle, empty Redis"
 STEADY = "steady cycle (one row changed)"
 
 
@@ -561,9 +530,11 @@ async def part_cycles(
         for flusher in flushers:
             flusher.close()
     symbols = {s: sum(inputs.get(m, s).rows for m in markets) for s in SCALES}
+    sizes = {s: sum(inputs.get(m, s).size for m in markets) for s in SCALES}
     scale_tables(
         title,
         symbols,
+        sizes,
         [
             (FIRST, {s: results[f"first {s}"] for s in SCALES}),
             (STEADY, {s: results[f"steady {s}"] for s in SCALES}),
@@ -576,32 +547,11 @@ async def part_cycles(
 # part 3: peak RSS in a fresh child process
 
 
-def _proc_status() -> dict[str, int]:
-    """VmRSS and VmHWM of this process, in bytes."""
-    out: dict[str, int] = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0]) * 1024
-    return out
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False when the kernel refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def _rss_child(
     conn: multiprocessing.connection.Connection,
     web_url: str,
     redis_url: str,
-    plan: list[tuple[MarketName, str, str]],
+    plan: list[Payload],
     later: int,
 ) -> None:
     """Child process: set up the three 10x refreshers, run cycles, report memory figures."""
@@ -616,33 +566,31 @@ def _rss_child(
 
 
 async def _rss_main(
-    web_url: str, redis_url: str, plan: list[tuple[MarketName, str, str]], later: int
+    web_url: str, redis_url: str, plan: list[Payload], later: int
 ) -> dict[str, Any]:
     env = Env(web_url)
     try:
-        client, session = env.client(redis_url), env.session()
-        refreshers, sources = [], []
-        for name, path_a, path_b in plan:
-            refreshers.append(env.refresher(name, path_a, client, session))
-            sources.append((env.source(name, path_a), env.source(name, path_b)))
-        await client.ping()  # the connection pool holds one live connection, as when idle
-        rnd = Round(refreshers, sources)
+        rnd = env.round(redis_url, plan)
+        await rnd.client.ping()  # the connection pool holds one live connection, as when idle
+        for refresher in rnd.refreshers:
+            await symbold_lead(refresher, rnd.client)
+        rnd.leading = True
         report: dict[str, Any] = {}
         gc.collect()
-        report["setup"] = _proc_status()
-        report["reset"] = _reset_peak()
+        report["setup"] = proc_status()
+        report["reset"] = reset_peak()
         await rnd.run(0)
-        report["first_peak"] = _proc_status()["VmHWM"]
+        report["first_peak"] = proc_status()["VmHWM"]
         gc.collect()
-        report["steady"] = _proc_status()
+        report["steady"] = proc_status()
         peaks: list[int] = []
         for i in range(1, later + 1):
-            _reset_peak()
+            reset_peak()
             await rnd.run(i)
-            peaks.append(_proc_status()["VmHWM"])
+            peaks.append(proc_status()["VmHWM"])
             gc.collect()
         report["later_peaks"] = peaks
-        report["after"] = _proc_status()
+        report["after"] = proc_status()
         report["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         return report
     finally:
@@ -654,7 +602,7 @@ def run_rss_child(
 ) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    plan = [(p.market, p.path_a, p.path_b) for p in payloads]
+    plan = list(payloads)
     proc = ctx.Process(
         target=_rss_child, args=(child, web_url, redis_url, plan, later), name="bench-rss"
     )
@@ -879,9 +827,8 @@ async def part_readers(
     payloads = inputs.at(COPIES)
     rnd = env.round(redis_srv.url_db(DB_READERS), payloads)
     await rnd.run(0)  # the 10x snapshots the readers read
-    spot = rnd.refreshers[0]
-    assert spot.held is not None
-    names = random.Random(2023).sample(sorted(spot.held.blobs.by_symbol), READER_NAMES)
+    stored: list[bytes] = await rnd.client.hkeys(rnd.refreshers[0].store.keys.by_symbol)  # type: ignore[assignment]
+    names = random.Random(2023).sample(sorted(n.decode() for n in stored), READER_NAMES)
 
     loop = asyncio.get_running_loop()
     ctx = multiprocessing.get_context("spawn")
@@ -980,21 +927,21 @@ async def part_readers(
         table(
             ["refreshing / idle", "ratio", "target", "verdict"],
             [
+                ["median lookup", f"{median_ratio:.2f}x", "reported", ""],
                 [
-                    "median lookup",
-                    f"{median_ratio:.2f}x",
-                    f"<= {MEDIAN_SAME:g}x (about equal)",
-                    "met" if median_ratio <= MEDIAN_SAME else "MISSED",
+                    "p99 lookup",
+                    f"{p99_ratio:.2f}x",
+                    f"<= {P99_SAME:g}x",
+                    "met" if p99_ratio <= P99_SAME else "MISSED",
                 ],
-                ["p99 lookup", f"{p99_ratio:.2f}x", "reported", ""],
                 ["p99.9 lookup", f"{busy.p999 / idle.p999:.2f}x", "reported", ""],
                 ["longest lookup", f"{busy.worst / idle.worst:.2f}x", "reported", ""],
             ],
         )
     )
     missed.check(
-        median_ratio <= MEDIAN_SAME,
-        f"reader median while refreshing {median_ratio:.2f}x idle (target <= {MEDIAN_SAME:g}x)",
+        p99_ratio <= P99_SAME,
+        f"reader p99 while refreshing {p99_ratio:.2f}x idle (target <= {P99_SAME:g}x)",
     )
     print()
     if slow:
@@ -1129,8 +1076,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "  coinm: derived from usdm (quote USD, PERPETUAL, marginAsset = base,"
                 " contractSize, contractStatus), one per base asset"
             )
-            if inputs.coinm_note:
-                print(f"  {inputs.coinm_note}")
             prime(web.url, every)
             run_async(run_parts(web.url, redis_srv, inputs, opts, missed))
             flush_all(redis_srv)

@@ -7,7 +7,11 @@
   the fake Binance HTTP server in a *child process*, so the benchmark process's CPU time
   (``time.process_time``) counts the client side only.
 - Timing: CPU time of this process and wall time per run; warm-up runs first, then the median
-  of N runs.
+  of N runs. The garbage collector stays on inside timed regions (as in a deployment); a full
+  collection runs before each run, off the clock.
+- Memory: VmRSS / VmHWM of a process, and a reset of VmHWM, for RSS measured in child processes.
+- The daemon: every import of ``daemon`` internals the benchmarks need is in the last section
+  of this module (``symbold_*`` helpers), so a refactor that moves modules is fixed here once.
 """
 
 from __future__ import annotations
@@ -330,3 +334,202 @@ def daemon_logging_to_devnull() -> Iterator[None]:
 
 def python_version() -> str:
     return sys.version.split()[0]
+
+
+def machine() -> str:
+    """CPU model and count, for the header of a report."""
+    model = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs ({model})"
+
+
+# ---------------------------------------------------------------------------------------------
+# payload inputs
+
+
+def variant_of(payload: bytes) -> bytes:
+    """The same payload with the first tickSize changed (same length, so nothing else moves):
+    a payload and its variant differ in exactly one row."""
+    import re
+
+    match = re.search(rb'"tickSize":"([0-9.]+)"', payload)
+    if match is None:
+        raise RuntimeError("payload has no tickSize to vary")
+    value = match.group(1)
+    at = next(i for i, c in enumerate(value) if c in b"123456789")  # first non-zero digit
+    digit = b"3" if value[at : at + 1] == b"2" else b"2"
+    changed = value[:at] + digit + value[at + 1 :]
+    return payload[: match.start(1)] + changed + payload[match.end(1) :]
+
+
+def make_payload(src: Path, dst: Path, *args: str) -> None:
+    """Run the shared ``make_payload.py`` (``--copies N``, ``--permission-groups G``)."""
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, str(MAKE_PAYLOAD), str(src), str(dst), *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# memory of a process (Linux)
+
+
+def proc_status() -> dict[str, int]:
+    """VmRSS and VmHWM of this process, in bytes."""
+    out: dict[str, int] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False when the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# event-loop stall probe
+
+
+class Ticker:
+    """A task that wakes every ``period`` seconds and records how late each wake-up was:
+    the longest lateness is the longest stretch the event loop could not run a task.
+
+    ``worst`` is that stretch in wall time; ``worst_cpu`` is the CPU time this thread spent
+    in the longest-running stretch (between two wake-ups), which is what the code itself
+    costs: on a shared machine the wall figure also holds the time the OS ran someone else.
+    """
+
+    def __init__(self, period: float = 0.001) -> None:
+        self.period = period
+        self.worst = 0.0
+        self.worst_cpu = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        period, perf, cpu = self.period, time.perf_counter, time.thread_time
+        while True:
+            started, used = perf(), cpu()
+            await asyncio.sleep(period)
+            late = perf() - started - period
+            used = cpu() - used
+            if late > self.worst:
+                self.worst = late
+            if used > self.worst_cpu:
+                self.worst_cpu = used
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="stall-ticker")
+        await asyncio.sleep(self.period * 3)  # let it settle into its rhythm
+        self.worst = self.worst_cpu = 0.0
+
+    async def stop(self) -> tuple[float, float]:
+        """Stop; the worst lateness and the worst CPU stretch, in ms (a wake-up in flight is
+        waited for)."""
+        await asyncio.sleep(self.period * 3)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        return self.worst * 1000.0, self.worst_cpu * 1000.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the daemon: every import of its internals lives below (fix them here when modules move)
+
+
+def symbold_settings() -> Any:
+    """The daemon's default settings (``daemon.config.settings.Settings``)."""
+    from daemon.config.settings import Settings
+
+    return Settings()
+
+
+def symbold_market(base_url: str, path: str, market: str = "spot") -> Any:
+    """A market's default settings, enabled, fetching ``base_url + path``."""
+    import msgspec
+
+    settings = symbold_settings()
+    return msgspec.structs.replace(
+        settings.markets.get(market), enabled=True, base_urls=(base_url,), path=path
+    )
+
+
+def symbold_client(redis_url: str) -> Any:
+    """The asyncio Redis client the service builds (bytes, blocking pool, retry)."""
+    from daemon.config.redis_target import parse_redis_url
+    from daemon.redis.clients import ConnectionConfig
+
+    config = ConnectionConfig(
+        url=parse_redis_url(redis_url, "benchmark"), settings=symbold_settings().redis
+    )
+    return config.make_async(decode=False)
+
+
+def symbold_session(base_url: str, path: str) -> Any:
+    """The aiohttp session the service builds (call inside the running loop)."""
+    from daemon.refresh.cycle import source_config
+    from daemon.upstream.fetch import make_session
+
+    return make_session(source_config(symbold_market(base_url, path), symbold_settings().upstream))
+
+
+def symbold_refresher(
+    client: Any, session: Any, base_url: str, path: str, *, market: str = "spot"
+) -> Any:
+    """A new ``MarketRefresher`` (empty memory: nothing held, no row memo), default keys."""
+    from daemon.refresh.cycle import MarketRefresher
+
+    return MarketRefresher.for_market(
+        symbold_settings(),
+        market,  # type: ignore[arg-type]
+        client=client,
+        session=session,
+        market=symbold_market(base_url, path, market),
+    )
+
+
+def symbold_point_at(refresher: Any, base_url: str, path: str) -> None:
+    """Make ``refresher`` fetch ``base_url + path`` from its next cycle on."""
+    from daemon.refresh.cycle import source_config
+
+    refresher.source = source_config(
+        symbold_market(base_url, path, refresher.name), symbold_settings().upstream
+    )
+
+
+async def symbold_lead(refresher: Any, client: Any, ttl: float = 3600.0) -> Any:
+    """Take the market's lease and fence the refresher's writes with it, as the service does
+    at start-up when leases are on (the default). A long ttl, so it never lapses mid-run; no
+    renewal task runs (its cost is a tiny script every ttl/3, not part of a cycle)."""
+    from daemon.snapshot.lease import Lease
+
+    lease = Lease(client, refresher.store.keys.leader, ttl=ttl)
+    if not await lease.try_acquire():
+        raise RuntimeError(f"lease {lease.key} is held by {await lease.holder()}")
+    refresher.store.fence = lease.fence
+    return lease
+
+
+def symbold_keys(market: str = "spot") -> Any:
+    """The default key names of a market (``MarketKeys``: symbols, last_good, by_symbol,
+    meta, refreshed_at, metrics, changes, events, leader, ban_until...)."""
+    from daemon.contract.keys import keys_for
+
+    return keys_for(symbold_settings(), market)  # type: ignore[arg-type]
