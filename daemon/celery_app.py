@@ -1,4 +1,4 @@
-"""The documented Celery entry point: ``celery -A daemon.celery_interop.app worker``.
+"""The documented Celery entry point: ``celery -A daemon.celery_app worker``.
 
 The app lives in :mod:`daemon.celery_interop.app`; this name is kept so existing commands and
 deploy scripts keep working.

@@ -1,4 +1,4 @@
-"""A standalone Celery app for ``celery -A daemon.celery_interop.app worker`` (needs ``symbold[celery]``).
+"""A standalone Celery app for ``celery -A daemon.celery_app worker`` (needs ``symbold[celery]``).
 
 The broker is ``[celery] broker_url``, else the Redis URL resolved the usual way, so
 ``CELERY_BROKER_URL`` keeps working.

@@ -2,8 +2,8 @@
 
 ``symbold.refresh_symbols`` runs one refresh cycle through the very code the daemon uses
 (:func:`daemon.refresh.oneshot.refresh_markets`); it is a ``shared_task``, so it binds to whichever
-Celery app the worker runs: add ``"daemon.celery_interop.tasks"`` to the legacy app's ``include``, or
-run ``celery -A daemon.celery_interop.app worker`` for a standalone worker.
+Celery app the worker runs: add ``"daemon.celery_tasks"`` to the legacy app's ``include``, or
+run ``celery -A daemon.celery_app worker`` for a standalone worker.
 
 Settings come from the same layers as the daemon's (``/etc/symbold/config.toml``, ``SYMBOLD_*``,
 ``REDIS_URL``, ``CELERY_BROKER_URL``), read once per worker process.

@@ -15,7 +15,7 @@ from celery import Celery
 from celery.signals import task_postrun
 
 app = Celery(
-    "symbold-tests", broker=os.environ["SYMBOLD_TEST_BROKER"], include=["daemon.celery_interop.tasks"]
+    "symbold-tests", broker=os.environ["SYMBOLD_TEST_BROKER"], include=["daemon.celery_tasks"]
 )
 app.conf.task_default_queue = os.environ.get("SYMBOLD_TEST_QUEUE", "celery")
 app.conf.worker_hijack_root_logger = False

@@ -1,0 +1,35 @@
+"""``symbold run``: the daemon in the foreground (what systemd runs)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from daemon.config.loader import Config
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the daemon in the foreground",
+        description="Refresh every enabled market on its own timer until SIGTERM/SIGINT. "
+        "SIGHUP re-reads the configuration and refreshes now. Under systemd (Type=notify) it "
+        "reports readiness, status and watchdog pings.",
+    )
+    p.set_defaults(handler=handle)
+
+
+def handle(config: Config, args: argparse.Namespace) -> int:
+    from daemon.logs import get_logger
+    from daemon.refresh.oneshot import run_async
+    from daemon.service.lifecycle import Service
+
+    get_logger().info(
+        "config.loaded",
+        config_file=str(config.config_path) if config.config_path else None,
+        **{f"redis_{k}": v for k, v in config.url.describe().items()},
+    )
+    # A reload repeats the same layers: the file again, the environment and flags as they were.
+    return run_async(Service.from_config(config, reload=config.reload).run())

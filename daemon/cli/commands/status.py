@@ -1,0 +1,83 @@
+"""``symbold status``: what Redis holds for each market, and whether it is fresh."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from daemon import exitcodes
+from daemon.cli.parsing import add_market_option, chosen_markets
+
+if TYPE_CHECKING:
+    from daemon.config.loader import Config
+    from daemon.config.settings import MarketName
+    from daemon.ops.status import MarketStatus
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="what Redis holds, per market",
+        description="Per market: age of the snapshot, symbol counts, version, counters, last "
+        "error, ban deadline, the leading daemon and its next refresh. Read-only.",
+    )
+    add_market_option(p, "market (repeatable; default: enabled)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 when every market is fresh (younger than health.max_age), 1 when stale",
+    )
+    p.set_defaults(handler=handle)
+
+
+async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]:
+    from daemon.contract.keys import keys_for
+    from daemon.ops.status import read_status
+
+    client = config.connection.make_async(decode=False)
+    try:
+        return [await read_status(client, keys_for(config.settings, m)) for m in markets]
+    finally:
+        await client.aclose()
+
+
+def handle(config: Config, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from daemon.ops.health import judge_freshness
+    from daemon.ops.status import format_status
+    from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
+    from daemon.refresh.oneshot import run_async
+
+    label = {
+        ProblemKind.CONFIGURATION: "auth",
+        ProblemKind.UNAVAILABLE: "unreachable",
+        ProblemKind.DATA: "data error",
+    }
+    try:
+        statuses = run_async(_read(config, chosen_markets(config, args.market)))
+    except RECOVERABLE as exc:
+        problem = classify(exc)
+        print(f"symbold: redis {label[problem.kind]}: {problem.message}", file=sys.stderr)
+        return exitcodes.for_problem(problem.kind)
+    now = time.time()
+    max_age = config.settings.health.max_age
+    verdicts = [judge_freshness(st.market, st.refreshed_at, max_age, now) for st in statuses]
+    if args.json:
+        body = {
+            st.market: st.to_builtins() | {"fresh": v.fresh}
+            for st, v in zip(statuses, verdicts, strict=True)
+        }
+        print(msgspec.json.encode(body).decode())
+    else:
+        print(format_status(statuses, now))
+    if args.check:
+        stale = [v.reason for v in verdicts if not v.fresh]
+        if stale:
+            print("stale: " + "; ".join(stale), file=sys.stderr)
+            return exitcodes.FAILURE
+    return exitcodes.OK
