@@ -11,8 +11,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from daemon.config.redis_url import format_address
 from daemon.redaction import scrub_text
-from daemon.redis.clients import AsyncSentinelRedis, ConnectionConfig
+from daemon.redis.clients import ConnectionConfig
 from daemon.redis.errors import RECOVERABLE, Problem, ProblemKind, classify
+from daemon.redis.patches import AsyncSentinelRedis
 
 
 @dataclass(frozen=True, slots=True)

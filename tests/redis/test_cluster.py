@@ -31,13 +31,8 @@ from daemon.config.redis_target import Deployment, parse_redis_url
 from daemon.config.settings import ConfigError, KeyOverrides, RedisSettings, Settings
 from daemon.contract.keys import market_keys
 from daemon.readers import AsyncSymbolReader, NearCacheOptions, SymbolReader
-from daemon.redis.clients import (
-    AsyncRedisCluster,
-    ClusterUnavailableError,
-    ConnectionConfig,
-    SyncRedisCluster,
-    check_one_slot,
-)
+from daemon.redis.clients import ConnectionConfig, check_one_slot
+from daemon.redis.patches import AsyncRedisCluster, ClusterUnavailableError, SyncRedisCluster
 from daemon.refresh.cycle import MarketRefresher
 from tests.support.builders import make_rows, make_settings, open_refresher, payload, replace_row
 from tests.support.cluster import LocalCluster, cluster_support_problem, wait_until

@@ -30,8 +30,9 @@ from daemon.config.redis_target import Deployment, parse_redis_url
 from daemon.config.settings import ConfigError, RedisSettings
 from daemon.contract.keys import market_keys
 from daemon.readers import AsyncSymbolReader, NearCacheOptions, SymbolReader
-from daemon.redis import clients as connections
-from daemon.redis.clients import AsyncSentinelRedis, ConnectionConfig, SentinelRedis
+from daemon.redis import patches
+from daemon.redis.clients import ConnectionConfig
+from daemon.redis.patches import AsyncSentinelRedis, SentinelRedis
 from tests.support.builders import make_rows, make_settings, open_refresher, payload, replace_row
 from tests.support.cluster import MASTER_NAME, LocalSentinel, wait_until
 from tests.support.daemon_proc import run_cli
@@ -246,7 +247,7 @@ async def test_the_primary_is_rechecked_at_most_once_a_second(
             await client.ping()
         # once for the first connection, once for the first recheck (connection counts vary)
         assert 1 <= len(asked) <= 2
-        pool._checked_at -= connections.PRIMARY_RECHECK_INTERVAL  # type: ignore[attr-defined]
+        pool._checked_at -= patches.PRIMARY_RECHECK_INTERVAL  # type: ignore[attr-defined]
         before = len(asked)
         await client.ping()
         assert len(asked) == before + 1
@@ -324,7 +325,7 @@ async def test_refresh_and_readers_follow_a_switchover_and_a_kill(
     # The pools re-ask the sentinels at most once a second, so a write within that second of
     # a switch-over may still reach the old primary. Asking every time makes the test exact
     # (test_the_primary_is_rechecked_at_most_once_a_second covers the throttle).
-    monkeypatch.setattr(connections, "PRIMARY_RECHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(patches, "PRIMARY_RECHECK_INTERVAL", 0.0)
     rows = make_rows(40)
     async with FakeBinance() as fake:
         fake.set_payload(SPOT, payload(rows))
