@@ -15,6 +15,7 @@ import msgspec
 
 from daemon.rules.decimals import EXACT, ONE, ZERO
 from daemon.rules.errors import RulesError
+from daemon.rules.fast import build_plan
 from daemon.rules.model import (
     Grid,
     NotionalRule,
@@ -205,7 +206,7 @@ def compile_rules(
     size = None
     if contract_size is not None:
         size = _Fields(symbol, "*", {"contractSize": contract_size}).dec("contractSize")
-    return SymbolRules(
+    rules = SymbolRules(
         symbol=symbol,
         market=market,  # type: ignore[arg-type]  # checked against _MARKETS above
         status=status,
@@ -225,6 +226,7 @@ def compile_rules(
         max_num_iceberg_filter="MAX_NUM_ICEBERG_ORDERS" in seen,
         max_position_filter="MAX_POSITION" in seen,
     )
+    return msgspec.structs.replace(rules, plan=build_plan(rules))
 
 
 class _Fields:

@@ -1,0 +1,167 @@
+"""The fast path of :func:`daemon.rules.check_order`: build a :class:`CheckPlan` once per
+symbol, then answer "every rule passes" for the common orders with a few comparisons.
+
+The plan is derived from a :class:`SymbolRules` and decides exactly what the general check
+decides for the orders it covers (a property test compares the two on every recorded
+symbol). It never builds a violation: :func:`passes` returns ``None`` as soon as anything
+fails or falls outside what it covers, and the caller then runs the general check.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Final
+
+from daemon.rules.decimals import EXACT, ZERO
+from daemon.rules.model import CheckPlan, Grid, GridBounds, OrderCheck, SymbolRules, TypePlan
+
+__all__ = ["SLOTS", "build_plan", "passes"]
+
+_remainder: Final = EXACT.remainder
+_subtract: Final = EXACT.subtract
+_multiply: Final = EXACT.multiply
+
+SLOTS: Final = {"LIMIT": 0, "LIMIT_MAKER": 1, "MARKET": 2}
+"""Where each order type the fast path covers sits in ``CheckPlan.types``. On both spot and
+futures these three mean a plain limit order or a plain market order."""
+
+
+def build_plan(rules: SymbolRules) -> CheckPlan:
+    """The :class:`CheckPlan` of ``rules`` (which is not read from ``rules.plan``)."""
+    # Imported here: check imports this module for the fast path.
+    from daemon.rules.check import percent_bounds
+
+    types: list[TypePlan | None] = [None, None, None]
+    if rules.status == "TRADING":
+        for order_type, slot in SLOTS.items():
+            if order_type in rules.order_types:
+                if order_type == "LIMIT_MAKER" and rules.market != "spot":
+                    continue  # not a futures type: the general check decides what it is
+                types[slot] = _type_plan(rules, market=order_type == "MARKET")
+    percent: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    for side in ("BUY", "SELL"):
+        ups = [
+            mult
+            for _f, which, _b, _r, mult in percent_bounds(rules, side, Decimal(1))
+            if which == "max"
+        ]
+        downs = [
+            mult
+            for _f, which, _b, _r, mult in percent_bounds(rules, side, Decimal(1))
+            if which == "min"
+        ]
+        percent[side] = (min(ups) if ups else None, max(downs) if downs else None)
+    return CheckPlan(
+        price=None if rules.price is None else _bounds(rules.price),
+        percent_buy=percent["BUY"],
+        percent_sell=percent["SELL"],
+        types=(types[0], types[1], types[2]),
+    )
+
+
+def _bounds(grid: Grid) -> GridBounds:
+    anchor = None if grid.fast or not grid.step else grid.anchor
+    return (grid.minimum or None, grid.maximum or None, grid.step or None, anchor)
+
+
+def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
+    grids = [g for g in (rules.lot, rules.market_lot if market else None) if g is not None]
+    lows = [
+        r.minimum for r in rules.notionals if r.minimum and (not market or r.apply_min_to_market)
+    ]
+    highs = [
+        r.maximum for r in rules.notionals if r.maximum and (not market or r.apply_max_to_market)
+    ]
+    # The ``unchecked`` tuples, in the order the general check builds them.
+    results = []
+    for side in ("BUY", "SELL"):
+        for has_ref in (False, True):
+            unchecked = rules.unchecked
+            if side == "BUY" and rules.max_position_filter:
+                unchecked = (*unchecked, "MAX_POSITION")
+            if market and not has_ref:  # no notional to compare with at market
+                unchecked = (*unchecked, *_market_notional_names(rules))
+            if not market and not has_ref:  # a limit price but no reference: percent unknown
+                if rules.percent_price is not None:
+                    unchecked = (*unchecked, "PERCENT_PRICE")
+                if rules.percent_price_by_side is not None:
+                    unchecked = (*unchecked, "PERCENT_PRICE_BY_SIDE")
+            results.append(OrderCheck(True, (), unchecked))
+    return TypePlan(
+        market=market,
+        quantity=tuple(_bounds(g) for g in grids),
+        notional_min=max(lows) if lows else None,
+        notional_max=min(highs) if highs else None,
+        buy=results[0],
+        buy_ref=results[1],
+        sell=results[2],
+        sell_ref=results[3],
+    )
+
+
+def _market_notional_names(rules: SymbolRules) -> tuple[str, ...]:
+    return tuple(
+        r.filter_type
+        for r in rules.notionals
+        if (r.minimum and r.apply_min_to_market) or (r.maximum and r.apply_max_to_market)
+    )
+
+
+def passes(
+    plan: CheckPlan,
+    entry: TypePlan,
+    side: str,
+    qty: Decimal,
+    px: Decimal | None,
+    ref: Decimal | None,
+) -> OrderCheck | None:
+    """The passing :class:`OrderCheck` when the order breaks no rule, else ``None``.
+
+    ``side`` must be BUY or SELL; ``px`` is given exactly when the type is not MARKET.
+    Decimal signals (a value too large to divide exactly) propagate: the caller then runs
+    the general check, which reports them.
+    """
+    # The grid tests are written out (no helper call): this is the hot path of the library.
+    if qty <= ZERO:
+        return None
+    for low, high, step, anchor in entry.quantity:
+        if (low is not None and qty < low) or (high is not None and qty > high):
+            return None
+        if step is not None:
+            if anchor is None:
+                if _remainder(qty, step):
+                    return None
+            elif _remainder(_subtract(qty, anchor), step):
+                return None
+    if ref is not None and ref <= ZERO:
+        return None
+    if px is None:
+        notional = None if ref is None else _multiply(ref, qty)
+    else:
+        if px <= ZERO:
+            return None
+        bounds = plan.price
+        if bounds is not None:
+            low, high, step, anchor = bounds
+            if (low is not None and px < low) or (high is not None and px > high):
+                return None
+            if step is not None:
+                if anchor is None:
+                    if _remainder(px, step):
+                        return None
+                elif _remainder(_subtract(px, anchor), step):
+                    return None
+        notional = _multiply(px, qty)
+        if ref is not None:
+            up, down = plan.percent_buy if side == "BUY" else plan.percent_sell
+            if up is not None and px > _multiply(ref, up):
+                return None
+            if down is not None and px < _multiply(ref, down):
+                return None
+    if notional is not None:
+        low, high = entry.notional_min, entry.notional_max
+        if (low is not None and notional < low) or (high is not None and notional > high):
+            return None
+    if side == "BUY":
+        return entry.buy if ref is None else entry.buy_ref
+    return entry.sell if ref is None else entry.sell_ref
