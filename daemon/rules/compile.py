@@ -7,6 +7,7 @@ it is the only place that knows the record's attribute names.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Protocol, cast
@@ -210,7 +211,7 @@ def compile_rules(
         symbol=symbol,
         market=market,  # type: ignore[arg-type]  # checked against _MARKETS above
         status=status,
-        order_types=frozenset(order_types),
+        order_types=_types(tuple(order_types)),
         contract_size=size,
         price=price,
         lot=lot,
@@ -227,6 +228,12 @@ def compile_rules(
         max_position_filter="MAX_POSITION" in seen,
     )
     return msgspec.structs.replace(rules, plan=build_plan(rules))
+
+
+@functools.lru_cache(maxsize=256)
+def _types(order_types: tuple[str, ...]) -> frozenset[str]:
+    """One shared frozenset per distinct orderTypes list (there are a handful)."""
+    return frozenset(order_types)
 
 
 class _Fields:
@@ -247,7 +254,12 @@ class _Fields:
                 return default
             raise self.fail(field, None, "missing")
         kind = type(value)
-        if kind is str or kind is int or kind is Decimal:
+        if kind is str:
+            parsed = _parse(value)
+            if parsed is None:
+                raise self.fail(field, value, "not a finite, non-negative decimal number")
+            return parsed
+        if kind is int or kind is Decimal:
             try:
                 result = Decimal(value)
             except InvalidOperation:
@@ -279,7 +291,33 @@ class _Fields:
         return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Decimal | None:
+    """``Decimal(text)`` when that is finite and not negative, else ``None``. Many symbols
+    share the same strings (``"0.00001000"``), so this is cached; a Decimal is immutable."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() and value >= 0 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _string_grid(ftype: str, minimum: str, maximum: str, step: str) -> Grid | None:
+    """The grid of three valid decimal strings (``None`` when one is not: the caller then
+    reports it). Cached: many symbols share their PRICE_FILTER and LOT_SIZE strings."""
+    low, high, tick = _parse(minimum), _parse(maximum), _parse(step)
+    if low is None or high is None or tick is None or (high and low > high):
+        return None
+    return make_grid(ftype, low, high, tick, low)
+
+
 def _grid(f: _Fields, min_key: str, max_key: str, step_key: str) -> Grid:
+    texts = f.item.get(min_key), f.item.get(max_key), f.item.get(step_key)
+    if type(texts[0]) is str and type(texts[1]) is str and type(texts[2]) is str:
+        grid = _string_grid(f.ftype, *texts)
+        if grid is not None:
+            return grid
     minimum, maximum, step = f.dec(min_key), f.dec(max_key), f.dec(step_key)
     if maximum and minimum > maximum:
         raise f.fail(min_key, str(minimum), f"above {max_key} {maximum}")

@@ -9,6 +9,7 @@ fails or falls outside what it covers, and the caller then runs the general chec
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from typing import Final
 
@@ -28,9 +29,6 @@ futures these three mean a plain limit order or a plain market order."""
 
 def build_plan(rules: SymbolRules) -> CheckPlan:
     """The :class:`CheckPlan` of ``rules`` (which is not read from ``rules.plan``)."""
-    # Imported here: check imports this module for the fast path.
-    from daemon.rules.check import percent_bounds
-
     types: list[TypePlan | None] = [None, None, None]
     if rules.status == "TRADING":
         for order_type, slot in SLOTS.items():
@@ -38,19 +36,30 @@ def build_plan(rules: SymbolRules) -> CheckPlan:
                 if order_type == "LIMIT_MAKER" and rules.market != "spot":
                     continue  # not a futures type: the general check decides what it is
                 types[slot] = _type_plan(rules, market=order_type == "MARKET")
-    percent: dict[str, tuple[Decimal | None, Decimal | None]] = {}
-    for side in ("BUY", "SELL"):
-        ups = [
-            mult
-            for _f, which, _b, _r, mult in percent_bounds(rules, side, Decimal(1))
-            if which == "max"
-        ]
-        downs = [
-            mult
-            for _f, which, _b, _r, mult in percent_bounds(rules, side, Decimal(1))
-            if which == "min"
-        ]
-        percent[side] = (min(ups) if ups else None, max(downs) if downs else None)
+    # The tightest multipliers per side, by the rules of percent_bounds (check.py).
+    ups: dict[str, list[Decimal]] = {"BUY": [], "SELL": []}
+    downs: dict[str, list[Decimal]] = {"BUY": [], "SELL": []}
+    pp = rules.percent_price
+    if pp is not None:
+        if pp.up:
+            ups["BUY"].append(pp.up)
+            if not pp.by_side_futures:
+                ups["SELL"].append(pp.up)
+        if pp.down:
+            downs["SELL"].append(pp.down)
+            if not pp.by_side_futures:
+                downs["BUY"].append(pp.down)
+    bs = rules.percent_price_by_side
+    if bs is not None:
+        for side, up, down in (("BUY", bs.bid_up, bs.bid_down), ("SELL", bs.ask_up, bs.ask_down)):
+            if up:
+                ups[side].append(up)
+            if down:
+                downs[side].append(down)
+    percent = {
+        side: (min(ups[side]) if ups[side] else None, max(downs[side]) if downs[side] else None)
+        for side in ("BUY", "SELL")
+    }
     return CheckPlan(
         price=None if rules.price is None else _bounds(rules.price),
         percent_buy=percent["BUY"],
@@ -86,7 +95,7 @@ def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
                     unchecked = (*unchecked, "PERCENT_PRICE")
                 if rules.percent_price_by_side is not None:
                     unchecked = (*unchecked, "PERCENT_PRICE_BY_SIDE")
-            results.append(OrderCheck(True, (), unchecked))
+            results.append(_passed(unchecked))
     return TypePlan(
         market=market,
         quantity=tuple(_bounds(g) for g in grids),
@@ -97,6 +106,12 @@ def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
         sell=results[2],
         sell_ref=results[3],
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _passed(unchecked: tuple[str, ...]) -> OrderCheck:
+    """One shared passing result per ``unchecked`` tuple (immutable, so sharing is safe)."""
+    return OrderCheck(True, (), unchecked)
 
 
 def _market_notional_names(rules: SymbolRules) -> tuple[str, ...]:
