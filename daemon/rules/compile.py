@@ -80,8 +80,11 @@ class RecordLike(Protocol):
     def filters(self) -> msgspec.Raw: ...
 
 
-# Decimal fields may arrive as JSON floats in a hand-made record: keep their exact text.
-_FILTERS_DECODER: Final = msgspec.json.Decoder(float_hook=Decimal)
+# The filter array is split into each filter's JSON text (cheap), and each distinct text is
+# decoded and compiled once (see _cached_piece). Decimal fields may arrive as JSON floats in a
+# hand-made record: float_hook keeps their exact text.
+_RAW_DECODER: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_FILTER_DECODER: Final = msgspec.json.Decoder(float_hook=Decimal)
 
 
 def rules_for(record: RecordLike) -> SymbolRules:
@@ -92,22 +95,26 @@ def rules_for(record: RecordLike) -> SymbolRules:
     ``daemon.contract.record`` and its raw array becomes ``filters_raw``, only the attribute
     read below changes.
     """
+    symbol, market = record.symbol, record.market
+    if market not in _MARKETS:
+        raise RulesError(symbol, "*", "market", market, "expected spot, usdm or coinm")
+    futures = market != "spot"
     raw = record.filters
     try:
-        filters = _FILTERS_DECODER.decode(raw)
+        texts = _RAW_DECODER.decode(raw)
     except msgspec.DecodeError as exc:
-        raise RulesError(record.symbol, "*", "filters", bytes(raw)[:80], str(exc)) from None
-    if not isinstance(filters, list):
-        raise RulesError(record.symbol, "*", "filters", filters, "not a JSON array")
+        raise RulesError(symbol, "*", "filters", bytes(raw)[:80], str(exc)) from None
+    pieces = []
+    for text in texts:
+        data = bytes(text)
+        try:
+            pieces.append(_cached_piece(futures, data))
+        except RulesError:  # compile it again, uncached, for an error that names the symbol
+            pieces.append(_piece(symbol, futures, _FILTER_DECODER.decode(data)))
+        except msgspec.DecodeError as exc:  # only a malformed element can get here
+            raise RulesError(symbol, "*", "filters", data[:80], str(exc)) from None
     contract_size = getattr(record, "contract_size", None)
-    return compile_rules(
-        record.symbol,
-        record.market,
-        record.status,
-        record.order_types,
-        filters,
-        contract_size=contract_size,
-    )
+    return _assemble(symbol, market, record.status, record.order_types, pieces, contract_size)
 
 
 def compile_rules(
@@ -132,6 +139,91 @@ def compile_rules(
     if market not in _MARKETS:
         raise RulesError(symbol, "*", "market", market, "expected spot, usdm or coinm")
     futures = market != "spot"
+    pieces = [_piece(symbol, futures, item) for item in filters]
+    return _assemble(symbol, market, status, order_types, pieces, contract_size)
+
+
+Piece = tuple[str, Any]
+"""One compiled filter: its ``filterType`` and its value (a :class:`Grid`, a
+:class:`NotionalRule`...; ``None`` for account and unknown filters). Immutable, so one piece
+can serve every symbol whose filter object has the same JSON text."""
+
+
+def _piece(symbol: str, futures: bool, item: Any) -> Piece:
+    """Compile one filter object (``symbol`` only names it in errors)."""
+    if type(item) is not dict and not isinstance(item, Mapping):  # ABC check is slow
+        raise RulesError(symbol, "?", "filterType", item, "a filter must be a JSON object")
+    ftype = item.get("filterType")
+    if not isinstance(ftype, str) or not ftype:
+        raise RulesError(symbol, "?", "filterType", ftype, "missing or not a string")
+    f = _Fields(symbol, ftype, item)
+    if ftype == "PRICE_FILTER":
+        return ftype, _grid(f, "minPrice", "maxPrice", "tickSize")
+    if ftype == "LOT_SIZE" or ftype == "MARKET_LOT_SIZE":
+        return ftype, _grid(f, "minQty", "maxQty", "stepSize")
+    if ftype == "PERCENT_PRICE":
+        return ftype, PercentPrice(
+            up=f.dec("multiplierUp"),
+            down=f.dec("multiplierDown"),
+            avg_price_mins=f.int_("avgPriceMins", optional=True),
+            multiplier_decimal=f.int_("multiplierDecimal", optional=True),
+            by_side_futures=futures,
+        )
+    if ftype == "PERCENT_PRICE_BY_SIDE":
+        return ftype, PercentPriceBySide(
+            bid_up=f.dec("bidMultiplierUp"),
+            bid_down=f.dec("bidMultiplierDown"),
+            ask_up=f.dec("askMultiplierUp"),
+            ask_down=f.dec("askMultiplierDown"),
+            avg_price_mins=f.int_("avgPriceMins", optional=True),
+        )
+    if ftype == "MIN_NOTIONAL":
+        if futures:
+            key = "notional" if "notional" in item else "minNotional"
+            return ftype, NotionalRule(ftype, f.dec(key), ZERO, True, False, key, "")
+        key = "minNotional" if "minNotional" in item else "notional"
+        apply = f.bool_("applyToMarket", default=True)
+        return ftype, NotionalRule(ftype, f.dec(key), ZERO, apply, False, key, "")
+    if ftype == "NOTIONAL":
+        rule = NotionalRule(
+            filter_type=ftype,
+            minimum=f.dec("minNotional"),
+            maximum=f.dec("maxNotional", default=ZERO),
+            apply_min_to_market=f.bool_("applyMinToMarket", default=True),
+            apply_max_to_market=f.bool_("applyMaxToMarket", default=False),
+            min_field="minNotional",
+            max_field="maxNotional",
+        )
+        if rule.maximum and rule.minimum > rule.maximum:
+            raise RulesError(symbol, ftype, "minNotional", rule.minimum, "above maxNotional")
+        return ftype, rule
+    if ftype == "ICEBERG_PARTS":
+        return ftype, f.int_("limit")
+    if ftype == "TRAILING_DELTA":
+        return ftype, TrailingDelta(
+            min_above=f.int_("minTrailingAboveDelta"),
+            max_above=f.int_("maxTrailingAboveDelta"),
+            min_below=f.int_("minTrailingBelowDelta"),
+            max_below=f.int_("maxTrailingBelowDelta"),
+        )
+    return ftype, None
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_piece(futures: bool, text: bytes) -> Piece:
+    """:func:`_piece` of one filter's JSON text, cached: most filter objects of a payload are
+    shared by many symbols. Errors are not cached (the caller recompiles to name the symbol)."""
+    return _piece("", futures, _FILTER_DECODER.decode(text))
+
+
+def _assemble(
+    symbol: str,
+    market: str,
+    status: str,
+    order_types: Iterable[str],
+    pieces: Iterable[Piece],
+    contract_size: Decimal | str | int | None,
+) -> SymbolRules:
     seen: set[str] = set()
     price = lot = market_lot = None
     percent = None
@@ -140,68 +232,26 @@ def compile_rules(
     iceberg = None
     trailing = None
     unchecked: list[str] = []
-    for item in filters:
-        if type(item) is not dict and not isinstance(item, Mapping):  # ABC check is slow
-            raise RulesError(symbol, "?", "filterType", item, "a filter must be a JSON object")
-        ftype = item.get("filterType")
-        if not isinstance(ftype, str) or not ftype:
-            raise RulesError(symbol, "?", "filterType", ftype, "missing or not a string")
+    for ftype, value in pieces:
         if ftype in seen:
             raise RulesError(symbol, ftype, "filterType", ftype, "filter listed twice")
         seen.add(ftype)
-        f = _Fields(symbol, ftype, item)
         if ftype == "PRICE_FILTER":
-            price = _grid(f, "minPrice", "maxPrice", "tickSize")
+            price = value
         elif ftype == "LOT_SIZE":
-            lot = _grid(f, "minQty", "maxQty", "stepSize")
+            lot = value
         elif ftype == "MARKET_LOT_SIZE":
-            market_lot = _grid(f, "minQty", "maxQty", "stepSize")
+            market_lot = value
         elif ftype == "PERCENT_PRICE":
-            percent = PercentPrice(
-                up=f.dec("multiplierUp"),
-                down=f.dec("multiplierDown"),
-                avg_price_mins=f.int_("avgPriceMins", optional=True),
-                multiplier_decimal=f.int_("multiplierDecimal", optional=True),
-                by_side_futures=futures,
-            )
+            percent = value
         elif ftype == "PERCENT_PRICE_BY_SIDE":
-            by_side = PercentPriceBySide(
-                bid_up=f.dec("bidMultiplierUp"),
-                bid_down=f.dec("bidMultiplierDown"),
-                ask_up=f.dec("askMultiplierUp"),
-                ask_down=f.dec("askMultiplierDown"),
-                avg_price_mins=f.int_("avgPriceMins", optional=True),
-            )
-        elif ftype == "MIN_NOTIONAL":
-            if futures:
-                key = "notional" if "notional" in item else "minNotional"
-                notionals.append(NotionalRule(ftype, f.dec(key), ZERO, True, False, key, ""))
-            else:
-                key = "minNotional" if "minNotional" in item else "notional"
-                apply = f.bool_("applyToMarket", default=True)
-                notionals.append(NotionalRule(ftype, f.dec(key), ZERO, apply, False, key, ""))
-        elif ftype == "NOTIONAL":
-            rule = NotionalRule(
-                filter_type=ftype,
-                minimum=f.dec("minNotional"),
-                maximum=f.dec("maxNotional", default=ZERO),
-                apply_min_to_market=f.bool_("applyMinToMarket", default=True),
-                apply_max_to_market=f.bool_("applyMaxToMarket", default=False),
-                min_field="minNotional",
-                max_field="maxNotional",
-            )
-            if rule.maximum and rule.minimum > rule.maximum:
-                raise RulesError(symbol, ftype, "minNotional", rule.minimum, "above maxNotional")
-            notionals.append(rule)
+            by_side = value
+        elif ftype == "MIN_NOTIONAL" or ftype == "NOTIONAL":
+            notionals.append(value)
         elif ftype == "ICEBERG_PARTS":
-            iceberg = f.int_("limit")
+            iceberg = value
         elif ftype == "TRAILING_DELTA":
-            trailing = TrailingDelta(
-                min_above=f.int_("minTrailingAboveDelta"),
-                max_above=f.int_("maxTrailingAboveDelta"),
-                min_below=f.int_("minTrailingBelowDelta"),
-                max_below=f.int_("maxTrailingBelowDelta"),
-            )
+            trailing = value
         elif ftype in _ALWAYS_UNCHECKED or ftype not in KNOWN_FILTERS:
             unchecked.append(ftype)
     size = None
@@ -209,7 +259,7 @@ def compile_rules(
         size = _Fields(symbol, "*", {"contractSize": contract_size}).dec("contractSize")
     rules = SymbolRules(
         symbol=symbol,
-        market=market,  # type: ignore[arg-type]  # checked against _MARKETS above
+        market=market,  # type: ignore[arg-type]  # checked against _MARKETS by the callers
         status=status,
         order_types=_types(tuple(order_types)),
         contract_size=size,
@@ -369,4 +419,13 @@ def _merge_lots(lot: Grid | None, market_lot: Grid | None) -> Grid | None:
         stepped = market_lot
     else:
         stepped = market_lot if market_lot.step > lot.step else lot
-    return make_grid("MARKET_LOT_SIZE", minimum, maximum, stepped.step, stepped.anchor)
+    # quantum and fast depend on step and anchor only: the stepped grid's are right as they are.
+    return Grid(
+        "MARKET_LOT_SIZE",
+        minimum,
+        maximum,
+        stepped.step,
+        stepped.anchor,
+        stepped.quantum,
+        stepped.fast,
+    )
