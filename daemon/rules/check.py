@@ -24,10 +24,10 @@ market rules to them. Filters that need state we do not have are named in ``unch
 
 from __future__ import annotations
 
-from decimal import Decimal, DecimalException
+from decimal import Decimal, DecimalException, InvalidOperation
 from typing import Final
 
-from daemon.rules.decimals import EXACT, on_grid, to_decimal
+from daemon.rules.decimals import EXACT, ZERO, on_grid, to_decimal
 from daemon.rules.errors import OrderValueError
 from daemon.rules.fast import SLOTS, passes
 from daemon.rules.model import Grid, OrderCheck, SymbolRules, Violation
@@ -120,11 +120,11 @@ def check_order(
         entry = None if slot is None else plan.types[slot]
         if entry is not None and (price is None) is entry.market:
             # The same conversions, in the same order, as below: the same errors.
-            quantity = quantity if type(quantity) is Decimal else to_decimal(quantity, "quantity")
-            if price is not None and type(price) is not Decimal:
-                price = to_decimal(price, "price")
-            if reference_price is not None and type(reference_price) is not Decimal:
-                reference_price = to_decimal(reference_price, "reference_price")
+            quantity = _read(quantity, "quantity")
+            if price is not None:
+                price = _read(price, "price")
+            if reference_price is not None:
+                reference_price = _read(reference_price, "reference_price")
             try:
                 passed = passes(plan, entry, side, quantity, price, reference_price)
             except DecimalException:
@@ -172,14 +172,14 @@ def check_order(
         if px is None:
             if kind & PRICED:
                 out.append(_missing("price"))
-        elif px <= 0:
+        elif px <= ZERO:
             out.append(_invalid("price", px, "Invalid price."))
             px = None
         elif rules.price is not None:
             _grid(rules.price, px, "price", out)
         if stop_price is not None:
             stop = to_decimal(stop_price, "stop_price")
-            if stop <= 0:
+            if stop <= ZERO:
                 out.append(_invalid("stopPrice", stop, "Invalid stopPrice."))
             elif rules.price is not None:
                 _grid(rules.price, stop, "stopPrice", out)
@@ -188,13 +188,13 @@ def check_order(
         quote = None
         if quote_quantity is not None:
             quote = to_decimal(quote_quantity, "quote_quantity")
-            if quote <= 0:
+            if quote <= ZERO:
                 out.append(_invalid("quoteOrderQty", quote, "Invalid quoteOrderQty."))
                 quote = None
         if qty is None:
             if quote is None or not is_market:
                 out.append(_missing("quantity"))
-        elif qty <= 0:
+        elif qty <= ZERO:
             out.append(_invalid("quantity", qty, "Invalid quantity."))
             qty = None
         else:
@@ -206,7 +206,7 @@ def check_order(
             if rules.max_num_iceberg_filter:
                 unchecked = (*unchecked, "MAX_NUM_ICEBERG_ORDERS")
             ice = to_decimal(iceberg_quantity, "iceberg_quantity")
-            if ice <= 0:
+            if ice <= ZERO:
                 out.append(_invalid("icebergQty", ice, "Invalid icebergQty."))
             else:
                 if rules.lot is not None:
@@ -241,6 +241,21 @@ def check_order(
             "order", None, f"a value is too large or too precise ({exc!r})"
         ) from exc
     return OrderCheck(not out, tuple(out), unchecked)
+
+
+def _read(value: object, field: str) -> Decimal:
+    """:func:`to_decimal`, with its two common cases (``str``, ``Decimal``) done here."""
+    kind = type(value)
+    if kind is str:
+        try:
+            result = Decimal(value)  # type: ignore[arg-type]
+        except InvalidOperation:
+            return to_decimal(value, field)  # raises
+    elif kind is Decimal:
+        result = value  # type: ignore[assignment]
+    else:
+        return to_decimal(value, field)
+    return result if result.is_finite() else to_decimal(value, field)
 
 
 def _plain(value: Decimal) -> str:
@@ -306,19 +321,26 @@ def _grid(grid: Grid, value: Decimal, field: str, out: list[Violation]) -> None:
                 f"{field} {_plain(value)} > {rule} {_plain(maximum)}",
             )
         )
-    if grid.step and not on_grid(grid, value):
-        rule = "tickSize" if price else "stepSize"
-        out.append(
-            _fail(
-                ftype,
-                field,
-                value,
-                rule,
-                grid.step,
-                f"{field} {_plain(value)} is not {_plain(grid.anchor)} plus a multiple of "
-                f"{rule} {_plain(grid.step)}",
-            )
+    step = grid.step
+    if not step:
+        return
+    if grid.fast:  # on_grid inlined: the anchor is on the grid through zero
+        if not EXACT.remainder(value, step):
+            return
+    elif on_grid(grid, value):
+        return
+    rule = "tickSize" if price else "stepSize"
+    out.append(
+        Violation(
+            ftype,
+            field,
+            value,
+            rule,
+            step,
+            f"Filter failure: {ftype} ({field} {_plain(value)} is not {_plain(grid.anchor)} "
+            f"plus a multiple of {rule} {_plain(step)})",
         )
+    )
 
 
 def _notional(

@@ -30,12 +30,16 @@ futures these three mean a plain limit order or a plain market order."""
 def build_plan(rules: SymbolRules) -> CheckPlan:
     """The :class:`CheckPlan` of ``rules`` (which is not read from ``rules.plan``)."""
     types: list[TypePlan | None] = [None, None, None]
+    allowed = rules.order_types
     if rules.status == "TRADING":
-        for order_type, slot in SLOTS.items():
-            if order_type in rules.order_types:
-                if order_type == "LIMIT_MAKER" and rules.market != "spot":
-                    continue  # not a futures type: the general check decides what it is
-                types[slot] = _type_plan(rules, market=order_type == "MARKET")
+        if "LIMIT" in allowed or "LIMIT_MAKER" in allowed:
+            limit = _type_plan(rules, market=False)  # the two differ only on the book
+            if "LIMIT" in allowed:
+                types[SLOTS["LIMIT"]] = limit
+            if "LIMIT_MAKER" in allowed and rules.market == "spot":  # not a futures type
+                types[SLOTS["LIMIT_MAKER"]] = limit
+        if "MARKET" in allowed:
+            types[SLOTS["MARKET"]] = _type_plan(rules, market=True)
     # The tightest multipliers per side, by the rules of percent_bounds (check.py).
     ups: dict[str, list[Decimal]] = {"BUY": [], "SELL": []}
     downs: dict[str, list[Decimal]] = {"BUY": [], "SELL": []}
@@ -82,20 +86,17 @@ def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
         r.maximum for r in rules.notionals if r.maximum and (not market or r.apply_max_to_market)
     ]
     # The ``unchecked`` tuples, in the order the general check builds them.
-    results = []
-    for side in ("BUY", "SELL"):
-        for has_ref in (False, True):
-            unchecked = rules.unchecked
-            if side == "BUY" and rules.max_position_filter:
-                unchecked = (*unchecked, "MAX_POSITION")
-            if market and not has_ref:  # no notional to compare with at market
-                unchecked = (*unchecked, *_market_notional_names(rules))
-            if not market and not has_ref:  # a limit price but no reference: percent unknown
-                if rules.percent_price is not None:
-                    unchecked = (*unchecked, "PERCENT_PRICE")
-                if rules.percent_price_by_side is not None:
-                    unchecked = (*unchecked, "PERCENT_PRICE_BY_SIDE")
-            results.append(_passed(unchecked))
+    sell = rules.unchecked
+    buy = (*sell, "MAX_POSITION") if rules.max_position_filter else sell
+    if market:  # without a reference price, no notional to compare with at market
+        unknown = _market_notional_names(rules)
+    else:  # a limit price but no reference price: percent price unknown
+        unknown = ()
+        if rules.percent_price is not None:
+            unknown = ("PERCENT_PRICE",)
+        if rules.percent_price_by_side is not None:
+            unknown = (*unknown, "PERCENT_PRICE_BY_SIDE")
+    results = (_passed((*buy, *unknown)), _passed(buy), _passed((*sell, *unknown)), _passed(sell))
     return TypePlan(
         market=market,
         quantity=tuple(_bounds(g) for g in grids),

@@ -31,6 +31,7 @@ _MODES: Final = {"floor": ROUND_FLOOR, "ceil": ROUND_CEILING, "nearest": ROUND_H
 # The side-aware default: never a worse limit than the caller asked for.
 _SIDE_MODES: Final = {"BUY": ROUND_FLOOR, "SELL": ROUND_CEILING}
 _NEAREST: Final = ROUND_HALF_UP
+_NAN: Final = Decimal("NaN")  # "not read yet": the input goes through to_decimal
 
 
 def round_price(
@@ -53,9 +54,16 @@ def round_price(
     (0) returns the price unchanged. Raises :class:`OrderValueError` for a negative price or
     a value that is not a number.
     """
-    # to_decimal's common cases inlined (this is a hot path); anything else goes through it.
-    value = price if type(price) is Decimal else _text(price) if type(price) is str else None
-    if value is None:
+    # to_decimal's two common cases inlined (a hot path); anything else goes through it.
+    kind = type(price)
+    if kind is str:
+        try:
+            value = Decimal(price)
+        except InvalidOperation:
+            value = _NAN
+    else:
+        value = price if kind is Decimal else _NAN  # type: ignore[assignment]
+    if not value.is_finite():  # converts other types; raises for what is not a number
         value = to_decimal(price, "price")
     if value < ZERO:
         raise OrderValueError("price", price, "must not be negative")
@@ -85,14 +93,15 @@ def round_quantity(rules: SymbolRules, quantity: Number, *, market: bool = False
     :func:`min_quantity` and :func:`fix_order` deal with them. Raises
     :class:`OrderValueError` for a negative quantity or a value that is not a number.
     """
-    value = (
-        quantity
-        if type(quantity) is Decimal
-        else _text(quantity)
-        if type(quantity) is str
-        else None
-    )
-    if value is None:
+    kind = type(quantity)
+    if kind is str:
+        try:
+            value = Decimal(quantity)
+        except InvalidOperation:
+            value = _NAN
+    else:
+        value = quantity if kind is Decimal else _NAN  # type: ignore[assignment]
+    if not value.is_finite():
         value = to_decimal(quantity, "quantity")
     if value < ZERO:
         raise OrderValueError("quantity", quantity, "must not be negative")
@@ -105,15 +114,6 @@ def round_quantity(rules: SymbolRules, quantity: Number, *, market: bool = False
         except DecimalException as exc:
             raise OrderValueError("quantity", quantity, "too large or too precise") from exc
     return _snap(grid, value, ROUND_FLOOR, "quantity", quantity)
-
-
-def _text(text: str) -> Decimal | None:
-    """``Decimal(text)`` when finite; ``None`` (let :func:`to_decimal` raise) otherwise."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
 
 
 def _snap(grid: Grid, value: Decimal, rounding: str, field: str, raw: object) -> Decimal:

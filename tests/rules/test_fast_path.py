@@ -138,10 +138,18 @@ def test_plan_follows_status_and_order_types() -> None:
 def test_fast_path_raises_what_the_general_check_raises() -> None:
     price = {"filterType": "PRICE_FILTER", "minPrice": "0", "maxPrice": "0", "tickSize": "0.1"}
     rules = compile_rules("X", "spot", "TRADING", ("LIMIT",), [price])
-    for bad in ({"side": "HOLD"}, {"quantity": "abc"}, {"price": "NaN"}):
+    bare = compile_rules("Y", "spot", "TRADING", ("LIMIT",), [])  # no grid to trip on
+    for bad in (
+        {"side": "HOLD"},
+        {"quantity": "abc"},
+        {"price": "NaN"},
+        {"quantity": Decimal("Infinity")},
+        {"price": Decimal("NaN")},
+        {"quantity": "-Infinity"},
+    ):
         order = {"side": "BUY", "quantity": "1", "price": "1", **bad}
         errors = []
-        for variant in (rules, general(rules)):
+        for variant in (rules, general(rules), bare, general(bare)):
             with pytest.raises(ValueError) as caught:  # noqa: PT011  # the same error, whatever it is
                 check_order(
                     variant,
@@ -152,6 +160,7 @@ def test_fast_path_raises_what_the_general_check_raises() -> None:
                 )
             errors.append((type(caught.value), str(caught.value)))
         assert errors[0] == errors[1]
+        assert errors[2] == errors[3]
 
 
 def test_grids_anchored_off_zero() -> None:
