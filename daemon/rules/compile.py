@@ -3,6 +3,11 @@
 The core, :func:`compile_rules`, takes plain values and decoded filter objects, so it does not
 depend on how a record is stored. :func:`rules_for` is the one adapter from a stored record;
 it is the only place that knows the record's attribute names.
+
+Compiling is cheap enough to do for a whole payload (about 2,300 spot symbols) at once, or
+lazily per symbol on first use: :func:`rules_for` splits the filter array into each filter's
+JSON text and compiles each distinct text once (most are shared by many symbols), and decimal
+strings are parsed once. Those caches are bounded and hold immutable values only.
 """
 
 from __future__ import annotations
