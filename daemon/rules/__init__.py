@@ -1,7 +1,9 @@
 """Binance order rules: a symbol's exchangeInfo filters compiled into exact values, and the
 checks and rounding a trading bot needs before it sends an order.
 
-A pure library: no I/O, no logging, no output, no global state; every value is immutable.
+A pure library: no I/O, no logging, no output; every value is immutable. Its only module
+state is a few bounded memo caches (``functools.lru_cache``) of parsed filter strings and
+compiled filter objects: pure functions of their argument, so they change no result.
 Numbers are ``Decimal`` (exact); inputs may be ``Decimal``, ``str``, ``int`` or ``float``
 (a float is read by its shortest repr, ``Decimal(repr(x))``).
 
@@ -21,6 +23,7 @@ from daemon.rules.decimals import Number
 from daemon.rules.errors import NoValidOrder, OrderValueError, RulesError
 from daemon.rules.fix import fix_order
 from daemon.rules.model import (
+    CheckPlan,
     FixedOrder,
     Grid,
     NotionalRule,
@@ -29,12 +32,14 @@ from daemon.rules.model import (
     PercentPriceBySide,
     SymbolRules,
     TrailingDelta,
+    TypePlan,
     Violation,
 )
 from daemon.rules.rounding import RoundingMode, min_quantity, round_price, round_quantity
 
 __all__ = [
     "KNOWN_FILTERS",
+    "CheckPlan",
     "FixedOrder",
     "Grid",
     "NoValidOrder",
@@ -49,6 +54,7 @@ __all__ = [
     "RulesError",
     "SymbolRules",
     "TrailingDelta",
+    "TypePlan",
     "Violation",
     "check_order",
     "compile_rules",

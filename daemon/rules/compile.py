@@ -3,10 +3,16 @@
 The core, :func:`compile_rules`, takes plain values and decoded filter objects, so it does not
 depend on how a record is stored. :func:`rules_for` is the one adapter from a stored record;
 it is the only place that knows the record's attribute names.
+
+Compiling is cheap enough to do for a whole payload (about 2,300 spot symbols) at once, or
+lazily per symbol on first use: :func:`rules_for` splits the filter array into each filter's
+JSON text and compiles each distinct text once (most are shared by many symbols), and decimal
+strings are parsed once. Those caches are bounded and hold immutable values only.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Protocol, cast
@@ -15,6 +21,7 @@ import msgspec
 
 from daemon.rules.decimals import EXACT, ONE, ZERO
 from daemon.rules.errors import RulesError
+from daemon.rules.fast import build_plan
 from daemon.rules.model import (
     Grid,
     NotionalRule,
@@ -78,8 +85,11 @@ class RecordLike(Protocol):
     def filters_raw(self) -> msgspec.Raw: ...
 
 
-# Decimal fields may arrive as JSON floats in a hand-made record: keep their exact text.
-_FILTERS_DECODER: Final = msgspec.json.Decoder(float_hook=Decimal)
+# The filter array is split into each filter's JSON text (cheap), and each distinct text is
+# decoded and compiled once (see _cached_piece). Decimal fields may arrive as JSON floats in a
+# hand-made record: float_hook keeps their exact text.
+_RAW_DECODER: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_FILTER_DECODER: Final = msgspec.json.Decoder(float_hook=Decimal)
 
 
 def rules_for(record: RecordLike) -> SymbolRules:
@@ -90,22 +100,26 @@ def rules_for(record: RecordLike) -> SymbolRules:
     array rather than the record's typed view, so that a value the typed view could not use
     is reported here with its symbol, filter and field instead of being skipped.
     """
+    symbol, market = record.symbol, record.market
+    if market not in _MARKETS:
+        raise RulesError(symbol, "*", "market", market, "expected spot, usdm or coinm")
+    futures = market != "spot"
     raw = record.filters_raw
     try:
-        filters = _FILTERS_DECODER.decode(raw)
+        texts = _RAW_DECODER.decode(raw)
     except msgspec.DecodeError as exc:
-        raise RulesError(record.symbol, "*", "filters", bytes(raw)[:80], str(exc)) from None
-    if not isinstance(filters, list):
-        raise RulesError(record.symbol, "*", "filters", filters, "not a JSON array")
+        raise RulesError(symbol, "*", "filters", bytes(raw)[:80], str(exc)) from None
+    pieces = []
+    for text in texts:
+        data = bytes(text)
+        try:
+            pieces.append(_cached_piece(futures, data))
+        except RulesError:  # compile it again, uncached, for an error that names the symbol
+            pieces.append(_piece(symbol, futures, _FILTER_DECODER.decode(data)))
+        except msgspec.DecodeError as exc:  # only a malformed element can get here
+            raise RulesError(symbol, "*", "filters", data[:80], str(exc)) from None
     contract_size = getattr(record, "contract_size", None)
-    return compile_rules(
-        record.symbol,
-        record.market,
-        record.status,
-        record.order_types,
-        filters,
-        contract_size=contract_size,
-    )
+    return _assemble(symbol, market, record.status, record.order_types, pieces, contract_size)
 
 
 def compile_rules(
@@ -130,6 +144,91 @@ def compile_rules(
     if market not in _MARKETS:
         raise RulesError(symbol, "*", "market", market, "expected spot, usdm or coinm")
     futures = market != "spot"
+    pieces = [_piece(symbol, futures, item) for item in filters]
+    return _assemble(symbol, market, status, order_types, pieces, contract_size)
+
+
+Piece = tuple[str, Any]
+"""One compiled filter: its ``filterType`` and its value (a :class:`Grid`, a
+:class:`NotionalRule`...; ``None`` for account and unknown filters). Immutable, so one piece
+can serve every symbol whose filter object has the same JSON text."""
+
+
+def _piece(symbol: str, futures: bool, item: Any) -> Piece:
+    """Compile one filter object (``symbol`` only names it in errors)."""
+    if type(item) is not dict and not isinstance(item, Mapping):  # ABC check is slow
+        raise RulesError(symbol, "?", "filterType", item, "a filter must be a JSON object")
+    ftype = item.get("filterType")
+    if not isinstance(ftype, str) or not ftype:
+        raise RulesError(symbol, "?", "filterType", ftype, "missing or not a string")
+    f = _Fields(symbol, ftype, item)
+    if ftype == "PRICE_FILTER":
+        return ftype, _grid(f, "minPrice", "maxPrice", "tickSize")
+    if ftype == "LOT_SIZE" or ftype == "MARKET_LOT_SIZE":
+        return ftype, _grid(f, "minQty", "maxQty", "stepSize")
+    if ftype == "PERCENT_PRICE":
+        return ftype, PercentPrice(
+            up=f.dec("multiplierUp"),
+            down=f.dec("multiplierDown"),
+            avg_price_mins=f.int_("avgPriceMins", optional=True),
+            multiplier_decimal=f.int_("multiplierDecimal", optional=True),
+            by_side_futures=futures,
+        )
+    if ftype == "PERCENT_PRICE_BY_SIDE":
+        return ftype, PercentPriceBySide(
+            bid_up=f.dec("bidMultiplierUp"),
+            bid_down=f.dec("bidMultiplierDown"),
+            ask_up=f.dec("askMultiplierUp"),
+            ask_down=f.dec("askMultiplierDown"),
+            avg_price_mins=f.int_("avgPriceMins", optional=True),
+        )
+    if ftype == "MIN_NOTIONAL":
+        if futures:
+            key = "notional" if "notional" in item else "minNotional"
+            return ftype, NotionalRule(ftype, f.dec(key), ZERO, True, False, key, "")
+        key = "minNotional" if "minNotional" in item else "notional"
+        apply = f.bool_("applyToMarket", default=True)
+        return ftype, NotionalRule(ftype, f.dec(key), ZERO, apply, False, key, "")
+    if ftype == "NOTIONAL":
+        rule = NotionalRule(
+            filter_type=ftype,
+            minimum=f.dec("minNotional"),
+            maximum=f.dec("maxNotional", default=ZERO),
+            apply_min_to_market=f.bool_("applyMinToMarket", default=True),
+            apply_max_to_market=f.bool_("applyMaxToMarket", default=False),
+            min_field="minNotional",
+            max_field="maxNotional",
+        )
+        if rule.maximum and rule.minimum > rule.maximum:
+            raise RulesError(symbol, ftype, "minNotional", rule.minimum, "above maxNotional")
+        return ftype, rule
+    if ftype == "ICEBERG_PARTS":
+        return ftype, f.int_("limit")
+    if ftype == "TRAILING_DELTA":
+        return ftype, TrailingDelta(
+            min_above=f.int_("minTrailingAboveDelta"),
+            max_above=f.int_("maxTrailingAboveDelta"),
+            min_below=f.int_("minTrailingBelowDelta"),
+            max_below=f.int_("maxTrailingBelowDelta"),
+        )
+    return ftype, None
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_piece(futures: bool, text: bytes) -> Piece:
+    """:func:`_piece` of one filter's JSON text, cached: most filter objects of a payload are
+    shared by many symbols. Errors are not cached (the caller recompiles to name the symbol)."""
+    return _piece("", futures, _FILTER_DECODER.decode(text))
+
+
+def _assemble(
+    symbol: str,
+    market: str,
+    status: str,
+    order_types: Iterable[str],
+    pieces: Iterable[Piece],
+    contract_size: Decimal | str | int | None,
+) -> SymbolRules:
     seen: set[str] = set()
     price = lot = market_lot = None
     percent = None
@@ -138,78 +237,36 @@ def compile_rules(
     iceberg = None
     trailing = None
     unchecked: list[str] = []
-    for item in filters:
-        if type(item) is not dict and not isinstance(item, Mapping):  # ABC check is slow
-            raise RulesError(symbol, "?", "filterType", item, "a filter must be a JSON object")
-        ftype = item.get("filterType")
-        if not isinstance(ftype, str) or not ftype:
-            raise RulesError(symbol, "?", "filterType", ftype, "missing or not a string")
+    for ftype, value in pieces:
         if ftype in seen:
             raise RulesError(symbol, ftype, "filterType", ftype, "filter listed twice")
         seen.add(ftype)
-        f = _Fields(symbol, ftype, item)
         if ftype == "PRICE_FILTER":
-            price = _grid(f, "minPrice", "maxPrice", "tickSize")
+            price = value
         elif ftype == "LOT_SIZE":
-            lot = _grid(f, "minQty", "maxQty", "stepSize")
+            lot = value
         elif ftype == "MARKET_LOT_SIZE":
-            market_lot = _grid(f, "minQty", "maxQty", "stepSize")
+            market_lot = value
         elif ftype == "PERCENT_PRICE":
-            percent = PercentPrice(
-                up=f.dec("multiplierUp"),
-                down=f.dec("multiplierDown"),
-                avg_price_mins=f.int_("avgPriceMins", optional=True),
-                multiplier_decimal=f.int_("multiplierDecimal", optional=True),
-                by_side_futures=futures,
-            )
+            percent = value
         elif ftype == "PERCENT_PRICE_BY_SIDE":
-            by_side = PercentPriceBySide(
-                bid_up=f.dec("bidMultiplierUp"),
-                bid_down=f.dec("bidMultiplierDown"),
-                ask_up=f.dec("askMultiplierUp"),
-                ask_down=f.dec("askMultiplierDown"),
-                avg_price_mins=f.int_("avgPriceMins", optional=True),
-            )
-        elif ftype == "MIN_NOTIONAL":
-            if futures:
-                key = "notional" if "notional" in item else "minNotional"
-                notionals.append(NotionalRule(ftype, f.dec(key), ZERO, True, False, key, ""))
-            else:
-                key = "minNotional" if "minNotional" in item else "notional"
-                apply = f.bool_("applyToMarket", default=True)
-                notionals.append(NotionalRule(ftype, f.dec(key), ZERO, apply, False, key, ""))
-        elif ftype == "NOTIONAL":
-            rule = NotionalRule(
-                filter_type=ftype,
-                minimum=f.dec("minNotional"),
-                maximum=f.dec("maxNotional", default=ZERO),
-                apply_min_to_market=f.bool_("applyMinToMarket", default=True),
-                apply_max_to_market=f.bool_("applyMaxToMarket", default=False),
-                min_field="minNotional",
-                max_field="maxNotional",
-            )
-            if rule.maximum and rule.minimum > rule.maximum:
-                raise RulesError(symbol, ftype, "minNotional", rule.minimum, "above maxNotional")
-            notionals.append(rule)
+            by_side = value
+        elif ftype == "MIN_NOTIONAL" or ftype == "NOTIONAL":
+            notionals.append(value)
         elif ftype == "ICEBERG_PARTS":
-            iceberg = f.int_("limit")
+            iceberg = value
         elif ftype == "TRAILING_DELTA":
-            trailing = TrailingDelta(
-                min_above=f.int_("minTrailingAboveDelta"),
-                max_above=f.int_("maxTrailingAboveDelta"),
-                min_below=f.int_("minTrailingBelowDelta"),
-                max_below=f.int_("maxTrailingBelowDelta"),
-            )
+            trailing = value
         elif ftype in _ALWAYS_UNCHECKED or ftype not in KNOWN_FILTERS:
             unchecked.append(ftype)
     size = None
     if contract_size is not None:
         size = _Fields(symbol, "*", {"contractSize": contract_size}).dec("contractSize")
-    return SymbolRules(
+    rules = SymbolRules(
         symbol=symbol,
-        market=market,  # type: ignore[arg-type]  # checked against _MARKETS above
+        market=market,  # type: ignore[arg-type]  # checked against _MARKETS by the callers
         status=status,
-        order_types=frozenset(order_types),
+        order_types=_types(tuple(order_types)),
         contract_size=size,
         price=price,
         lot=lot,
@@ -225,6 +282,13 @@ def compile_rules(
         max_num_iceberg_filter="MAX_NUM_ICEBERG_ORDERS" in seen,
         max_position_filter="MAX_POSITION" in seen,
     )
+    return msgspec.structs.replace(rules, plan=build_plan(rules))
+
+
+@functools.lru_cache(maxsize=256)
+def _types(order_types: tuple[str, ...]) -> frozenset[str]:
+    """One shared frozenset per distinct orderTypes list (there are a handful)."""
+    return frozenset(order_types)
 
 
 class _Fields:
@@ -245,7 +309,12 @@ class _Fields:
                 return default
             raise self.fail(field, None, "missing")
         kind = type(value)
-        if kind is str or kind is int or kind is Decimal:
+        if kind is str:
+            parsed = _parse(value)
+            if parsed is None:
+                raise self.fail(field, value, "not a finite, non-negative decimal number")
+            return parsed
+        if kind is int or kind is Decimal:
             try:
                 result = Decimal(value)
             except InvalidOperation:
@@ -277,7 +346,33 @@ class _Fields:
         return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Decimal | None:
+    """``Decimal(text)`` when that is finite and not negative, else ``None``. Many symbols
+    share the same strings (``"0.00001000"``), so this is cached; a Decimal is immutable."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() and value >= 0 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _string_grid(ftype: str, minimum: str, maximum: str, step: str) -> Grid | None:
+    """The grid of three valid decimal strings (``None`` when one is not: the caller then
+    reports it). Cached: many symbols share their PRICE_FILTER and LOT_SIZE strings."""
+    low, high, tick = _parse(minimum), _parse(maximum), _parse(step)
+    if low is None or high is None or tick is None or (high and low > high):
+        return None
+    return make_grid(ftype, low, high, tick, low)
+
+
 def _grid(f: _Fields, min_key: str, max_key: str, step_key: str) -> Grid:
+    texts = f.item.get(min_key), f.item.get(max_key), f.item.get(step_key)
+    if type(texts[0]) is str and type(texts[1]) is str and type(texts[2]) is str:
+        grid = _string_grid(f.ftype, *texts)
+        if grid is not None:
+            return grid
     minimum, maximum, step = f.dec(min_key), f.dec(max_key), f.dec(step_key)
     if maximum and minimum > maximum:
         raise f.fail(min_key, str(minimum), f"above {max_key} {maximum}")
@@ -329,4 +424,13 @@ def _merge_lots(lot: Grid | None, market_lot: Grid | None) -> Grid | None:
         stepped = market_lot
     else:
         stepped = market_lot if market_lot.step > lot.step else lot
-    return make_grid("MARKET_LOT_SIZE", minimum, maximum, stepped.step, stepped.anchor)
+    # quantum and fast depend on step and anchor only: the stepped grid's are right as they are.
+    return Grid(
+        "MARKET_LOT_SIZE",
+        minimum,
+        maximum,
+        stepped.step,
+        stepped.anchor,
+        stepped.quantum,
+        stepped.fast,
+    )

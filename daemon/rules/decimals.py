@@ -32,6 +32,7 @@ __all__ = [
     "ceil_ratio",
     "floor_ratio",
     "on_grid",
+    "plain",
     "snap",
     "to_decimal",
 ]
@@ -95,6 +96,13 @@ def to_decimal(value: object, field: str) -> Decimal:
     if not result.is_finite():
         raise OrderValueError(field, value, "not a finite number")
     return result
+
+
+def plain(value: Decimal) -> str:
+    """``format(value, "f")`` (plain notation, never an exponent), faster: ``str`` gives the
+    same text unless it uses an exponent."""
+    text = str(value)
+    return text if "E" not in text else format(value, "f")
 
 
 def snap(grid: Grid, value: Decimal, rounding: str) -> Decimal:

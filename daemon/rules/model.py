@@ -15,6 +15,7 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "CheckPlan",
     "FixedOrder",
     "Grid",
     "Market",
@@ -24,6 +25,7 @@ __all__ = [
     "PercentPriceBySide",
     "SymbolRules",
     "TrailingDelta",
+    "TypePlan",
     "Violation",
 ]
 
@@ -127,6 +129,10 @@ class SymbolRules(msgspec.Struct, frozen=True, gc=False):
     max_num_algo_filter: bool
     max_num_iceberg_filter: bool
     max_position_filter: bool
+    plan: CheckPlan | None = None
+    """What :func:`daemon.rules.compile_rules` precomputed for the common orders (see
+    :class:`CheckPlan`); derived from the fields above. ``None`` on rules built by hand: every
+    check then takes the general path, with the same results."""
 
     @property
     def trading(self) -> bool:
@@ -182,3 +188,45 @@ class FixedOrder(msgspec.Struct, frozen=True, gc=False):
     iceberg_quantity: Decimal | None
     changed: tuple[str, ...]
     unchecked: tuple[str, ...]
+
+
+GridBounds = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None]
+"""``(minimum, maximum, step, anchor)`` of one grid for the fast check, each ``None`` when
+that part is disabled; ``anchor`` is ``None`` when the step grid passes through zero."""
+
+
+class TypePlan(msgspec.Struct, frozen=True, gc=False):
+    """The fast check of one order type (LIMIT, LIMIT_MAKER or MARKET) on one symbol.
+
+    ``market`` is true for MARKET (no limit price; market rules apply). ``quantity`` lists the
+    grids the quantity must meet (LOT_SIZE, and MARKET_LOT_SIZE for MARKET). ``notional_min``
+    and ``notional_max`` are the tightest notional bounds that apply to this type (the largest
+    minimum, the smallest maximum), ``None`` when none does. The four results are the
+    :class:`OrderCheck` returned when every rule passes, by side and by whether a reference
+    price was given (their ``unchecked`` tuples differ).
+    """
+
+    market: bool
+    quantity: tuple[GridBounds, ...]
+    notional_min: Decimal | None
+    notional_max: Decimal | None
+    buy: OrderCheck
+    sell: OrderCheck
+    buy_ref: OrderCheck
+    sell_ref: OrderCheck
+
+
+class CheckPlan(msgspec.Struct, frozen=True, gc=False):
+    """Precomputed data for :func:`daemon.rules.check_order`'s fast path: a LIMIT,
+    LIMIT_MAKER or MARKET order with a quantity (and a price unless MARKET), no other
+    parameter, on a TRADING symbol. The fast path only ever answers "everything passes";
+    any failure, or any other order, goes through the general check, which builds the
+    violations. ``types`` holds LIMIT, LIMIT_MAKER, MARKET in that order (``None`` when the
+    symbol does not allow the type). ``percent_buy``/``percent_sell`` are the tightest
+    ``(up, down)`` PERCENT_PRICE* multipliers for that side, ``None`` when disabled.
+    """
+
+    price: GridBounds | None
+    percent_buy: tuple[Decimal | None, Decimal | None]
+    percent_sell: tuple[Decimal | None, Decimal | None]
+    types: tuple[TypePlan | None, TypePlan | None, TypePlan | None]

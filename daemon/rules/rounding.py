@@ -9,7 +9,14 @@ multiple of the step, so this is the grid through zero that ccxt uses too.
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, DecimalException
+from decimal import (
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    ROUND_HALF_UP,
+    Decimal,
+    DecimalException,
+    InvalidOperation,
+)
 from typing import Final, Literal
 
 from daemon.rules.decimals import EXACT, ONE, QUANT, ZERO, Number, ceil_ratio, snap, to_decimal
@@ -23,6 +30,8 @@ RoundingMode = Literal["floor", "ceil", "nearest"]
 _MODES: Final = {"floor": ROUND_FLOOR, "ceil": ROUND_CEILING, "nearest": ROUND_HALF_UP}
 # The side-aware default: never a worse limit than the caller asked for.
 _SIDE_MODES: Final = {"BUY": ROUND_FLOOR, "SELL": ROUND_CEILING}
+_NEAREST: Final = ROUND_HALF_UP
+_NAN: Final = Decimal("NaN")  # "not read yet": the input goes through to_decimal
 
 
 def round_price(
@@ -45,14 +54,24 @@ def round_price(
     (0) returns the price unchanged. Raises :class:`OrderValueError` for a negative price or
     a value that is not a number.
     """
-    value = to_decimal(price, "price")
-    if value < 0:
+    # to_decimal's two common cases inlined (a hot path); anything else goes through it.
+    kind = type(price)
+    if kind is str:
+        try:
+            value = Decimal(price)
+        except InvalidOperation:
+            value = _NAN
+    else:
+        value = price if kind is Decimal else _NAN  # type: ignore[assignment]
+    if not value.is_finite():  # converts other types; raises for what is not a number
+        value = to_decimal(price, "price")
+    if value < ZERO:
         raise OrderValueError("price", price, "must not be negative")
     grid = rules.price
     if grid is None or grid.quantum is None:
         return value
     if mode is None:
-        rounding = ROUND_HALF_UP if side is None else _SIDE_MODES.get(side)
+        rounding = _NEAREST if side is None else _SIDE_MODES.get(side)
         if rounding is None:
             raise OrderValueError("side", side, "expected BUY or SELL")
     else:
@@ -74,8 +93,17 @@ def round_quantity(rules: SymbolRules, quantity: Number, *, market: bool = False
     :func:`min_quantity` and :func:`fix_order` deal with them. Raises
     :class:`OrderValueError` for a negative quantity or a value that is not a number.
     """
-    value = to_decimal(quantity, "quantity")
-    if value < 0:
+    kind = type(quantity)
+    if kind is str:
+        try:
+            value = Decimal(quantity)
+        except InvalidOperation:
+            value = _NAN
+    else:
+        value = quantity if kind is Decimal else _NAN  # type: ignore[assignment]
+    if not value.is_finite():
+        value = to_decimal(quantity, "quantity")
+    if value < ZERO:
         raise OrderValueError("quantity", quantity, "must not be negative")
     grid = rules.market_qty if market else rules.lot
     if grid is None or grid.quantum is None:

@@ -10,6 +10,7 @@ import random
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from daemon.rules import (
     Grid,
     NoValidOrder,
+    SymbolRules,
     check_order,
     fix_order,
     min_quantity,
@@ -28,6 +30,11 @@ from tests.rules.reference import reference_violations
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FILTER_CHECKS = {"STATUS", "ORDER_TYPE", "PARAMETER"}
+
+
+def without_plan(rules: SymbolRules) -> SymbolRules:
+    """The same rules without the precomputed fast-check plan: check_order's general path."""
+    return msgspec.structs.replace(rules, plan=None)
 
 
 def point(grid: Grid, k: int, frac: Fraction) -> Decimal:
@@ -127,6 +134,11 @@ def compare_with_reference(
         rules, side, "MARKET" if market else "LIMIT", quantity=qty,
         price=None if market else price, reference_price=ref,
     )  # fmt: skip
+    general = check_order(
+        without_plan(rules), side, "MARKET" if market else "LIMIT", quantity=qty,
+        price=None if market else price, reference_price=ref,
+    )  # fmt: skip
+    assert result == general, (rules.symbol, side, market, qty, price, ref)  # fast == general
     ours = {(v.filter_type, v.rule) for v in result.violations} - {
         (v.filter_type, v.rule) for v in result.violations if v.filter_type in FILTER_CHECKS
     }

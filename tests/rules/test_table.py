@@ -454,10 +454,16 @@ def test_float_inputs_use_their_shortest_repr() -> None:
     assert round_price(rules, 0.1 + 0.2, "floor") == Decimal("0.3")  # repr is 0.30000000000000004
 
 
-@pytest.mark.parametrize("bad", ["abc", "NaN", "Infinity", True, None, [1]])
+@pytest.mark.parametrize(
+    "bad", ["abc", "NaN", "Infinity", True, None, [1], Decimal("NaN"), Decimal("-Infinity")]
+)
 def test_non_numbers_are_refused(bad: Any) -> None:
     with pytest.raises((OrderValueError, TypeError)):
         round_price(spot(PRICE), bad)
+    with pytest.raises((OrderValueError, TypeError)):
+        round_quantity(spot(LOT), bad)
+    with pytest.raises(OrderValueError):
+        round_quantity(spot(), bad)  # no grid: the value itself is refused
 
 
 def test_exact_whatever_the_callers_decimal_context() -> None:
