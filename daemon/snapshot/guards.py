@@ -152,6 +152,23 @@ def _number(text: str) -> Decimal | None:
     return value
 
 
+# Whether a decimal string is usable, by its text: a payload repeats a few dozen distinct
+# values ("0.01000000", ...) over thousands of rows, so a first cycle that judges every row
+# parses each distinct value once. Bounded: a hostile payload cannot grow it for ever.
+_VALID: dict[str, bool] = {}
+_VALID_LIMIT: Final = 4096
+
+
+def _valid(text: str) -> bool:
+    found = _VALID.get(text)
+    if found is None:
+        found = _number(text) is not None
+        if len(_VALID) >= _VALID_LIMIT:
+            _VALID.clear()
+        _VALID[text] = found
+    return found
+
+
 def _nonzero(text: str | None) -> bool:
     value = _number(text) if text is not None else None
     return value is not None and value != 0
@@ -166,7 +183,7 @@ def row_problem(new: SymbolRecord, served: SymbolRecord | None) -> tuple[str, bo
     """
     for name in _DECIMAL_FIELDS:
         text = getattr(new, name)
-        if text is not None and _number(text) is None:
+        if text is not None and not _valid(text):
             return f"{name} {text[:40]!r} is not a finite non-negative number", True
     if new.status != "TRADING":
         return None
