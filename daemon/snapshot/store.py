@@ -124,7 +124,8 @@ class SnapshotCorrupt(Exception):
 
 
 def _is_wrongtype(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
+    # A pipeline wraps it: "Command # 1 (HMGET ...) of pipeline caused error: (WRONGTYPE ...".
+    return isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc)
 
 
 def evicts(policy: str) -> bool:
@@ -207,30 +208,28 @@ class SnapshotStore:
         reported in ``wrong_types`` (and reads as absent)."""
         k = self.keys
         expected = self.expected_types()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(k.meta, _STATE_FIELDS)
-        pipe.exists(k.symbols)
-        pipe.exists(k.last_good)
-        pipe.exists(k.by_symbol)
-        pipe.get(k.ban_until)
-        pipe.exists(self.repair_key)
-        for name in expected:
-            pipe.type(name)
-        replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            # WRONGTYPE from the HMGET/GET of a key is what the TYPE replies report below.
-            if isinstance(reply, BaseException) and not _is_wrongtype(reply):
-                raise reply
+        try:
+            replies = await self._state_replies(expected, set())
+        except ResponseError as exc:
+            if not _is_wrongtype(exc):
+                raise
+            # Rare: learn which keys are of the wrong type, then read around them. (Errors
+            # are not returned in place: a cluster pipeline retries a moved or failed node
+            # only when it may raise.)
+            names = [*expected, k.ban_until]
+            kinds = await self._types(names)
+            skip = {
+                name
+                for name, kind in zip(names, kinds, strict=True)
+                if kind not in ("none", expected.get(name, "string"))
+            }
+            replies = await self._state_replies(expected, skip)
         values, has_sym, has_lg, has_bs, ban, repair = replies[:6]
         wrong: dict[str, str] = {}
-        for (name, want), found in zip(expected.items(), replies[6:], strict=True):
-            kind = found.decode() if isinstance(found, bytes) else str(found)
+        for (name, want), kind in zip(expected.items(), replies[6:], strict=True):
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
             if kind not in ("none", want):
                 wrong[name] = kind
-        if isinstance(values, BaseException):
-            values = [None] * len(_STATE_FIELDS)
-        if isinstance(ban, BaseException):
-            ban = None
         meta = MetaFields.from_hash(dict(zip(_STATE_FIELDS, values, strict=True)))
         return StoredState(
             version=meta.version,
@@ -245,6 +244,36 @@ class SnapshotStore:
             wrong_types=wrong,
             repair_requested=bool(repair),
         )
+
+    async def _state_replies(self, expected: Mapping[str, str], skip: set[str]) -> list[Any]:
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        if k.meta in skip:
+            pipe.echo(b"")  # a placeholder keeps the reply positions
+        else:
+            pipe.hmget(k.meta, _STATE_FIELDS)
+        pipe.exists(k.symbols)
+        pipe.exists(k.last_good)
+        pipe.exists(k.by_symbol)
+        if k.ban_until in skip:
+            pipe.echo(b"")
+        else:
+            pipe.get(k.ban_until)
+        pipe.exists(self.repair_key)
+        for name in expected:
+            pipe.type(name)
+        replies: list[Any] = await pipe.execute()
+        if k.meta in skip:
+            replies[0] = [None] * len(_STATE_FIELDS)
+        if k.ban_until in skip:
+            replies[4] = None
+        return replies
+
+    async def _types(self, names: list[str]) -> list[str]:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.type(name)
+        return [t.decode() if isinstance(t, bytes) else str(t) for t in await pipe.execute()]
 
     async def mark_corrupt(self, wrong: Mapping[str, str]) -> None:
         """Ask the next commit (of this or any other process) for a full rewrite that
