@@ -47,6 +47,81 @@ class Referenced:
 REFERENCED = [
     Referenced(
         "Redis",
+        "A snapshot key (changes, meta, by_symbol, symbols, last_good, metrics) of the wrong type",
+        "nothing written or counted; logged at error as snapshot.corrupt; refresh exits 65; the "
+        "next cycle rewrites the snapshot whole",
+        "tests/refresh/test_integrity.py::test_wrong_type_key_writes_nothing_exits_65_then_is_repaired",
+    ),
+    Referenced(
+        "Redis",
+        "by_symbol turned into a list, same payload",
+        "not reported as unchanged: exit 65, then repaired; readers HGET again",
+        "tests/refresh/test_integrity.py::test_same_payload_with_by_symbol_a_list_is_not_unchanged",
+    ),
+    Referenced(
+        "Redis",
+        "maxmemory-policy allkeys-lru / allkeys-random / volatile-ttl",
+        "warned (redis.eviction_policy); with eviction = refuse nothing is written, exit 78",
+        "tests/refresh/test_integrity.py::test_an_evicting_policy_is_warned_about_or_refused",
+    ),
+    Referenced(
+        "Redis",
+        "Lease key without a TTL held by an unknown owner",
+        "logged at error (lease.no_ttl), taken over after one lease ttl (lease.taken_over)",
+        "tests/snapshot/test_lease_broken.py::test_a_holder_without_ttl_is_taken_over_after_one_ttl",
+    ),
+    Referenced(
+        "Redis",
+        "300 counted cycles",
+        "one capped token set per market (<= 256 members, 24 h TTL), every event counted once",
+        "tests/refresh/test_integrity.py::test_counting_tokens_stay_in_one_capped_key",
+    ),
+    Referenced(
+        "Upstream",
+        "A row whose served tickSize becomes 0",
+        "previous row served, named in meta held_rows and the log, rows_held counted; accepted "
+        "after confirm_shrink identical payloads",
+        "tests/refresh/test_integrity.py::test_a_zero_tick_is_held_until_confirmed_and_named",
+    ),
+    Referenced(
+        "Upstream",
+        "A decimal that is NaN, negative, infinite or not a number",
+        "never served: the previous row stays (a new symbol stays out)",
+        "tests/refresh/test_integrity.py::test_an_invalid_decimal_is_never_served",
+    ),
+    Referenced(
+        "Upstream",
+        "A TRADING row without its filters",
+        "previous row served until confirmed",
+        "tests/refresh/test_integrity.py::test_a_trading_row_losing_its_filters_is_held",
+    ),
+    Referenced(
+        "Upstream",
+        "serverTime an hour older than the snapshot served",
+        "held back (rejected, exit 75) until confirm_shrink identical replies",
+        "tests/refresh/test_integrity.py::test_a_server_time_an_hour_back_is_held_back_until_confirmed",
+    ),
+    Referenced(
+        "Upstream",
+        "Many unusable rows in one payload",
+        "counted like a shrink: held back by the shrink guard",
+        "tests/refresh/test_integrity.py::test_many_held_rows_fall_under_the_shrink_guard",
+    ),
+    Referenced(
+        "Upstream",
+        "A stored ban of 10 years or inf, then the ban key deleted",
+        "clamped to 3 days and logged at error (ban.clamped); deleting the key lets the running "
+        "daemon fetch at its next cycle",
+        "tests/refresh/test_integrity.py::test_an_absurd_ban_is_clamped_and_clearing_it_takes_effect",
+    ),
+    Referenced(
+        "Upstream",
+        "A 4 MB file: source under an address-space limit 32 MB above the interpreter's",
+        "read by its size, not by allocating max_body_bytes",
+        "tests/upstream/test_fetch.py::test_a_file_source_is_read_by_its_size_not_the_cap",
+    ),
+    Referenced(
+        "Redis",
         "Wrong password at start",
         "exit 78 (EX_CONFIG, systemd does not restart), no upstream request, password not printed",
         "tests/service/test_daemon.py::test_run_with_wrong_password_exits_78_without_the_secret",
@@ -60,8 +135,8 @@ REFERENCED = [
     ),
     Referenced(
         "Redis",
-        "MULTI timed out by DEBUG SLEEP and retried by redis-py (refresher level)",
-        "Redis runs it twice, refresh_success counted once",
+        "MULTI timed out by DEBUG SLEEP (refresher level)",
+        "the watched transaction is not re-sent: Redis runs it once, refresh_success counted once",
         "tests/refresh/test_cycle.py::test_a_retried_commit_counts_success_exactly_once",
     ),
     Referenced(

@@ -73,6 +73,9 @@ class RedisSettings(_Frozen, frozen=True):
     sentinels: tuple[Annotated[str, msgspec.Meta(min_length=1)], ...] = ()
     # The sentinels' name for the primary (Celery's master_name), unless the URL names it.
     service_name: str = ""
+    # What the daemon does when Redis may evict snapshot keys (maxmemory-policy allkeys-* or
+    # volatile-*): "warn" logs an error and carries on, "refuse" does not write at all.
+    eviction: Literal["warn", "refuse"] = "warn"
 
 
 class LogSettings(_Frozen, frozen=True):

@@ -22,6 +22,7 @@ from daemon.contract.ratelimits import RateLimit, decode_rate_limits, encode_rat
 
 __all__ = [
     "FORMAT",
+    "HeldRow",
     "MetaError",
     "MetaFields",
     "RawHash",
@@ -55,6 +56,29 @@ def decode_timestamp(raw: bytes | str | None) -> float | None:
         return None
 
 
+class HeldRow(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """One symbol whose new upstream row was held back: the previous good row (if any) is
+    still served for it. ``reason`` says what is wrong with the new row; ``digest`` (hex)
+    identifies the new row's content and ``seen`` counts the consecutive payloads that sent
+    exactly that content (a suspicious row is accepted once ``seen`` reaches the guard's
+    confirmation count; an invalid one never is)."""
+
+    symbol: str
+    reason: str
+    digest: str = ""
+    seen: int = 1
+    invalid: bool = False
+
+
+_encode_held = msgspec.json.Encoder().encode
+_decode_held = msgspec.json.Decoder(tuple[HeldRow, ...]).decode
+
+
+def encode_held_rows(rows: tuple[HeldRow, ...]) -> str:
+    """Meta's ``held_rows`` field: a JSON array of :class:`HeldRow` objects."""
+    return _encode_held(rows).decode()
+
+
 class MetaError(ValueError):
     """The meta hash does not describe a complete snapshot (no version, or a required number
     that does not parse)."""
@@ -81,6 +105,7 @@ class SnapshotMeta:
     writer: str = ""
     rate_limits: tuple[RateLimit, ...] = ()
     format: int = FORMAT
+    held_rows: tuple[HeldRow, ...] = ()
 
     def to_hash(self) -> dict[str, str]:
         """The hash fields, every one of them, as strings (a new dict on every call)."""
@@ -97,6 +122,7 @@ class SnapshotMeta:
             "writer": self.writer,
             "rate_limits": encode_rate_limits(self.rate_limits).decode(),
             "format": str(self.format),
+            "held_rows": encode_held_rows(self.held_rows),
         }
 
     @classmethod
@@ -137,6 +163,9 @@ class MetaFields:
     """The shrink guard's pending version (daemon bookkeeping, not snapshot data)."""
     shrink_count: int = 0
     """How many cycles in a row saw that shrink."""
+    held_rows: tuple[HeldRow, ...] = ()
+    """Symbols whose new row is held back (the previous row is served): ``held_rows``, a JSON
+    array of objects with ``symbol``, ``reason``, ``seen``; empty when absent."""
     unreadable: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
@@ -166,6 +195,12 @@ class MetaFields:
                 rate_limits = decode_rate_limits(text["rate_limits"])
             except msgspec.DecodeError:
                 bad.add("rate_limits")
+        held_rows: tuple[HeldRow, ...] = ()
+        if text.get("held_rows"):
+            try:
+                held_rows = _decode_held(text["held_rows"])
+            except msgspec.DecodeError:
+                bad.add("held_rows")
         count, listed = number("count", int), number("listed", int)
         server_time, shrink_count = number("server_time", int), number("shrink_count", int)
         fmt = number("format", int)
@@ -184,6 +219,7 @@ class MetaFields:
             format=FORMAT if fmt is None else int(fmt),
             shrink_version=text.get("shrink_version", ""),
             shrink_count=0 if shrink_count is None else int(shrink_count),
+            held_rows=held_rows,
             unreadable=frozenset(bad),
         )
 
@@ -208,4 +244,5 @@ class MetaFields:
             writer=self.writer or "",
             rate_limits=self.rate_limits,
             format=self.format,
+            held_rows=self.held_rows,
         )

@@ -8,14 +8,23 @@ Rules it keeps:
 - a reply that is malformed, empty or shrunk beyond the guard never replaces good data;
 - after any failure the cache keeps being served: if ``symbols`` vanished (expired, Redis
   restarted empty) it is republished from the snapshot held in memory or from ``last_good``;
-- a 429/418 deadline is stored in Redis and honoured by every later cycle, across restarts.
+- a 429/418 deadline is stored in Redis and honoured by every later cycle, across restarts;
+  the stored deadline is re-read every cycle (deleting it lifts the ban) and one longer than
+  Binance's longest ban (3 days) is clamped and logged as an error;
+- a changed row a bot cannot use (guards.row_problem) is held back: the served row stays;
+- a snapshot key of the wrong type stops the write whole (exit 65: data) and asks the next
+  cycle for a full rewrite that replaces it;
+- Redis configured to evict keys (maxmemory-policy allkeys-*/volatile-*) is warned about, or
+  with ``[redis] eviction = "refuse"`` not written to at all.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -32,14 +41,24 @@ from daemon.config.settings import (
     UpstreamSettings,
 )
 from daemon.contract.keys import MarketKeys, keys_for
-from daemon.contract.meta import SnapshotMeta
+from daemon.contract.meta import HeldRow, SnapshotMeta
+from daemon.contract.record import SymbolRecord
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
 from daemon.snapshot import diff as snapshot_diff
 from daemon.snapshot import listing, normalize, payload
 from daemon.snapshot.guards import ShrinkStreak, judge
+from daemon.snapshot.hold import hold_rows
 from daemon.snapshot.lease import LeaseLost
-from daemon.snapshot.store import HeldSnapshot, SnapshotStore, StoredState, new_token
+from daemon.snapshot.store import (
+    MAX_BAN,
+    HeldSnapshot,
+    SnapshotCorrupt,
+    SnapshotStore,
+    StoredState,
+    evicts,
+    new_token,
+)
 from daemon.upstream.fetch import (
     FetchResult,
     RateLimited,
@@ -62,6 +81,10 @@ class Outcome(StrEnum):
 
 # Log when the used request weight passes this share of the announced limit.
 WEIGHT_WARN_SHARE = 0.8
+# How often (seconds) a cycle asks INFO for the eviction policy (the first cycle always does).
+EVICTION_CHECK_INTERVAL = 30.0
+# Held rows named in one log line (all of them are in meta's held_rows).
+_HELD_LOGGED = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +160,12 @@ class MarketRefresher:
         keys: MarketKeys,
         client: redis.asyncio.Redis,
         session: aiohttp.ClientSession,
+        eviction: str = "warn",
     ) -> None:
         self.name = name
+        self.eviction = eviction
+        self.eviction_policy: str | None = None
+        self._eviction_checked = -math.inf
         self.market = market
         self.upstream = upstream
         self.guards = guards
@@ -149,6 +176,9 @@ class MarketRefresher:
         self.session = session
         self.held: HeldSnapshot | None = None
         self.ban_until: float = 0.0
+        # True while a ban this process learnt could not be stored in Redis yet: then the
+        # in-memory deadline counts too; otherwise the stored one is the only authority.
+        self._ban_unsaved = False
         self.last_result: CycleResult | None = None
         # Rows seen in the previous payload: unchanged rows are not decoded again.
         self.memo = normalize.RowMemo()
@@ -180,6 +210,7 @@ class MarketRefresher:
             keys=keys if keys is not None else keys_for(settings, name),
             client=client,
             session=session,
+            eviction=settings.redis.eviction,
         )
 
     async def refresh_once(self) -> CycleResult:
@@ -194,6 +225,9 @@ class MarketRefresher:
             # Another daemon leads this market now; Redis refused our write, nothing changed.
             self.log.warning("refresh.fenced", reason="lease lost; the write was refused")
             result = CycleResult(self.name, Outcome.FENCED, reason="lease lost")
+        except SnapshotCorrupt as exc:
+            # A key changed type between this cycle's state read and its write.
+            result = await self._corrupt(exc.keys, started)
         finally:
             self._running = False
         self.last_result = result
@@ -202,11 +236,16 @@ class MarketRefresher:
     async def _cycle(self, started: float) -> CycleResult:
         try:
             state = await self.store.read_state()
+            refused = await self._check_eviction()
         except RECOVERABLE as exc:
             return self._redis_failed(exc, started)
+        if refused is not None:
+            return refused
+        if state.wrong_types and not state.repair_requested:
+            return await self._corrupt(state.wrong_types, started)
 
         now = time.time()
-        ban = max(self.ban_until, state.ban_until or 0.0)
+        ban = self._shared_ban(state, now)
         if ban > now:
             self.ban_until = ban
             try:
@@ -231,6 +270,80 @@ class MarketRefresher:
             return self._redis_failed(exc, started)
         return result
 
+    def _shared_ban(self, state: StoredState, now: float) -> float:
+        """The ban deadline to honour: the stored one, re-read every cycle (so deleting the key
+        lifts it), and ours only while we could not store it. Clamped to Binance's longest."""
+        stored = state.ban_until
+        if stored is not None and not math.isnan(stored) and stored > now + MAX_BAN:
+            self.log.error(
+                "ban.clamped",
+                stored=stored,
+                clamped_to_s=MAX_BAN,
+                reason="longer than Binance's longest ban (3 days)",
+            )
+            stored = now + MAX_BAN
+        ban = stored if stored is not None and not math.isnan(stored) else 0.0
+        if self._ban_unsaved:
+            ban = max(ban, min(self.ban_until, now + MAX_BAN))
+        else:
+            self.ban_until = ban
+        return ban
+
+    async def _check_eviction(self) -> CycleResult | None:
+        """Warn (or, with eviction = "refuse", stop this cycle) when Redis may evict keys.
+
+        Asks INFO at most every EVICTION_CHECK_INTERVAL; logs when the policy is first seen or
+        changes. A server that does not tell (INFO refused by an ACL) is not checked."""
+        mono = time.monotonic()
+        if mono - self._eviction_checked >= EVICTION_CHECK_INTERVAL:
+            self._eviction_checked = mono
+            try:
+                policy = await self.store.eviction_policy()
+            except redis.ResponseError:
+                policy = None
+            if policy != self.eviction_policy and policy is not None and evicts(policy):
+                level = self.log.error if self.eviction == "refuse" else self.log.warning
+                level(
+                    "redis.eviction_policy",
+                    policy=policy,
+                    action="refusing to write" if self.eviction == "refuse" else "warning only",
+                    reason="Redis may evict snapshot keys: readers would see listed symbols "
+                    "vanish; set maxmemory-policy noeviction",
+                )
+            self.eviction_policy = policy
+        policy = self.eviction_policy
+        if self.eviction == "refuse" and policy is not None and evicts(policy):
+            return CycleResult(
+                self.name,
+                Outcome.FAILED,
+                reason=f"redis: maxmemory-policy {policy} may evict snapshot keys",
+                problem=ProblemKind.CONFIGURATION,
+                retryable=False,
+            )
+        return None
+
+    async def _corrupt(self, wrong: Mapping[str, str], started: float) -> CycleResult:
+        """A snapshot key of the wrong type: nothing was written; report it as data
+        corruption and ask the next cycle for a full rewrite."""
+        shown = ", ".join(f"{key} is a {kind}" for key, kind in sorted(wrong.items()))
+        self.log.error(
+            "snapshot.corrupt",
+            keys=sorted(wrong),
+            error=f"snapshot keys of the wrong type: {shown}",
+            action="the next cycle rewrites the snapshot whole",
+        )
+        try:
+            await self.store.mark_corrupt(wrong)
+        except RECOVERABLE as exc:
+            return self._redis_failed(exc, started)
+        return CycleResult(
+            self.name,
+            Outcome.FAILED,
+            reason=f"redis: snapshot keys of the wrong type: {shown}",
+            problem=ProblemKind.DATA,
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
     async def _accept_or_reject(
         self, fetched: FetchResult, state: StoredState, started: float
     ) -> CycleResult:
@@ -247,36 +360,12 @@ class MarketRefresher:
                 refused_names=list(norm.refused[:10]),
                 duplicates=norm.duplicates,
             )
-        listed = listing.prioritize(
-            norm.records,
-            list_statuses=self.market.list_statuses,
-            quote_priority=self.market.quote_priority,
-            pinned=self.market.pinned,
-        )
-        blobs = listing.build_snapshot(norm.records, listed, norm.encoded)
-
-        last_listed = self.held.meta.listed if self.held is not None else state.listed
-        streak = state.streak if state.streak.version else ShrinkStreak()
-        verdict = judge(
-            listed=blobs.listed,
-            count=blobs.count,
-            version=blobs.version,
-            last_listed=last_listed,
-            streak=streak,
-            max_shrink=self.guards.max_shrink,
-            confirm_shrink=self.guards.confirm_shrink,
-        )
-        if not verdict.accept:
-            return await self._reject(verdict.reason, state, started, verdict.streak, blobs)
-        if verdict.confirmed_shrink:
-            self.log.error(
-                "refresh.shrink_accepted",
-                listed=blobs.listed,
-                last_listed=last_listed,
-                confirmations=self.guards.confirm_shrink,
-            )
-
-        unchanged = state.version == blobs.version
+        repair = bool(state.wrong_types) or state.repair_requested
+        records, encoded = norm.records, norm.encoded
+        blobs = self._blobs(records, encoded)
+        unchanged = state.version == blobs.version and not repair
+        held_rows: tuple[HeldRow, ...] = ()
+        unusable = 0  # held rows the listing would have had
         diff = None
         if not unchanged:
             if self.held is not None and self.held.meta.version == state.version:
@@ -285,7 +374,58 @@ class MarketRefresher:
                 old = await self.store.read_by_symbol()
             else:
                 old = {}
-            diff = snapshot_diff.diff_snapshots(old, blobs.by_symbol) if old else None
+            # Only rows that differ from the served ones are judged (the rest were judged
+            # when they were first served).
+            kept = hold_rows(
+                records,
+                encoded,
+                old,
+                streaks={row.symbol: row for row in state.held_rows},
+                confirm=self.guards.confirm_shrink,
+            )
+            held_rows = kept.verdicts.held
+            self._log_held(kept.verdicts.held, kept.verdicts.confirmed)
+            if held_rows:
+                names = {row.symbol for row in held_rows}
+                statuses = self.market.list_statuses
+                unusable = sum(
+                    1 for rec in records if rec.symbol in names and rec.status in statuses
+                )
+                blobs = self._blobs(kept.records, kept.encoded)
+                unchanged = state.version == blobs.version and not repair
+            if not unchanged:
+                diff = snapshot_diff.diff_snapshots(old, blobs.by_symbol) if old else None
+
+        last_listed = self.held.meta.listed if self.held is not None else state.listed
+        last_server_time = (
+            self.held.meta.server_time if self.held is not None else state.server_time
+        )
+        streak = state.streak if state.streak.version else ShrinkStreak()
+        verdict = judge(
+            # A held row is one the bot cannot use: many of them count like a shrink.
+            listed=max(0, blobs.listed - unusable),
+            count=blobs.count,
+            version=blobs.version,
+            last_listed=last_listed,
+            streak=streak,
+            max_shrink=self.guards.max_shrink,
+            confirm_shrink=self.guards.confirm_shrink,
+            server_time=norm.server_time,
+            last_server_time=last_server_time,
+        )
+        if not verdict.accept:
+            return await self._reject(verdict.reason, state, started, verdict.streak, blobs)
+        if verdict.confirmed_shrink:
+            self.log.error(
+                "refresh.shrink_accepted"
+                if verdict.reason != "server_time_confirmed"
+                else "refresh.server_time_accepted",
+                listed=blobs.listed,
+                last_listed=last_listed,
+                server_time=norm.server_time,
+                last_server_time=last_server_time,
+                confirmations=self.guards.confirm_shrink,
+            )
 
         duration_ms = (time.perf_counter() - started) * 1000.0
         meta = SnapshotMeta(
@@ -303,17 +443,27 @@ class MarketRefresher:
                 if self.store.fence
                 else f"{socket.gethostname()}:{os.getpid()}"
             ),
+            held_rows=held_rows,
         )
         # What Redis holds, if we know its content: then only the difference is sent.
         previous = None
-        if state.complete:
+        if state.complete and not repair:
             if unchanged:
                 previous = blobs
             elif self.held is not None and self.held.meta.version == state.version:
                 previous = self.held.blobs
         await self.store.commit(
-            blobs, meta, diff=diff, token=new_token(), previous=previous, publish=not unchanged
+            blobs,
+            meta,
+            diff=diff,
+            token=new_token(),
+            previous=previous,
+            publish=not unchanged,
+            repair=repair,
+            rows_held=len(held_rows),
         )
+        if repair:
+            self.log.warning("snapshot.repaired", keys=sorted(state.wrong_types))
         self.held = HeldSnapshot(blobs=blobs, meta=meta)
         outcome = Outcome.UNCHANGED if unchanged else Outcome.ACCEPTED
         fields: dict[str, object] = {
@@ -340,6 +490,34 @@ class MarketRefresher:
             listed=blobs.listed,
             duration_ms=duration_ms,
         )
+
+    def _blobs(
+        self, records: tuple[SymbolRecord, ...], encoded: Mapping[str, tuple[bytes, bytes]]
+    ) -> listing.SnapshotBlobs:
+        listed = listing.prioritize(
+            records,
+            list_statuses=self.market.list_statuses,
+            quote_priority=self.market.quote_priority,
+            pinned=self.market.pinned,
+        )
+        return listing.build_snapshot(records, listed, encoded)
+
+    def _log_held(self, held: tuple[HeldRow, ...], confirmed: tuple[HeldRow, ...]) -> None:
+        if held:
+            self.log.warning(
+                "refresh.rows_held",
+                held=len(held),
+                rows=[f"{row.symbol}: {row.reason} ({row.seen} seen)" for row in held][
+                    :_HELD_LOGGED
+                ],
+                action="serving the previous row for each",
+            )
+        if confirmed:
+            self.log.error(
+                "refresh.rows_confirmed",
+                confirmed=len(confirmed),
+                rows=[f"{row.symbol}: {row.reason}" for row in confirmed][:_HELD_LOGGED],
+            )
 
     async def _reject(
         self,
@@ -389,7 +567,9 @@ class MarketRefresher:
         )
         try:
             if isinstance(err, RateLimited):
+                self._ban_unsaved = True
                 await self.store.set_ban(self.ban_until)
+                self._ban_unsaved = False
             await self.store.record_failure(outcome="error", error=message, token=new_token())
             await self._keep_serving(state)
         except RECOVERABLE as exc:
@@ -442,6 +622,8 @@ class MarketRefresher:
         Returns where the data came from when it republished. Redis errors propagate.
         """
         state = await self.store.read_state()
+        if state.wrong_types:
+            return None  # the next cycle reports and repairs it; republishing would fail
         if state.has_symbols and state.has_by_symbol:
             return None
         if self.held is None and not state.has_last_good:

@@ -4,14 +4,33 @@ A reply that is empty, or lost more than ``max_shrink`` of the last good listed 
 back. Binance does delist in bulk now and then, so a shrink is not refused for ever: after
 ``confirm_shrink`` identical shrunk replies in a row (same content version) it is accepted.
 The streak lives in :class:`ShrinkStreak`, which the caller persists (in Redis meta), so a
-one-shot ``symbold refresh`` run by cron or Celery beat counts confirmations too.
+one-shot ``symbold refresh`` run by cron or Celery beat counts confirmations too. A reply whose
+``serverTime`` is older than the snapshot served (a stale cache or mirror) is held back the same
+way and needs the same confirmations.
+
+Row by row (:func:`judge_rows`): each *changed* row is judged against the row served for that
+symbol. A decimal that is not a finite, non-negative number is never valid. A TRADING row that
+loses its PRICE_FILTER or LOT_SIZE, or whose served non-zero tick or step becomes 0, is
+suspicious: it needs ``confirm_shrink`` consecutive payloads sending exactly that row. Until
+then (for ever, for an invalid row) the previous row is served for that symbol, or none when
+there is none. Binance's own semantics stay: a 0 bound that was 0 before (or that the symbol
+never had) is fine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from daemon.contract.meta import HeldRow
+from daemon.contract.record import SymbolRecord
 
 _FLOOR_SLACK = 1e-6
+SERVER_TIME_SLACK_MS: Final = 1000
+"""How far back (ms) a reply's serverTime may be from the served one before it is suspicious:
+Binance's hosts' clocks agree to well within this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +60,46 @@ def judge(
     streak: ShrinkStreak,
     max_shrink: float,
     confirm_shrink: int,
+    server_time: int | None = None,
+    last_server_time: int | None = None,
 ) -> Verdict:
     """Decide on a new snapshot with `listed` listed and `count` total symbols.
 
     `last_listed` is the listed count of the last accepted snapshot (None: there is none, so
-    anything non-empty is accepted).
+    anything non-empty is accepted). `server_time` is the reply's ``serverTime`` (ms) and
+    `last_server_time` the served snapshot's: going back by more than
+    :data:`SERVER_TIME_SLACK_MS` needs confirmation like a shrink.
     """
+    verdict = _judge_shrink(listed, count, version, last_listed, streak, max_shrink, confirm_shrink)
+    if not verdict.accept or verdict.confirmed_shrink:
+        return verdict
+    if (
+        server_time is None
+        or last_server_time is None
+        or server_time >= last_server_time - SERVER_TIME_SLACK_MS
+    ):
+        return verdict
+    seen = streak.count + 1 if streak.version == version else 1
+    if seen >= confirm_shrink:
+        return Verdict(True, "server_time_confirmed", ShrinkStreak(), confirmed_shrink=True)
+    back = (last_server_time - server_time) / 1000.0
+    return Verdict(
+        False,
+        f"serverTime went back {back:.0f} s from the snapshot served "
+        f"({seen}/{confirm_shrink} confirmations)",
+        ShrinkStreak(version=version, count=seen),
+    )
+
+
+def _judge_shrink(
+    listed: int,
+    count: int,
+    version: str,
+    last_listed: int | None,
+    streak: ShrinkStreak,
+    max_shrink: float,
+    confirm_shrink: int,
+) -> Verdict:
     if count == 0 or listed == 0:
         return Verdict(False, "empty", ShrinkStreak())
     if last_listed is None or last_listed == 0:
@@ -67,3 +120,122 @@ def judge(
         f"(more than {max_shrink:.0%} lost; {seen}/{confirm_shrink} confirmations)",
         new_streak,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------
+
+_DECIMAL_FIELDS: Final = (
+    "tick_size",
+    "min_price",
+    "max_price",
+    "step_size",
+    "min_qty",
+    "max_qty",
+    "market_step_size",
+    "market_min_qty",
+    "market_max_qty",
+    "min_notional",
+    "max_notional",
+)
+
+
+def _number(text: str) -> Decimal | None:
+    """The value of a decimal string when it is finite and not negative, else None."""
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ValueError, TypeError):
+        return None
+    if not value.is_finite() or value < 0:
+        return None
+    return value
+
+
+# Whether a decimal string is usable, by its text: a payload repeats a few dozen distinct
+# values ("0.01000000", ...) over thousands of rows, so a first cycle that judges every row
+# parses each distinct value once. Bounded: a hostile payload cannot grow it for ever.
+_VALID: dict[str, bool] = {}
+_VALID_LIMIT: Final = 4096
+
+
+def _valid(text: str) -> bool:
+    found = _VALID.get(text)
+    if found is None:
+        found = _number(text) is not None
+        if len(_VALID) >= _VALID_LIMIT:
+            _VALID.clear()
+        _VALID[text] = found
+    return found
+
+
+def _nonzero(text: str | None) -> bool:
+    value = _number(text) if text is not None else None
+    return value is not None and value != 0
+
+
+def row_problem(new: SymbolRecord, served: SymbolRecord | None) -> tuple[str, bool] | None:
+    """What is wrong with `new` given the row `served` for its symbol (None: a new symbol).
+
+    Returns None for a usable row, else ``(reason, invalid)``: `invalid` rows are never
+    accepted, the others (suspicious) once confirmed. Pure; cheap enough to run on every
+    changed row.
+    """
+    for name in _DECIMAL_FIELDS:
+        text = getattr(new, name)
+        if text is not None and not _valid(text):
+            return f"{name} {text[:40]!r} is not a finite non-negative number", True
+    if new.status != "TRADING":
+        return None
+    # Losing a filter the served row had (or a new TRADING symbol without it): a bot cannot
+    # round a price or a quantity for it.
+    for value, old, kind in (
+        (new.tick_size, served.tick_size if served else "", "PRICE_FILTER"),
+        (new.step_size, served.step_size if served else "", "LOT_SIZE"),
+    ):
+        if value is None and old is not None:
+            return f"TRADING row without {kind}", False
+    if served is not None:
+        for name in ("tick_size", "step_size"):
+            new_value, old_value = getattr(new, name), getattr(served, name)
+            if new_value is not None and _nonzero(old_value) and not _nonzero(new_value):
+                return f"{name} became {new_value} (served {old_value})", False
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RowVerdicts:
+    """`held`: rows held back now, with their streaks (to store for the next cycle).
+    `confirmed`: suspicious rows accepted this time because they were seen often enough."""
+
+    held: tuple[HeldRow, ...]
+    confirmed: tuple[HeldRow, ...]
+
+
+def judge_rows(
+    changed: Iterable[tuple[SymbolRecord, str, SymbolRecord | None]],
+    *,
+    streaks: Mapping[str, HeldRow],
+    confirm: int,
+) -> RowVerdicts:
+    """Judge the rows that differ from the ones served.
+
+    `changed` yields ``(new record, hex digest of its bytes, served record or None)``.
+    `streaks` is the previous cycle's held rows by symbol: a suspicious row seen with the same
+    digest last time counts one more confirmation; a different one starts again at 1.
+    """
+    held: list[HeldRow] = []
+    confirmed: list[HeldRow] = []
+    for new, row_digest, served in changed:
+        problem = row_problem(new, served)
+        if problem is None:
+            continue
+        reason, invalid = problem
+        last = streaks.get(new.symbol)
+        seen = last.seen + 1 if last is not None and last.digest == row_digest else 1
+        verdict = HeldRow(new.symbol, reason, row_digest, seen, invalid)
+        if not invalid and seen >= confirm:
+            confirmed.append(verdict)
+        else:
+            held.append(verdict)
+    return RowVerdicts(tuple(held), tuple(confirmed))

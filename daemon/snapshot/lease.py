@@ -8,6 +8,11 @@ Leadership alone cannot stop a leader that was frozen and wakes up believing it 
 so every snapshot write is *fenced*: the store WATCHes the lease key and checks it still holds
 this daemon's token inside the same transaction (:class:`Fence`). A stale leader's write is
 refused by Redis, not by the stale leader's own judgement.
+
+A lease key without a TTL was not written by a symbold leader (every lease is set with PX): left
+alone it would stop every daemon for ever. A daemon that finds the same holder without a TTL
+for longer than one lease ttl treats it as broken, logs it at error and takes it over
+(atomically, only if it is still that holder without a TTL).
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ if holder == ARGV[1] then
 end
 if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+# Take over a lease with no TTL, only if it still holds the value we saw and still has no TTL.
+_TAKE_BROKEN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
@@ -77,6 +90,8 @@ class Lease:
         self.held = False
         # Monotonic time of the last confirmation that we hold it (acquire or renew).
         self.confirmed_at = 0.0
+        # A holder seen without a TTL, and since when (monotonic): see try_acquire.
+        self._broken: tuple[bytes, float] | None = None
         self.log = get_logger("symbold.lease").bind(key=key)
 
     @property
@@ -88,12 +103,49 @@ class Lease:
         return max(1, int(self.ttl * 1000))
 
     async def try_acquire(self) -> bool:
-        """Take the lease if nobody holds it. Redis errors propagate."""
+        """Take the lease if nobody holds it, or if a holder without a TTL (not a symbold
+        leader's lease, which always expires) has stayed so for more than one ttl. Redis
+        errors propagate."""
         taken = await self.client.set(self.key, self.token, nx=True, px=self.ttl_ms)
         if taken:
+            self._broken = None
             self._confirm()
             self.log.info("lease.acquired", token=self.token)
-        return bool(taken)
+            return True
+        return await self._take_if_broken()
+
+    async def _take_if_broken(self) -> bool:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.key)
+        pipe.pttl(self.key)
+        holder, pttl = await pipe.execute()
+        if holder is None or pttl != -1:
+            self._broken = None
+            return False
+        raw = holder if isinstance(holder, bytes) else str(holder).encode()
+        now = time.monotonic()
+        if self._broken is None or self._broken[0] != raw:
+            self._broken = (raw, now)
+            self.log.error(
+                "lease.no_ttl",
+                holder=scrub_text(raw.decode(errors="replace")[:100]),
+                action=f"taking it over in {self.ttl:g} s unless it gets a TTL",
+            )
+            return False
+        if now - self._broken[1] < self.ttl:
+            return False
+        taken = await self.client.eval(_TAKE_BROKEN, 1, self.key, raw, self.token, self.ttl_ms)
+        if not taken:
+            return False
+        self._broken = None
+        self._confirm()
+        self.log.error(
+            "lease.taken_over",
+            holder=scrub_text(raw.decode(errors="replace")[:100]),
+            token=self.token,
+            reason="the lease had no TTL for longer than its ttl: broken or foreign",
+        )
+        return True
 
     async def renew(self) -> bool:
         """Extend our lease; False (and not held) if someone else has it now."""

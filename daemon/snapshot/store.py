@@ -9,25 +9,34 @@ What a reader may rely on:
   array of the listed records; ``by_symbol`` holds every record (all statuses).
 - Counters in ``metrics`` are exact: each event is counted by a tiny script guarded by a
   one-time token, so a transaction that redis-py retries after a timeout cannot count twice.
+  The tokens live in one capped sorted set per market (``<metrics>:once``, the newest
+  :data:`ONCE_KEEP` tokens), not in a key per event.
+- Every write is all or nothing, also when a key holds the wrong type: the keys are WATCHed
+  and their types checked before MULTI, so a wrong-type key aborts the write before anything
+  is applied (:class:`SnapshotCorrupt`) and a type change after the check aborts EXEC.
+  :meth:`SnapshotStore.commit` with ``repair=True`` deletes the wrong-type keys and rewrites
+  the snapshot whole.
 - A change is appended to the ``changes`` stream and published on ``events`` only when the
   content changed; entries carry the ``version`` so a consumer can drop a duplicate.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from daemon.contract.keys import MarketKeys
 from daemon.contract.meta import (
+    HeldRow,
     MetaError,
     MetaFields,
     SnapshotMeta,
@@ -39,14 +48,28 @@ from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
 from daemon.snapshot.listing import SnapshotBlobs
 
-# Count one event exactly once: the token key exists only if this event was counted already.
+# Count one event exactly once: the token is in the set only if this event was counted already.
+# The set keeps the newest ONCE_KEEP tokens: a retried transaction is re-sent within seconds,
+# so a token only has to outlive that, and the set stays small whatever the interval.
 _COUNT_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
-  return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4]) == 1 then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[5]))
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[6])
 end
 return false
 """
 _TOKEN_TTL = 24 * 3600
+MAX_BAN = 3 * 24 * 3600.0
+"""The longest ban Binance gives (they escalate from 2 minutes to 3 days)."""
+ONCE_KEEP = 256
+"""How many recent event tokens a market keeps (one sorted set, a few KB)."""
+# The types of every key this store writes, in one round trip ("none" for an absent key).
+_TYPES = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('TYPE', key)['ok'] end
+return out
+"""
 # A watched transaction aborted by a concurrent touch (our own lease renewal) is rebuilt.
 _WATCH_RETRIES = 3
 
@@ -64,6 +87,13 @@ class StoredState:
     has_last_good: bool
     has_by_symbol: bool
     ban_until: float | None
+    server_time: int | None = None
+    # Keys holding a type the store never writes: key name -> the type found.
+    wrong_types: Mapping[str, str] = field(default_factory=dict)
+    # A previous cycle found wrong-type keys and asked for a full rewrite (see mark_corrupt).
+    repair_requested: bool = False
+    # Rows the last commit held back (kept serving the previous row), with their streaks.
+    held_rows: tuple[HeldRow, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -71,11 +101,37 @@ class StoredState:
 
 
 # The meta fields a cycle needs before it starts (see read_state).
-_STATE_FIELDS = ("version", "listed", "shrink_version", "shrink_count")
+_STATE_FIELDS = ("version", "listed", "shrink_version", "shrink_count", "server_time", "held_rows")
+_REPAIR_TTL = 7 * 24 * 3600
 
 
 class _NotPrevious(Exception):
     """Redis does not hold the snapshot an incremental write was based on."""
+
+
+class SnapshotCorrupt(Exception):
+    """A snapshot key holds a type the store never writes (e.g. ``by_symbol`` is a list).
+
+    Nothing was written. ``keys`` names each such key with what it holds. Not a Redis error:
+    Redis is reachable and answered; its data is wrong. :meth:`SnapshotStore.commit` with
+    ``repair=True`` replaces those keys.
+    """
+
+    def __init__(self, keys: Mapping[str, str]) -> None:
+        self.keys = dict(keys)
+        shown = ", ".join(f"{name} is a {kind}" for name, kind in sorted(self.keys.items()))
+        super().__init__(f"snapshot keys of the wrong type: {shown}")
+
+
+def _is_wrongtype(exc: BaseException) -> bool:
+    # A pipeline wraps it: "Command # 1 (HMGET ...) of pipeline caused error: (WRONGTYPE ...".
+    return isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc)
+
+
+def evicts(policy: str) -> bool:
+    """Whether Redis may evict snapshot keys under ``maxmemory-policy`` `policy`: every
+    ``allkeys-*`` policy, and every ``volatile-*`` one (``symbols`` has a TTL)."""
+    return policy.startswith(("allkeys-", "volatile-"))
 
 
 def new_token() -> str:
@@ -107,32 +163,135 @@ class SnapshotStore:
         # inside its transaction, that the lease still holds our token.
         self.fence: Fence | None = None
 
-    def _token_key(self, token: str) -> str:
-        return f"{self.keys.metrics}:once:{token}"
+    @property
+    def once_key(self) -> str:
+        """The sorted set of recently counted event tokens (derived from the metrics key, so
+        it shares the market's hash tag)."""
+        return f"{self.keys.metrics}:once"
 
-    def _count(self, pipe: Pipeline, field: str, token: str) -> None:
-        pipe.eval(_COUNT_ONCE, 2, self.keys.metrics, self._token_key(token), field, _TOKEN_TTL)
+    @property
+    def repair_key(self) -> str:
+        """Set by :meth:`mark_corrupt`: the next commit rewrites the snapshot whole."""
+        return f"{self.keys.meta}:repair"
+
+    def expected_types(self) -> dict[str, str]:
+        """Every key a snapshot write touches, with the one type the store writes there."""
+        k = self.keys
+        return {
+            k.symbols: "string",
+            k.last_good: "string",
+            k.refreshed_at: "string",
+            k.by_symbol: "hash",
+            k.meta: "hash",
+            k.metrics: "hash",
+            k.changes: "stream",
+            self.once_key: "zset",
+        }
+
+    def _count(self, pipe: Pipeline, field: str, token: str, amount: int = 1) -> None:
+        pipe.eval(
+            _COUNT_ONCE,
+            2,
+            self.keys.metrics,
+            self.once_key,
+            field,
+            _TOKEN_TTL,
+            f"{time.time():.3f}",
+            f"{token}:{field}",
+            ONCE_KEEP,
+            amount,
+        )
 
     async def read_state(self) -> StoredState:
-        """One non-transactional round trip: meta fields, key existence, ban deadline."""
+        """One non-transactional round trip: meta fields, key existence and types, the ban
+        deadline, a pending repair. A key of the wrong type does not make it fail: it is
+        reported in ``wrong_types`` (and reads as absent)."""
         k = self.keys
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(k.meta, _STATE_FIELDS)
-        pipe.exists(k.symbols)
-        pipe.exists(k.last_good)
-        pipe.exists(k.by_symbol)
-        pipe.get(k.ban_until)
-        values, has_sym, has_lg, has_bs, ban = await pipe.execute()
+        expected = self.expected_types()
+        try:
+            replies = await self._state_replies(expected, set())
+        except ResponseError as exc:
+            if not _is_wrongtype(exc):
+                raise
+            # Rare: learn which keys are of the wrong type, then read around them. (Errors
+            # are not returned in place: a cluster pipeline retries a moved or failed node
+            # only when it may raise.)
+            names = [*expected, k.ban_until]
+            kinds = await self._types(names)
+            skip = {
+                name
+                for name, kind in zip(names, kinds, strict=True)
+                if kind not in ("none", expected.get(name, "string"))
+            }
+            replies = await self._state_replies(expected, skip)
+        values, has_sym, has_lg, has_bs, ban, repair = replies[:6]
+        wrong: dict[str, str] = {}
+        for (name, want), kind in zip(expected.items(), replies[6:], strict=True):
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind not in ("none", want):
+                wrong[name] = kind
         meta = MetaFields.from_hash(dict(zip(_STATE_FIELDS, values, strict=True)))
         return StoredState(
             version=meta.version,
             listed=meta.listed,
             streak=ShrinkStreak(version=meta.shrink_version, count=meta.shrink_count),
-            has_symbols=bool(has_sym),
-            has_last_good=bool(has_lg),
-            has_by_symbol=bool(has_bs),
+            has_symbols=bool(has_sym) and k.symbols not in wrong,
+            has_last_good=bool(has_lg) and k.last_good not in wrong,
+            has_by_symbol=bool(has_bs) and k.by_symbol not in wrong,
             ban_until=decode_timestamp(ban),
+            server_time=meta.server_time,
+            held_rows=meta.held_rows,
+            wrong_types=wrong,
+            repair_requested=bool(repair),
         )
+
+    async def _state_replies(self, expected: Mapping[str, str], skip: set[str]) -> list[Any]:
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        if k.meta in skip:
+            pipe.echo(b"")  # a placeholder keeps the reply positions
+        else:
+            pipe.hmget(k.meta, _STATE_FIELDS)
+        pipe.exists(k.symbols)
+        pipe.exists(k.last_good)
+        pipe.exists(k.by_symbol)
+        if k.ban_until in skip:
+            pipe.echo(b"")
+        else:
+            pipe.get(k.ban_until)
+        pipe.exists(self.repair_key)
+        for name in expected:
+            pipe.type(name)
+        replies: list[Any] = await pipe.execute()
+        if k.meta in skip:
+            replies[0] = [None] * len(_STATE_FIELDS)
+        if k.ban_until in skip:
+            replies[4] = None
+        return replies
+
+    async def _types(self, names: list[str]) -> list[str]:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.type(name)
+        return [t.decode() if isinstance(t, bytes) else str(t) for t in await pipe.execute()]
+
+    async def mark_corrupt(self, wrong: Mapping[str, str]) -> None:
+        """Ask the next commit (of this or any other process) for a full rewrite that
+        replaces the wrong-type keys. A plain string key: SET works whatever it held."""
+        await self.client.set(self.repair_key, _encode(sorted(wrong)), ex=_REPAIR_TTL)
+
+    async def eviction_policy(self) -> str | None:
+        """``maxmemory-policy`` as INFO reports it (on a cluster, the first evicting policy
+        of any node); None when INFO does not say (an old server, or INFO refused by ACL)."""
+        info: dict[str, Any] = await self.client.info("memory")
+        policies = [info.get("maxmemory_policy")]
+        # A cluster client answers with one dict per node.
+        policies += [v.get("maxmemory_policy") for v in info.values() if isinstance(v, dict)]
+        found = [str(p) for p in policies if p]
+        evicting = [p for p in found if evicts(p)]
+        if evicting:
+            return evicting[0]
+        return found[0] if found else None
 
     async def read_by_symbol(self) -> dict[str, bytes]:
         """The stored per-symbol records (for diffing against what a restarted daemon fetched)."""
@@ -140,28 +299,30 @@ class SnapshotStore:
         return {name.decode(): value for name, value in raw.items()}
 
     async def _transact(
-        self, fill: Callable[[Pipeline], None], *, expect_version: str | None = None
+        self,
+        fill: Callable[[Pipeline], None],
+        *,
+        expect_version: str | None = None,
+        repair: bool = False,
     ) -> None:
-        """Run one MULTI/EXEC that `fill` builds.
+        """Run one MULTI/EXEC that `fill` builds, all or nothing.
 
-        With a fence, it runs only while the lease holds our token (LeaseLost otherwise);
-        with `expect_version`, only while meta holds that version (_NotPrevious otherwise).
-        Both are checked under WATCH, so a change between check and EXEC aborts it; our own
-        lease renewal also touches the key, hence a few retries. A watched transaction is
-        never re-sent by redis-py after a timeout; an unwatched one may be, which is why every
-        counter in it is counted once by token.
+        Every key the store writes is WATCHed and its type checked first: a key of the wrong
+        type raises :class:`SnapshotCorrupt` before anything is queued (with `repair`, such
+        keys are deleted inside the same MULTI instead, and `fill` rewrites them). With a
+        fence, it runs only while the lease holds our token (LeaseLost otherwise); with
+        `expect_version`, only while meta holds that version (_NotPrevious otherwise). A
+        change to any watched key between the checks and EXEC aborts EXEC; our own lease
+        renewal also touches the lease key, hence a few retries. A watched transaction is
+        never re-sent by redis-py after a timeout, and every counter in it counts once by
+        token anyway.
         """
-        watched = [self.keys.meta] if expect_version is not None else []
+        watched = list(self.expected_types())
         if self.fence is not None:
             watched.append(self.fence.key)
-        if not watched:
-            pipe = self.client.pipeline(transaction=True)
-            fill(pipe)
-            await pipe.execute()
-            return
         for attempt in range(_WATCH_RETRIES + 1):
             try:
-                await self._watched_attempt(fill, watched, expect_version)
+                await self._watched_attempt(fill, watched, expect_version, repair)
             except WatchError:
                 # From EXEC (a watched key changed) or from any command after WATCH on a
                 # connection that dropped. Either nothing was applied, or (a reply lost after
@@ -172,10 +333,23 @@ class SnapshotStore:
             return
 
     async def _watched_attempt(
-        self, fill: Callable[[Pipeline], None], watched: list[str], expect_version: str | None
+        self,
+        fill: Callable[[Pipeline], None],
+        watched: list[str],
+        expect_version: str | None,
+        repair: bool,
     ) -> None:
+        expected = self.expected_types()
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(*watched)
+            found = await pipe.eval(_TYPES, len(expected), *expected)
+            wrong = {
+                name: kind.decode() if isinstance(kind, bytes) else str(kind)
+                for (name, want), kind in zip(expected.items(), found, strict=True)
+                if (kind.decode() if isinstance(kind, bytes) else str(kind)) not in ("none", want)
+            }
+            if wrong and not repair:
+                raise SnapshotCorrupt(wrong)
             claim = False
             if self.fence is not None:
                 holder: bytes | None = await pipe.get(self.fence.key)  # type: ignore[assignment]
@@ -184,12 +358,18 @@ class SnapshotStore:
                 if holder is not None and holder != self.fence.token:
                     raise LeaseLost(self.fence.key)
             if expect_version is not None:
+                if self.keys.meta in wrong:
+                    raise _NotPrevious
                 stored: bytes | None = await pipe.hget(self.keys.meta, "version")  # type: ignore[assignment]
                 if stored is None or stored.decode() != expect_version:
                     raise _NotPrevious
             pipe.multi()  # type: ignore[no-untyped-call]
             if claim and self.fence is not None:
                 pipe.set(self.fence.key, self.fence.token, px=self.fence.ttl_ms)
+            if repair:
+                if wrong:
+                    pipe.delete(*wrong)
+                pipe.delete(self.repair_key)
             fill(pipe)
             await pipe.execute()
 
@@ -202,8 +382,15 @@ class SnapshotStore:
         token: str,
         previous: SnapshotBlobs | None = None,
         publish: bool = True,
+        repair: bool = False,
+        rows_held: int = 0,
     ) -> str:
         """Write an accepted snapshot and count ``refresh_success``, atomically.
+
+        ``rows_held`` (rows of this payload held back, the previous row served instead) is
+        added to the ``rows_held`` counter in the same step. ``repair`` deletes keys of the
+        wrong type and writes everything whole; without it such a key raises
+        :class:`SnapshotCorrupt` and nothing is written.
 
         ``previous`` is the snapshot Redis is believed to hold (its version was read this
         cycle and every key exists): then only the difference is written (changed and removed
@@ -212,14 +399,14 @@ class SnapshotStore:
         (a new version); the stream gets an entry only for a non-empty diff.
         Returns ``"incremental"`` or ``"full"``.
         """
-        if previous is not None:
+        if previous is not None and not repair:
             try:
-                await self._write(blobs, meta, diff, token, previous, publish)
+                await self._write(blobs, meta, diff, token, previous, publish, False, rows_held)
             except (WatchError, _NotPrevious):
                 pass
             else:
                 return "incremental"
-        await self._write(blobs, meta, diff, token, None, publish)
+        await self._write(blobs, meta, diff, token, None, publish, repair, rows_held)
         return "full"
 
     async def _write(
@@ -230,6 +417,8 @@ class SnapshotStore:
         token: str,
         previous: SnapshotBlobs | None,
         publish: bool,
+        repair: bool,
+        rows_held: int,
     ) -> None:
         k = self.keys
 
@@ -261,6 +450,8 @@ class SnapshotStore:
                 mapping=_mapping(meta.to_hash() | {"shrink_version": "", "shrink_count": "0"}),
             )
             self._count(pipe, "refresh_success", token)
+            if rows_held:
+                self._count(pipe, "rows_held", token, rows_held)
             changes = diff.to_builtins() if diff is not None else {}
             event = _encode({"market": k.market, "version": blobs.version, **changes})
             if diff is not None and not diff.is_empty:
@@ -275,7 +466,9 @@ class SnapshotStore:
                 pipe.execute_command("PUBLISH", k.events, event)
 
         await self._transact(
-            fill, expect_version=previous.version if previous is not None else None
+            fill,
+            expect_version=previous.version if previous is not None else None,
+            repair=repair,
         )
 
     async def record_failure(
@@ -377,8 +570,11 @@ class SnapshotStore:
         return HeldSnapshot(blobs=blobs, meta=snapshot_meta)
 
     async def set_ban(self, until: float) -> None:
-        """Remember a 429/418 deadline so a restarted daemon honours it too."""
-        ttl_ms = max(1, int((until - time.time()) * 1000))
+        """Remember a 429/418 deadline so a restarted daemon honours it too (at most
+        :data:`MAX_BAN` from now: a longer deadline is stored clamped)."""
+        now = time.time()
+        until = min(until, now + MAX_BAN) if not math.isnan(until) else now
+        ttl_ms = max(1, int((until - now) * 1000))
         await self.client.set(self.keys.ban_until, encode_timestamp(until), px=ttl_ms)
 
 

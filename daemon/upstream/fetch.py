@@ -659,9 +659,27 @@ async def _fetch_file(base: str, cfg: SourceConfig, started: float) -> FetchResu
 
 
 def _read_file_capped(path: str, cap: int, shown: str) -> bytes:
+    """The file's bytes, refused when larger than `cap`.
+
+    Memory follows the file's size, not the cap: ``read(cap + 1)`` would allocate the whole
+    cap (64 MB by default) up front. st_size is only a hint (a file may grow while read), so
+    the read goes one byte past it and continues in chunks, stopping past the cap.
+    """
     with open(path, "rb") as fh:
-        # Read one byte past the cap rather than trusting st_size (files can grow meanwhile).
-        data = fh.read(cap + 1)
-    if len(data) > cap:
+        size = os.fstat(fh.fileno()).st_size
+        if size > cap:
+            raise BodyTooLarge(f"{shown} is larger than max_body_bytes={cap}", url=shown)
+        data = fh.read(size + 1)
+        if len(data) <= size:
+            return data
+        parts = [data]
+        total = len(data)
+        while total <= cap:
+            chunk = fh.read(min(_CHUNK, cap + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+    if total > cap:
         raise BodyTooLarge(f"{shown} is larger than max_body_bytes={cap}", url=shown)
-    return data
+    return b"".join(parts)

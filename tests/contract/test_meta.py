@@ -3,6 +3,9 @@ MetaFields, including hashes from older daemons and partial or damaged ones. Pur
 
 from __future__ import annotations
 
+import dataclasses
+
+import msgspec
 import pytest
 
 from daemon.contract import (
@@ -15,7 +18,7 @@ from daemon.contract import (
     encode_rate_limits,
     request_weight_limit,
 )
-from daemon.contract.meta import decode_timestamp, encode_timestamp
+from daemon.contract.meta import HeldRow, decode_timestamp, encode_timestamp
 
 LIMITS = (
     RateLimit(rate_limit_type="REQUEST_WEIGHT", interval="MINUTE", interval_num=1, limit=6000),
@@ -57,7 +60,28 @@ def test_to_hash_fields() -> None:
         "writer": "host:1:x",
         "rate_limits": BINANCE_SHAPE,
         "format": str(FORMAT),
+        "held_rows": "[]",
     }
+
+
+def test_held_rows_round_trip_and_tolerate_damage() -> None:
+    held = (HeldRow("BTCUSDT", "tick_size became 0 (served 0.01)", "ab" * 16, 2, False),)
+    fields = dataclasses.replace(META, held_rows=held).to_hash()
+    assert msgspec.json.decode(fields["held_rows"]) == [
+        {
+            "symbol": "BTCUSDT",
+            "reason": "tick_size became 0 (served 0.01)",
+            "digest": "ab" * 16,
+            "seen": 2,
+            "invalid": False,
+        }
+    ]
+    assert SnapshotMeta.from_hash(_as_redis(fields)).held_rows == held
+    # an older daemon's hash has no such field; a damaged one is reported, never raised on
+    assert MetaFields.from_hash({"version": "v"}).held_rows == ()
+    damaged = MetaFields.from_hash({"version": "v", "held_rows": "[{"})
+    assert damaged.held_rows == ()
+    assert damaged.unreadable == {"held_rows"}
 
 
 def test_round_trip_through_a_bytes_hash() -> None:

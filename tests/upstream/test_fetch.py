@@ -13,7 +13,9 @@ import gzip
 import json
 import random
 import socket
+import subprocess
 import sys
+import textwrap
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -965,3 +967,27 @@ def test_fetch_result_is_frozen() -> None:
     with pytest.raises(AttributeError):
         result.status = 500  # type: ignore[misc]
     assert result.attempts == ()
+
+
+def test_a_file_source_is_read_by_its_size_not_the_cap(tmp_path: Path) -> None:
+    """Issue 16 item 8: reading a 4 MB file with a 64 MB cap must not allocate the cap. A
+    child process limits its address space to what it uses plus 32 MB, then reads."""
+    path = tmp_path / "payload.json"
+    path.write_bytes(b"x" * (4 * 1024 * 1024))
+    script = textwrap.dedent(
+        f"""
+        import resource
+        from daemon.upstream.fetch import _read_file_capped
+        vm = next(int(line.split()[1]) for line in open("/proc/self/status")
+                  if line.startswith("VmSize:")) * 1024
+        limit = vm + 32 * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        data = _read_file_capped({str(path)!r}, 64 * 1024 * 1024, "file")
+        print(len(data))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(4 * 1024 * 1024)
