@@ -38,6 +38,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]:
     import dataclasses
+    import logging
+
+    # Reading the budget logs which limits it found (info); here that would only clutter the
+    # output (and break --json on stdout). Warnings still show.
+    logging.getLogger("symbold.budget").setLevel(logging.WARNING)
 
     from daemon.contract.keys import keys_for
     from daemon.ops.status import read_budget, read_status
