@@ -202,6 +202,12 @@ class HealthSettings(_Frozen, frozen=True):
     max_age: PositiveFloat = 900.0
 
 
+class ServiceSettings(_Frozen, frozen=True):
+    # `symbold run` tells systemd READY=1 once every market's snapshot is fresh (published, or
+    # found fresh in Redis), or after this many seconds with a degraded STATUS=. 0: at once.
+    start_timeout: NonNegFloat = 30.0
+
+
 class CelerySettings(_Frozen, frozen=True):
     # Enqueue legacy Celery tasks on events (needs the `celery` extra).
     enabled: bool = False
@@ -268,6 +274,7 @@ class Settings(_Frozen, frozen=True):
     guards: GuardSettings = msgspec.field(default_factory=GuardSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
+    service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
     lease: LeaseSettings = msgspec.field(default_factory=LeaseSettings)
     celery: CelerySettings = msgspec.field(default_factory=CelerySettings)
     budget: BudgetSettings = msgspec.field(default_factory=BudgetSettings)

@@ -1,170 +1,176 @@
-"""Health and metrics: the optional HTTP endpoint, and the freshness rule it shares.
+"""The optional HTTP endpoint: ``GET /healthz`` and ``GET /metrics``, built to survive abuse.
 
-``/healthz`` answers 200 while every enabled market holds a snapshot younger than
-``health.max_age`` and 503 with the reasons otherwise; ``/metrics`` is Prometheus text format
-from a registry private to the service (so tests and reloads never collide on the global one).
-The endpoint is off by default and binds to 127.0.0.1 when on.
+What a caller may rely on:
+
+- ``/healthz`` answers 200 ``ok: spot 41 s`` while every enabled market is fresh and 503
+  ``stale: <reasons>`` otherwise, by the one rule in :mod:`daemon.ops.freshness`;
+  ``/metrics`` is Prometheus text format; anything else is 404, a method other than GET/HEAD
+  405. Every response closes its connection (no keep-alive).
+- A client has ``header_timeout`` seconds *in total* to send its request head (at most
+  ``MAX_HEAD`` bytes) and ``write_timeout`` seconds to take the response; then it is cut off.
+  So a slow or half-open client (Slowloris) holds a descriptor for a bounded time only.
+- At most ``max_connections`` connections are served at once; a connection beyond that is
+  closed as soon as it is accepted, so the endpoint can never take the descriptors the daemon
+  needs for Redis and Binance (see :func:`connection_cap`).
+
+It is a small HTTP/1.x responder on :func:`asyncio.start_server`, not a web framework: two
+fixed GET paths need no more, and every limit above is in plain sight.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import os
+import resource
+from collections.abc import Awaitable, Callable
 
-import prometheus_client
-from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from daemon.ops.freshness import Freshness
 
-from daemon.refresh.cycle import CycleResult, MarketRefresher
+MAX_HEAD = 8192
+HEADER_TIMEOUT = 5.0
+WRITE_TIMEOUT = 10.0
+# Health connections served at once, at most (monitoring needs a handful).
+DEFAULT_MAX_CONNECTIONS = 64
+# Descriptors kept free beyond the daemon's own Redis pools and upstream connections: the
+# interpreter, logs, the notify socket, DNS, the listening socket itself.
+BASE_RESERVE = 64
+CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
-
-@dataclass(frozen=True, slots=True)
-class Freshness:
-    """Whether a market's served snapshot is young enough; `reason` says why not."""
-
-    market: str
-    fresh: bool
-    age: float | None
-    reason: str
-
-
-def judge_freshness(
-    market: str, refreshed_at: float | None, max_age: float, now: float
-) -> Freshness:
-    """Pure rule used by /healthz and `symbold status --check`."""
-    if refreshed_at is None:
-        return Freshness(market, False, None, f"{market}: no snapshot yet")
-    age = max(0.0, now - refreshed_at)
-    if age > max_age:
-        return Freshness(
-            market, False, age, f"{market}: snapshot {age:.0f} s old (max {max_age:.0f} s)"
-        )
-    return Freshness(market, True, age, "")
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 
 
-class Telemetry:
-    """Prometheus metrics about refreshes, fed by the service after every cycle."""
+def connection_cap(nofile: int, reserved: int, wanted: int = DEFAULT_MAX_CONNECTIONS) -> int:
+    """How many health connections may be open at once: `wanted`, but never more than the
+    descriptors left under the `nofile` limit after `reserved` (at least 1). Pure."""
+    return max(1, min(wanted, nofile - reserved))
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.refreshes = Counter(
-            "symbold_refresh",
-            "Refresh cycles by outcome (accepted, unchanged, rejected, error, skipped).",
-            ["market", "outcome"],
-            registry=self.registry,
-        )
-        self.last_success = Gauge(
-            "symbold_last_success_timestamp_seconds",
-            "UTC epoch seconds of the last accepted snapshot.",
-            ["market"],
-            registry=self.registry,
-        )
-        self.age = Gauge(
-            "symbold_snapshot_age_seconds",
-            "Seconds since the last accepted snapshot.",
-            ["market"],
-            registry=self.registry,
-        )
-        self.symbols = Gauge(
-            "symbold_symbols",
-            "Symbols in the last accepted snapshot (all statuses, and listed).",
-            ["market", "kind"],
-            registry=self.registry,
-        )
-        self.upstream_latency = Histogram(
-            "symbold_upstream_latency_seconds",
-            "Time to fetch exchangeInfo from the host that answered.",
-            ["market"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
-        )
-        self.used_weight = Gauge(
-            "symbold_upstream_used_weight",
-            "X-MBX-USED-WEIGHT-1M from the last reply (shared by every process on the IP).",
-            ["market"],
-            registry=self.registry,
-        )
-        self._refreshers: dict[str, MarketRefresher] = {}
 
-    def track(self, refreshers: Iterable[MarketRefresher]) -> None:
-        self._refreshers = {r.name: r for r in refreshers}
-        for name in self._refreshers:
-            for outcome in ("accepted", "unchanged", "rejected", "error", "skipped"):
-                self.refreshes.labels(name, outcome)
+def nofile_limit() -> int:
+    """This process's soft limit on open descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
-    def observe(self, result: CycleResult) -> None:
-        self.refreshes.labels(result.market, result.outcome).inc()
-        refresher = self._refreshers.get(result.market)
-        if refresher is None:
-            return
-        if refresher.fetch_ms is not None:
-            self.upstream_latency.labels(result.market).observe(refresher.fetch_ms / 1000.0)
-        if refresher.used_weight is not None:
-            self.used_weight.labels(result.market).set(refresher.used_weight)
-        if result.ok:
-            self.symbols.labels(result.market, "all").set(result.count)
-            self.symbols.labels(result.market, "listed").set(result.listed)
 
-    def refresh_gauges(self, now: float) -> None:
-        for name, refresher in self._refreshers.items():
-            held = refresher.held
-            if held is None:
-                continue
-            self.last_success.labels(name).set(held.meta.fetched_at)
-            self.age.labels(name).set(max(0.0, now - held.meta.fetched_at))
+def open_descriptors() -> int:
+    """Descriptors open now (0 when /proc is not there)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
 
-    def render(self) -> bytes:
-        self.refresh_gauges(time.time())
-        return prometheus_client.generate_latest(self.registry)
 
-    def freshness(self, max_age: float, now: float | None = None) -> list[Freshness]:
-        now = time.time() if now is None else now
-        return [
-            judge_freshness(
-                name, r.held.meta.fetched_at if r.held is not None else None, max_age, now
-            )
-            for name, r in self._refreshers.items()
-        ]
+def healthz_body(verdicts: list[Freshness]) -> tuple[int, str]:
+    """(status code, body) of /healthz for these verdicts. Pure."""
+    stale = [v.reason for v in verdicts if not v.fresh]
+    if stale:
+        return 503, "stale: " + "; ".join(stale) + "\n"
+    ages = ", ".join(f"{v.market} {v.age:.0f} s" for v in verdicts if v.age is not None)
+    return 200, f"ok: {ages}\n"
 
 
 class HealthServer:
-    """aiohttp server for /healthz and /metrics."""
+    """Serves /healthz and /metrics on host:port with the limits described above."""
 
-    def __init__(self, telemetry: Telemetry, *, host: str, port: int, max_age: float) -> None:
-        self.telemetry = telemetry
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        verdicts: Callable[[], list[Freshness]],
+        metrics: Callable[[], Awaitable[bytes]],
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        header_timeout: float = HEADER_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
+    ) -> None:
         self.host = host
         self.port = port
-        self.max_age = max_age
-        self._runner: web.AppRunner | None = None
+        self.verdicts = verdicts
+        self.metrics = metrics
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.write_timeout = write_timeout
+        self.active = 0
+        self.refused = 0
+        self.timed_out = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> int:
-        """Start listening; returns the bound port (useful with port 0)."""
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        """Start listening; returns the bound port (useful with port 0). Raises OSError when
+        the address cannot be bound."""
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self.port, limit=MAX_HEAD, backlog=128
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        """Stop listening and cut every open connection."""
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 5.0)
+        self._server = None
 
-    async def _healthz(self, _: web.Request) -> web.Response:
-        states = self.telemetry.freshness(self.max_age)
-        stale = [s.reason for s in states if not s.fresh]
-        if stale:
-            return web.Response(status=503, text="stale: " + "; ".join(stale) + "\n")
-        ages = ", ".join(f"{s.market} {s.age:.0f} s" for s in states if s.age is not None)
-        return web.Response(status=200, text=f"ok: {ages}\n")
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if self.active >= self.max_connections:
+            # Refused early: the descriptor goes back at once.
+            self.refused += 1
+            writer.transport.abort()
+            return
+        self.active += 1
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass
+        except TimeoutError:
+            self.timed_out += 1
+        finally:
+            self.active -= 1
+            self._writers.discard(writer)
+            writer.transport.abort()
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=self.telemetry.render(),
-            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with asyncio.timeout(self.header_timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            status, body, ctype = 400, b"bad request\n", "text/plain; charset=utf-8"
+        else:
+            method, target = parts[0], parts[1].split("?", 1)[0]
+            status, body, ctype = await self._route(method, target)
+            if method == "HEAD":
+                body = b"" if status != 405 else body
+        headers = (
+            f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n"
         )
+        if status == 405:
+            headers += "Allow: GET, HEAD\r\n"
+        writer.write(headers.encode() + b"\r\n" + body)
+        async with asyncio.timeout(self.write_timeout):
+            await writer.drain()
+
+    async def _route(self, method: str, target: str) -> tuple[int, bytes, str]:
+        if target not in ("/healthz", "/metrics"):
+            return 404, b"not found\n", "text/plain; charset=utf-8"
+        if method not in ("GET", "HEAD"):
+            return 405, b"method not allowed\n", "text/plain; charset=utf-8"
+        if target == "/healthz":
+            status, text = healthz_body(self.verdicts())
+            return status, text.encode(), "text/plain; charset=utf-8"
+        return 200, await self.metrics(), CONTENT_TYPE_METRICS

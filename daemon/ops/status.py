@@ -1,11 +1,14 @@
 """``symbold status``: what Redis says about each market, read-only.
 
-Reading is one pipelined round trip per market; formatting is a pure function so it can be
-tested without Redis.
+Reading is one pipelined round trip per market (plus one budget script when the market's
+weight-budget keys exist); formatting and the freshness verdict are pure functions so they can
+be tested without Redis. Fresh or stale is decided by :func:`daemon.ops.freshness.judge` only;
+``serving_fallback`` (meta's ``stale`` flag) is shown beside it, never instead of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,20 +16,39 @@ from typing import Any
 import msgspec
 import redis.asyncio
 
+from daemon.budget import AsyncWeightBudget, BudgetError, BudgetUsage
+from daemon.config.settings import Settings
 from daemon.contract.keys import METRIC_FIELDS, MarketKeys
 from daemon.contract.meta import MetaFields, decode_timestamp
+from daemon.ops.freshness import Freshness, duration, judge
+from daemon.redis.clients import ConnectionConfig
+from daemon.redis.errors import RECOVERABLE
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetWindow:
+    """One window of the market's shared weight budget, as `status` shows it."""
+
+    limit: str  # "REQUEST_WEIGHT 1M"
+    used: int
+    cap: int  # Binance's published figure for the window
+    reset_at: float
 
 
 @dataclass(frozen=True, slots=True)
 class MarketStatus:
-    """One market's state as stored; `age` is seconds since the last accepted snapshot."""
+    """One market's state as stored; `age` is seconds since the last accepted snapshot.
+
+    `serving_fallback` is meta's ``stale`` flag: the last refresh attempt failed or was held
+    back, or the cache was republished from memory or ``last_good``. It is not the freshness
+    verdict (see :mod:`daemon.ops.freshness`)."""
 
     market: str
     refreshed_at: float | None
     age: float | None
     count: int | None
     listed: int | None
-    stale: bool
+    serving_fallback: bool
     version: str | None
     source: str | None
     last_error: str | None
@@ -36,6 +58,8 @@ class MarketStatus:
     daemon: dict[str, Any] | None = None
     # Lease holder among replicas ("host:pid:id"), when leases are on and someone leads.
     leader: str | None = None
+    # The shared weight budget's current windows; empty when its keys do not exist.
+    budget: list[BudgetWindow] = field(default_factory=list)
 
     def to_builtins(self) -> dict[str, Any]:
         out: dict[str, Any] = msgspec.to_builtins(self)
@@ -80,7 +104,7 @@ async def read_status(client: redis.asyncio.Redis, keys: MarketKeys) -> MarketSt
         age=(time.time() - refreshed_at) if refreshed_at is not None else None,
         count=meta.count,
         listed=meta.listed,
-        stale=meta.stale,
+        serving_fallback=meta.stale,
         version=meta.version,
         source=meta.source or None,
         last_error=meta.last_error or None,
@@ -92,32 +116,72 @@ async def read_status(client: redis.asyncio.Redis, keys: MarketKeys) -> MarketSt
     )
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+def budget_windows(usage: BudgetUsage) -> list[BudgetWindow]:
+    """The windows of a budget usage reading, in the shape `status` prints."""
+    return [
+        BudgetWindow(
+            limit=f"{w.kind} {w.interval}" + (f" {w.account}" if w.account else ""),
+            used=w.used,
+            cap=w.limit,
+            reset_at=w.reset_at,
+        )
+        for w in usage.windows
+    ]
 
 
-def format_status(statuses: list[MarketStatus], now: float | None = None) -> str:
+async def read_budget(
+    client: redis.asyncio.Redis, connection: ConnectionConfig, settings: Settings, market: str
+) -> list[BudgetWindow]:
+    """The market's budget windows when any of its counter keys exists, else []."""
+    budget = AsyncWeightBudget(connection, settings, market=market)
+    try:
+        keys = [key for _, key, _ in budget.limits.tracked(None)]
+        if not keys or not await client.exists(*keys):
+            return []
+        with contextlib.suppress(BudgetError, *RECOVERABLE):
+            return budget_windows(await budget.usage())
+        return []
+    finally:
+        await budget.aclose()
+
+
+def verdicts(statuses: list[MarketStatus], max_age: float, now: float) -> list[Freshness]:
+    """The freshness verdict of each market (the one rule)."""
+    return [judge(st.market, st.refreshed_at, max_age, now) for st in statuses]
+
+
+def status_json(statuses: list[MarketStatus], max_age: float, now: float) -> dict[str, Any]:
+    """`status --json`: each market's stored state plus the verdict (`fresh`, `stale` =
+    not fresh, `stale_reason`, `max_age`)."""
+    out: dict[str, Any] = {}
+    for st, v in zip(statuses, verdicts(statuses, max_age, now), strict=True):
+        out[st.market] = st.to_builtins() | {
+            "fresh": v.fresh,
+            "stale": not v.fresh,
+            "stale_reason": v.reason or None,
+            "max_age": max_age,
+        }
+    return out
+
+
+def format_status(statuses: list[MarketStatus], max_age: float, now: float | None = None) -> str:
     """Human-readable lines, one block per market."""
     now = time.time() if now is None else now
     lines: list[str] = []
-    for st in statuses:
+    for st, v in zip(statuses, verdicts(statuses, max_age, now), strict=True):
         if st.refreshed_at is None:
-            lines.append(f"{st.market}: no snapshot yet")
+            lines.append(f"{st.market}: no snapshot yet, {v.word}")
         else:
-            state = "STALE" if st.stale else "fresh"
             lines.append(
                 f"{st.market}: {st.listed} listed of {st.count} symbols, "
-                f"{_duration(now - st.refreshed_at)} old, {state}, version {st.version}"
+                f"{duration(now - st.refreshed_at)} old, {v.word}"
+                + ("" if v.fresh else f" (max {duration(max_age)})")
+                + f", version {st.version}"
             )
+        if st.serving_fallback:
+            lines.append("  serving a fallback: the last refresh failed or was held back")
         if st.ttl is not None:
-            lines.append(f"  cache expires in {_duration(st.ttl)}")
+            lines.append(f"  cache expires in {duration(st.ttl)}")
         elif st.refreshed_at is not None:
             lines.append("  cache key missing (last_good still holds the list)")
         counters = ", ".join(f"{k} {v}" for k, v in st.counters.items())
@@ -125,10 +189,13 @@ def format_status(statuses: list[MarketStatus], now: float | None = None) -> str
         if st.last_error:
             lines.append(f"  last error: {st.last_error}")
         if st.ban_until is not None and st.ban_until > now:
-            lines.append(f"  rate-limit ban for {_duration(st.ban_until - now)} more")
+            lines.append(f"  rate-limit ban for {duration(st.ban_until - now)} more")
+        if st.budget:
+            used = ", ".join(f"{w.limit} {w.used}/{w.cap}" for w in st.budget)
+            lines.append(f"  weight budget: {used}")
         if st.daemon:
             nxt = st.daemon.get("next_refresh_at")
-            when = f", next refresh in {_duration(float(nxt) - now)}" if nxt else ""
+            when = f", next refresh in {duration(float(nxt) - now)}" if nxt else ""
             lines.append(f"  daemon: pid {st.daemon.get('pid')} on {st.daemon.get('host')}{when}")
         else:
             lines.append("  daemon: not running")

@@ -8,10 +8,13 @@ Signal handlers only set events:
   after which the cycle is abandoned (a snapshot transaction commits whole or not at all, so
   abandoning it loses nothing); exit 0. A second SIGTERM/SIGINT stops at once (exit 1).
 
-Under systemd (``NOTIFY_SOCKET``) it sends READY=1 once the loops run, even when Redis or
-Binance is down (STATUS says what it waits for), a one-line STATUS after every cycle, WATCHDOG=1
-while the event loop and every market loop are alive, RELOADING=1/READY=1 around a reload, and
-STOPPING=1. The service keeps running whatever Redis or Binance do.
+Under systemd (``NOTIFY_SOCKET``) it sends READY=1 once every market's snapshot is fresh
+(published by this daemon, or found fresh in Redis: a follower is ready when the leader's
+snapshot is), or after ``service.start_timeout`` with a "degraded" STATUS, so `systemctl start`
+returning means the data is there. STATUS= is re-sent whenever its text changes (checked every
+second, so the age it shows keeps moving); WATCHDOG=1 while the event loop and every market loop
+are alive; RELOADING=1/READY=1 around a reload; STOPPING=1. The service keeps running whatever
+Redis or Binance do. What a reload applies live is in :mod:`daemon.service.reload`.
 """
 
 from __future__ import annotations
@@ -30,18 +33,23 @@ import redis
 import redis.asyncio
 
 from daemon import exitcodes
+from daemon.budget import AsyncWeightBudget, BudgetError
 from daemon.celery_interop.enqueue import TaskSender
 from daemon.config.loader import Config
 from daemon.config.redis_target import RedisURL
 from daemon.config.settings import ConfigError, Settings
 from daemon.contract.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text
-from daemon.ops.health import HealthServer, Telemetry
+from daemon.ops.freshness import Freshness
+from daemon.ops.metrics import Telemetry
 from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
 from daemon.redis.clients import ConnectionConfig, check_one_slot
 from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
 from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
 from daemon.refresh.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
+from daemon.service.endpoint import HealthEndpoint
+from daemon.service.observe import Reporter
+from daemon.service.reload import changed_keys, needs_loops, restart_pending
 from daemon.snapshot.lease import Lease
 from daemon.upstream.fetch import make_session
 
@@ -84,14 +92,21 @@ class Service:
             min_gap=settings.scheduler.min_refresh_gap,
             stop=self.should_exit,
         )
-        self.health_port: int | None = None
         self.reloads = 0
+        # One shared weight budget per enabled market (rebuilt with the loops); another part of
+        # the daemon draws on it for its own fetches, /metrics and `status` read it.
+        self.budgets: dict[str, AsyncWeightBudget] = {}
+        # The settings the service started with: restart-only keys are judged against them.
+        self._started_settings = settings
+        self.reporter = Reporter(self.notifier, lambda: self.loops, lambda: self.settings)
+        self.health = HealthEndpoint(
+            self.reporter, self.telemetry, lambda: self.settings, lambda: len(self.budgets)
+        )
         self.log = get_logger("symbold.service")
         self._loops_stop = asyncio.Event()
         self._loop_tasks: list[asyncio.Task[None]] = []
         self._client: redis.asyncio.Redis | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._health: HealthServer | None = None
         self.sender: TaskSender | None = None
         self._beat_keys: set[str] = set()
         self._sends: set[asyncio.Task[bool]] = set()
@@ -173,11 +188,7 @@ class Service:
             self.sender = TaskSender(s.celery.broker_url or self.url.url, s.celery)
         await self._start_loops()
         if s.health.enabled:
-            self._health = HealthServer(
-                self.telemetry, host=s.health.host, port=s.health.port, max_age=s.health.max_age
-            )
-            self.health_port = await self._health.start()
-            self.log.info("health.listening", host=s.health.host, port=self.health_port)
+            await self.health.start(s.health)
 
     async def _start_loops(self) -> None:
         """Build the client, session and one loop per enabled market from self.settings."""
@@ -189,6 +200,12 @@ class Service:
         previous = {lp.refresher.name: lp.refresher for lp in self.loops}
         self.loops = []
         self._loops_stop = asyncio.Event()
+        self.budgets = {}
+        for name in markets:
+            try:
+                self.budgets[name] = AsyncWeightBudget(self.connection, s, market=name)
+            except (BudgetError, ConfigError) as exc:
+                self.log.warning("budget.unavailable", market=name, error=str(exc))
         for name in markets:
             refresher = MarketRefresher.for_market(
                 s, name, client=self._client, session=self._session
@@ -214,7 +231,7 @@ class Service:
                     lease=lease,
                 )
             )
-        self.telemetry.track(lp.refresher for lp in self.loops)
+        self.telemetry.track(self.loops, self.budgets)
         self._loop_tasks = [
             asyncio.create_task(lp.run(), name=f"market-{lp.refresher.name}") for lp in self.loops
         ]
@@ -240,6 +257,9 @@ class Service:
         self._loops_stop.set()
         forced = await self._drain(self._loop_tasks)
         self._loop_tasks = []
+        for budget in self.budgets.values():
+            with contextlib.suppress(*RECOVERABLE):
+                await budget.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -252,14 +272,23 @@ class Service:
         helpers = [
             asyncio.create_task(self.forced.run(), name="forced-refresh"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.reporter.tick(self.should_exit), name="status"),
         ]
         interval = watchdog_interval()
         if interval is not None:
             dog = Watchdog(self.notifier, interval, self._liveness)
             helpers.append(asyncio.create_task(dog.run(self.should_exit), name="watchdog"))
         self.started.set()
-        self.notifier.ready(status="started; first refresh running")
         self.log.info("service.started", markets=[lp.refresher.name for lp in self.loops])
+        self.reporter.publish()
+        timeout = self.settings.service.start_timeout
+        verdicts = await self.reporter.await_fresh(timeout, self.should_exit)
+        self.reporter.send_ready()
+        stale = [v.reason for v in verdicts if not v.fresh]
+        if stale:
+            self.log.warning("service.ready", degraded=True, reasons=stale)
+        else:
+            self.log.info("service.ready", degraded=False)
 
         crashed: list[str] = []
         while not self.should_exit.is_set():
@@ -331,9 +360,7 @@ class Service:
         if self.sender is not None:
             self.sender.close()
             self.sender = None
-        if self._health is not None:
-            await self._health.stop()
-            self._health = None
+        await self.health.stop()
         if self._beat_keys:
             # Say we are gone, so `symbold status` does not show a stale heartbeat.
             client = self.connection.make_async(decode=False)
@@ -368,20 +395,32 @@ class Service:
         if not settings.markets.enabled():
             self.log.error("config.reload_failed", error="no market is enabled", kept="old")
             return
-        self.log.info("config.reloaded", changed=True)
-        await self._stop_loops()
+        changed = changed_keys(self.settings, settings)
+        if url.url != self.url.url:
+            changed.add("redis.url")
+        self.log.info("config.reloaded", changed=True, keys=sorted(changed))
+        rebuild = needs_loops(changed)
+        if rebuild:
+            await self._stop_loops()
+        old = self.settings
         self.settings = settings
         self.url = url
         self.connection = connection or ConnectionConfig(url=url, settings=settings.redis)
         self.forced.min_gap = settings.scheduler.min_refresh_gap
         configure_logging(settings.log.level, settings.log.format, secrets=url.secrets())
-        await self._start_loops()
+        if rebuild:
+            await self._start_loops()
+        await self.health.apply(old.health, settings.health)
+        self.reporter.restart_needed = restart_pending(self._started_settings, settings)
+        if self.reporter.restart_needed:
+            self.log.warning("config.restart_needed", keys=self.reporter.restart_needed)
 
     # -- observing -------------------------------------------------------------------------
 
     def _cycle_done(self, result: CycleResult) -> None:
         self.telemetry.observe(result)
-        self.notifier.status(self.status_line())
+        self.reporter.cycled.set()
+        self.reporter.publish()
         self._enqueue_for(result)
         if self.on_cycle is not None:
             self.on_cycle(result)
@@ -411,25 +450,18 @@ class Service:
         self._sends.add(send)
         send.add_done_callback(self._sends.discard)
 
+    def freshness(self, now: float | None = None) -> list[Freshness]:
+        """Each market's verdict by the one rule (see :class:`Reporter`)."""
+        return self.reporter.freshness(now)
+
     def status_line(self, now: float | None = None) -> str:
-        """One line for `systemctl status`, e.g. "spot: 2292 symbols, 41 s old"."""
-        now = time.time() if now is None else now
-        parts = []
-        for lp in self.loops:
-            r = lp.refresher
-            last = r.last_result
-            if r.held is not None:
-                age = _short(now - r.held.meta.fetched_at)
-                text = f"{r.name}: {r.held.meta.count} symbols, {age} old"
-            else:
-                text = f"{r.name}: no snapshot yet"
-            if not lp.leading:
-                text += " (standby)"
-            if last is not None and not last.ok:
-                reason = "redis unavailable" if last.redis_down else last.reason[:60]
-                text += f", {'stale' if r.held else 'waiting'}: {last.outcome} ({reason})"
-            parts.append(text)
-        return "; ".join(parts)
+        """One line for `systemctl status`, e.g. "spot: 2292 symbols, 41 s old, fresh"."""
+        return self.reporter.status_line(now)
+
+    @property
+    def health_port(self) -> int | None:
+        """The port /healthz listens on (None when the endpoint is off)."""
+        return self.health.port
 
     def _liveness(self) -> str | None:
         """None while the service works; else why the watchdog should stop pinging."""
@@ -483,12 +515,3 @@ class Service:
                     )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.should_exit.wait(), timeout=interval)
-
-
-def _short(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

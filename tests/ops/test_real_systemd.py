@@ -175,8 +175,8 @@ class Deployment:
         self.ns.systemctl("reset-failed", UNIT, check=False)
         cursor = self.ns.cursor()
         self.ns.systemctl("start", UNIT, timeout=60)
-        # This process's first cycle may end just after READY today; every test starts after it
-        # (up to a lease ttl later when a killed predecessor still holds the lease).
+        # READY=1 follows the first fresh snapshot; with a fresh one already in Redis it may
+        # come before this process's own first cycle, so every test starts after that cycle.
         wait_until(
             "the first refresh of this start",
             lambda: REFRESHED & {e for e, _, _ in self.events_after(cursor)},
@@ -274,10 +274,6 @@ def test_started_unit_is_active_with_a_snapshot_from_the_credential(dep: Deploym
     assert dep.db.hget(PREFIX + "meta", "count") == str(len(SYMBOLS)).encode()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 14: READY=1 is sent at startup, before the first snapshot is published",
-)
 def test_ready_only_after_the_first_snapshot(dep: Deployment) -> None:
     dep.ns.systemctl("stop", UNIT)
     dep.db.flushdb()
@@ -463,10 +459,6 @@ def test_systemctl_status_text(dep: Deployment) -> None:
     assert int(match.group(1)) == len(SYMBOLS)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 14: STATUS= is only sent after a cycle, so its age does not advance between",
-)
 def test_status_line_ages_between_refreshes(dep: Deployment) -> None:
     def age() -> int:
         match = STATUS_RE.search(dep.show("StatusText")["StatusText"])

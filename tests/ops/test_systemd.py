@@ -15,49 +15,11 @@ import aiohttp
 import pytest
 
 from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
+from tests.ops.notify_socket import NotifySocket
 from tests.support.daemon_proc import DaemonProcess, run_cli
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, small_exchange_info
 
 SYMBOLS = tuple(f"S{i:02d}USDT" for i in range(20))
-
-
-class NotifySocket:
-    """A datagram socket bound where the daemon's NOTIFY_SOCKET points."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path if not path.startswith("@") else "\0" + path[1:])
-        self.sock.setblocking(False)
-        self.env_value = path
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._changed = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            data = await loop.sock_recv(self.sock, 4096)
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            async with self._changed:
-                self.messages.append((time.monotonic(), fields))
-                self._changed.notify_all()
-
-    def having(self, key: str, value: str | None = None) -> list[dict[str, str]]:
-        return [m for _, m in self.messages if key in m and (value is None or m[key] == value)]
-
-    async def wait_for(self, key: str, value: str | None = None, n: int = 1) -> dict[str, str]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self.having(key, value)) >= n)
-        return self.having(key, value)[n - 1]
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self.sock.close()
 
 
 @pytest.fixture(params=["path", "abstract"])
@@ -97,10 +59,10 @@ async def test_notify_ready_status_watchdog_reload_stopping(
     try:
         async with asyncio.timeout(20):
             ready = await notify.wait_for("READY", "1")
-            assert "STATUS" in ready
-            status = await notify.wait_for("STATUS")
-            await notify.wait_for("STATUS", "spot: 20 symbols, 0 s old")
-            assert status
+            # READY=1 comes with the first snapshot, and says so
+            assert ready["STATUS"].startswith("spot: 20 symbols, "), ready
+            assert ready["STATUS"].endswith(" s old, fresh"), ready
+            assert fake.requests[SPOT] == 1
             await notify.wait_for("WATCHDOG", "1", n=3)
             daemon.signal(signal.SIGHUP)
             reloading = await notify.wait_for("RELOADING", "1")
@@ -113,7 +75,11 @@ async def test_notify_ready_status_watchdog_reload_stopping(
     finally:
         await daemon.close()
     order = [next(iter(m)) for _, m in notify.messages if "WATCHDOG" not in m]
-    assert order[0] == "READY"
+    first_ready = order.index("READY")
+    # before READY only STATUS lines saying the service is starting
+    before = [m for _, m in notify.messages if "WATCHDOG" not in m][:first_ready]
+    assert before
+    assert all(m["STATUS"].startswith("starting") for m in before), before
     assert order.index("RELOADING") < len(order) - 1 - order[::-1].index("READY")
 
 
@@ -122,10 +88,13 @@ async def test_upstream_outage_keeps_watchdog_pings_and_ready_is_sent(
 ) -> None:
     fake.set_mode(SPOT, Fault.status(500))
     env = {"REDIS_URL": redis_url, "NOTIFY_SOCKET": notify.env_value, "WATCHDOG_USEC": "100000"}
-    daemon = await DaemonProcess("run", env=env, config=config_file(tmp_path, fake.url)).start()
+    config = config_file(tmp_path, fake.url, "[service]\nstart_timeout = 1.0\n")
+    daemon = await DaemonProcess("run", env=env, config=config).start()
     try:
         async with asyncio.timeout(20):
-            await notify.wait_for("READY", "1")  # ready although upstream is down
+            # ready although upstream is down, once start_timeout passed, and says it is degraded
+            ready = await notify.wait_for("READY", "1")
+            assert ready["STATUS"].startswith("degraded: spot: no snapshot yet, STALE"), ready
             await fake.wait_for_requests(SPOT, 3)  # several failed cycles...
             before = len(notify.having("WATCHDOG"))
             await notify.wait_for("WATCHDOG", "1", n=before + 5)  # ...and pings go on

@@ -85,10 +85,14 @@ async def test_redis_down_at_start_then_up(
         group=GROUP,
     )
     server = redis_pw(started=False, port=free_port())
-    config = {"upstream": {"backoff_base": 0.1, "backoff_ceiling": 0.3}}
+    # READY=1 waits for a fresh snapshot up to service.start_timeout, then comes degraded.
+    config = {
+        "upstream": {"backoff_base": 0.1, "backoff_ceiling": 0.3},
+        "service": {"start_timeout": 1.0},
+    }
     async with asyncio.timeout(30):
         h = await daemons.start(server.url, fake.url, config=config)
-        await h.wait_ready()  # READY=1 although Redis is down
+        await h.wait_ready()  # READY=1 (degraded) although Redis is down
         await h.d.wait_event("redis.unavailable")
         assert fake.requests[SPOT] == 0  # no upstream weight while it cannot write
         await asyncio.to_thread(server.start)

@@ -180,7 +180,9 @@ async def test_refresh_command_exit_codes(
     assert status.returncode == 0, status.stderr
     spot = json.loads(status.stdout)["spot"]
     assert spot["listed"] == len(SYMBOLS)  # the good snapshot is still served
-    assert spot["stale"] is True
+    # a failed refresh a moment ago: a fallback is served, and it is young, so fresh
+    assert spot["serving_fallback"] is True
+    assert (spot["fresh"], spot["stale"]) == (True, False)
     assert spot["counters"] == {
         "refresh_success": 1,
         "refresh_error": 1,
@@ -190,7 +192,8 @@ async def test_refresh_command_exit_codes(
     assert spot["daemon"] is None
     text = await asyncio.to_thread(run_cli, "status", env=env)
     assert "spot: 20 listed of 20 symbols" in text.stdout
-    assert "STALE" in text.stdout
+    assert "fresh" in text.stdout
+    assert "serving a fallback" in text.stdout
 
 
 def test_status_with_redis_down_exits_69() -> None:

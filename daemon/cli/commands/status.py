@@ -21,8 +21,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "status",
         parents=[common],
         help="what Redis holds, per market",
-        description="Per market: age of the snapshot, symbol counts, version, counters, last "
-        "error, ban deadline, the leading daemon and its next refresh. Read-only.",
+        description="Per market: age of the snapshot and whether it is fresh (younger than "
+        "health.max_age), symbol counts, version, whether a fallback is served, counters, last "
+        "error, ban deadline, the weight budget's windows, the leading daemon and its next "
+        "refresh. Read-only.",
     )
     add_market_option(p, "market (repeatable; default: enabled)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -35,12 +37,24 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]:
+    import dataclasses
+    import logging
+
+    # Reading the budget logs which limits it found (info); here that would only clutter the
+    # output (and break --json on stdout). Warnings still show.
+    logging.getLogger("symbold.budget").setLevel(logging.WARNING)
+
     from daemon.contract.keys import keys_for
-    from daemon.ops.status import read_status
+    from daemon.ops.status import read_budget, read_status
 
     client = config.connection.make_async(decode=False)
     try:
-        return [await read_status(client, keys_for(config.settings, m)) for m in markets]
+        out = []
+        for m in markets:
+            st = await read_status(client, keys_for(config.settings, m))
+            budget = await read_budget(client, config.connection, config.settings, m)
+            out.append(dataclasses.replace(st, budget=budget))
+        return out
     finally:
         await client.aclose()
 
@@ -48,8 +62,7 @@ async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]
 def handle(config: Config, args: argparse.Namespace) -> int:
     import msgspec
 
-    from daemon.ops.health import judge_freshness
-    from daemon.ops.status import format_status
+    from daemon.ops.status import format_status, status_json, verdicts
     from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
     from daemon.refresh.oneshot import run_async
 
@@ -66,17 +79,12 @@ def handle(config: Config, args: argparse.Namespace) -> int:
         return exitcodes.for_problem(problem.kind)
     now = time.time()
     max_age = config.settings.health.max_age
-    verdicts = [judge_freshness(st.market, st.refreshed_at, max_age, now) for st in statuses]
     if args.json:
-        body = {
-            st.market: st.to_builtins() | {"fresh": v.fresh}
-            for st, v in zip(statuses, verdicts, strict=True)
-        }
-        print(msgspec.json.encode(body).decode())
+        print(msgspec.json.encode(status_json(statuses, max_age, now)).decode())
     else:
-        print(format_status(statuses, now))
+        print(format_status(statuses, max_age, now))
     if args.check:
-        stale = [v.reason for v in verdicts if not v.fresh]
+        stale = [v.reason for v in verdicts(statuses, max_age, now) if not v.fresh]
         if stale:
             print("stale: " + "; ".join(stale), file=sys.stderr)
             return exitcodes.FAILURE
