@@ -10,37 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import prometheus_client
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from daemon.ops.freshness import Freshness, judge_freshness
 from daemon.refresh.cycle import CycleResult, MarketRefresher
 
-
-@dataclass(frozen=True, slots=True)
-class Freshness:
-    """Whether a market's served snapshot is young enough; `reason` says why not."""
-
-    market: str
-    fresh: bool
-    age: float | None
-    reason: str
-
-
-def judge_freshness(
-    market: str, refreshed_at: float | None, max_age: float, now: float
-) -> Freshness:
-    """Pure rule used by /healthz and `symbold status --check`."""
-    if refreshed_at is None:
-        return Freshness(market, False, None, f"{market}: no snapshot yet")
-    age = max(0.0, now - refreshed_at)
-    if age > max_age:
-        return Freshness(
-            market, False, age, f"{market}: snapshot {age:.0f} s old (max {max_age:.0f} s)"
-        )
-    return Freshness(market, True, age, "")
+__all__ = ["Freshness", "HealthServer", "Telemetry", "judge_freshness"]
 
 
 class Telemetry:

@@ -48,10 +48,10 @@ async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]
 def handle(config: Config, args: argparse.Namespace) -> int:
     import msgspec
 
-    from daemon.ops.health import judge_freshness
+    from daemon.cli.runtime import run_async
+    from daemon.ops.freshness import judge_freshness
     from daemon.ops.status import format_status
     from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
-    from daemon.refresh.oneshot import run_async
 
     label = {
         ProblemKind.CONFIGURATION: "auth",
