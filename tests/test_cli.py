@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -39,8 +40,9 @@ def test_ping_unreachable_exits_69_without_secret() -> None:
     url = f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"
     result = run_cli("ping", "--redis-url", url)
     assert result.returncode == 69
-    assert "unreachable" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1  # a one-line reason, not a traceback
+    warning, reason = result.stderr.strip().splitlines()  # a one-line reason, no traceback
+    assert json.loads(warning)["event"] == "config.password_in_argv"
+    assert "unreachable" in reason
     assert SECRET not in result.stdout + result.stderr
     assert "(from command line)" in result.stdout
 
@@ -110,7 +112,7 @@ def test_flags_after_subcommand_and_env_override() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["settings"]["log"] == {"level": "error", "format": "console"}
+    assert out["settings"]["log"] == {"level": "error", "format": "console", "libraries": "info"}
 
 
 def test_help_documents_exit_codes() -> None:
@@ -164,3 +166,17 @@ def test_help_prints_the_exit_code_table() -> None:
     result = run_cli("--help")
     for code, meaning in exitcodes.TABLE:
         assert f"  {code:<3} {meaning}" in result.stdout
+
+
+def test_readme_command_list_matches_help_and_exit_code_table() -> None:
+    """README "Commands" names exactly the commands `symbold --help` lists, in that order, and
+    its exit-code table has every code of the one table."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Commands\n", 1)[1].split("```")[1]
+    documented = [line.split()[1] for line in block.splitlines() if line.startswith("symbold ")]
+    helped = run_cli("--help").stdout
+    listed = re.findall(r"^    ([a-z]+) ", helped, flags=re.MULTILINE)
+    assert listed == ["run", "refresh", "status", "ping", "config", "enqueue"]
+    assert documented == listed
+    for code, _ in exitcodes.TABLE:
+        assert f"\n| {code} | " in readme

@@ -101,11 +101,3 @@ def test_journald_format_has_priority_prefix_and_one_line_per_event() -> None:
     lines = stream.getvalue().splitlines()
     assert [line[:3] for line in lines] == ["<6>", "<4>", "<3>"]
     assert "Traceback" in lines[2]  # the traceback stays in the same entry
-
-
-def test_auto_format_picks_journald_under_systemd() -> None:
-    stream = io.StringIO()
-    assert configure_logging("info", "auto", stream=stream, environ={"JOURNAL_STREAM": "8:1"}) == (
-        "journald"
-    )
-    assert configure_logging("info", "auto", stream=stream, environ={}) == "json"

@@ -9,20 +9,30 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon import __version__, exitcodes
 from daemon.cli.commands import config_check, enqueue, ping, refresh, run, status
 from daemon.cli.parsing import Handler, Parser, common_options
+
+if TYPE_CHECKING:
+    from daemon.config.loader import Config
 
 EPILOG = f"""\
 exit codes:
 {exitcodes.help_text()}
 
 environment:
-  REDIS_URL, CELERY_BROKER_URL   Redis URL when [redis] url is not set (in that order)
-  SYMBOLD_REDIS_URL, SYMBOLD_LOG_LEVEL, SYMBOLD_LOG_FORMAT, SYMBOLD_KEY_PREFIX,
+  SYMBOLD_CONFIG                 settings file when --config is not given (else
+                                 /etc/symbold/config.toml if it exists)
+  REDIS_URL, CELERY_BROKER_URL   Redis URL when no setting, credential or url_file gives one
+  SYMBOLD_REDIS_URL, SYMBOLD_REDIS_URL_FILE, SYMBOLD_LOG_LEVEL, SYMBOLD_LOG_FORMAT,
+  SYMBOLD_KEY_PREFIX, SYMBOLD_CELERY_QUEUE,
   SYMBOLD_<MARKET>_ENABLED, SYMBOLD_<MARKET>_BASE_URLS, SYMBOLD_<MARKET>_INTERVAL
+
+which Redis: [redis] url (file, SYMBOLD_REDIS_URL, --redis-url) > the systemd credential
+  ([redis] credential) > [redis] url_file > REDIS_URL > CELERY_BROKER_URL >
+  redis://localhost:6379/0. `symbold config check` shows which one won.
 """
 
 # In the order `symbold --help` lists them.
@@ -56,6 +66,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (argparse usage errors exit 64 directly).
+
+    Every way out before the command runs writes one line to stderr that journald files at
+    error (``<3>``) when stderr is the journal. ``run`` logs to stdout (the journal under
+    systemd); the other commands log to stderr, so their stdout holds only their output.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "count", 1) < 1:
@@ -63,24 +79,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from daemon.config.loader import load_config
     from daemon.config.settings import ConfigError
-    from daemon.logs import configure_logging, scrubbed_excepthook
-    from daemon.redaction import register_secret, scrub_text
+    from daemon.logs import configure_logging, scrubbed_excepthook, write_stderr
+    from daemon.redaction import register_secret
 
+    sys.excepthook = scrubbed_excepthook()
     try:
         config = load_config(getattr(args, "config", None), overrides=_overrides(args))
     except ConfigError as err:
         # Whatever in a rejected URL could be a password stays masked in what follows.
         register_secret(*err.secrets)
-        print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
+        write_stderr(f"symbold: configuration error: {err}")
         return exitcodes.CONFIG
-    settings = config.settings
-    configure_logging(settings.log.level, settings.log.format, secrets=config.secrets())
-    sys.excepthook = scrubbed_excepthook()
+    log = config.settings.log
+    daemon = args.command == "run"
+    configure_logging(
+        log.level,
+        log.format,
+        secrets=config.secrets(),
+        libraries=log.libraries,
+        stream=sys.stdout if daemon else sys.stderr,
+        # A short command that logs nothing never imports structlog (start-up cost).
+        deferred=not daemon,
+    )
+    _warn_password_in_argv(config)
     handler: Handler = args.handler
     try:
         return handler(config, args)
     except ConfigError as err:
-        print(f"symbold: configuration error: {scrub_text(str(err))}", file=sys.stderr)
+        write_stderr(f"symbold: configuration error: {err}")
         return exitcodes.CONFIG
     except KeyboardInterrupt:
         return 130
+
+
+def _warn_password_in_argv(config: Config) -> None:
+    """Once per process: a password given with --redis-url is readable by every local user
+    (ps, /proc/PID/cmdline) for as long as the process runs."""
+    url = config.url
+    if url.source != "command line" or not (url.password or url.sentinel_password):
+        return
+    import logging
+
+    # Through stdlib logging: with a deferred pipeline this record is what builds it.
+    logging.getLogger("symbold.cli").warning(
+        "config.password_in_argv",
+        extra={
+            "hint": "a password in --redis-url is visible in the process list; put the URL "
+            "in [redis] url_file, the systemd credential or REDIS_URL instead"
+        },
+    )

@@ -22,8 +22,11 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error exits 64 (EX_USAGE) instead of argparse's 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message}\n")
+        from daemon.logs import write_stderr
+
+        # Through write_stderr: under systemd a bad ExecStart= line is filed at error.
+        write_stderr(f"{self.format_usage()}{self.prog}: error: {message}")
+        sys.exit(exitcodes.USAGE)
 
 
 def common_options() -> Parser:
@@ -33,21 +36,29 @@ def common_options() -> Parser:
         "--config",
         type=Path,
         default=argparse.SUPPRESS,
-        help="TOML settings file (default: /etc/symbold/config.toml if it exists)",
+        metavar="PATH",
+        help="TOML settings file (default: $SYMBOLD_CONFIG, else /etc/symbold/config.toml if "
+        "it exists)",
     )
     common.add_argument(
         "--redis-url",
         default=argparse.SUPPRESS,
-        help="Redis URL; a password here is visible in the process list: prefer the config "
-        "file, a credential file or REDIS_URL",
+        metavar="URL",
+        help="Redis URL, overriding every other source; a password here is visible in the "
+        "process list (a warning is logged): prefer [redis] url_file, the systemd credential "
+        "or REDIS_URL",
     )
     common.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error", "critical"),
         default=argparse.SUPPRESS,
+        help="symbold's own log level (other libraries: [log] libraries); default info",
     )
     common.add_argument(
-        "--log-format", choices=("auto", "console", "json", "journald"), default=argparse.SUPPRESS
+        "--log-format",
+        choices=("auto", "console", "json", "journald"),
+        default=argparse.SUPPRESS,
+        help="auto: journald when the log stream is the journal, console on a terminal, else json",
     )
     return common
 

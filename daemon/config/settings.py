@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,9 @@ class RedisSettings(_Frozen, frozen=True):
     # Name of a systemd credential (LoadCredential=) holding the URL, read from
     # $CREDENTIALS_DIRECTORY; used when no url is set in the file, SYMBOLD_REDIS_URL or a flag.
     credential: KeyName = "redis_url"
+    # Absolute path of a file holding the URL, used when neither a url nor the credential is
+    # there: how the operator's CLI finds the Redis of the service's credential.
+    url_file: Annotated[str, msgspec.Meta(pattern=r"^(/.*)?$")] = ""
     key_prefix: KeyName = "symbold"
     client_name: KeyName = "symbold"
     connect_timeout: PositiveFloat = 5.0
@@ -78,9 +80,15 @@ class RedisSettings(_Frozen, frozen=True):
     eviction: Literal["warn", "refuse"] = "warn"
 
 
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
 class LogSettings(_Frozen, frozen=True):
-    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    level: LogLevel = "info"
     format: Literal["auto", "console", "json", "journald"] = "auto"
+    # Other libraries' loggers (redis, asyncio, aiohttp, celery): never below `level`, and not
+    # below this either, so debugging symbold does not bring redis-py's connection chatter.
+    libraries: LogLevel = "info"
 
 
 class UpstreamSettings(_Frozen, frozen=True):
@@ -298,6 +306,7 @@ class Loaded:
 # Environment overrides for the keys people change most, each with the dotted key it sets.
 ENV_OVERRIDES: dict[str, str] = {
     "SYMBOLD_REDIS_URL": "redis.url",
+    "SYMBOLD_REDIS_URL_FILE": "redis.url_file",
     "SYMBOLD_KEY_PREFIX": "redis.key_prefix",
     "SYMBOLD_LOG_LEVEL": "log.level",
     "SYMBOLD_LOG_FORMAT": "log.format",
@@ -406,38 +415,6 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning every failure into a ConfigError that names the file."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except PermissionError:
-        raise ConfigError(f"config file {path} is not readable (permission denied)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {path}: invalid TOML: {err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path}: not UTF-8 text") from None
-
-
-def _read_credential(env: Mapping[str, str], name: str) -> str | None:
-    """The URL systemd passed with LoadCredential=, if any (never logged)."""
-    directory = env.get("CREDENTIALS_DIRECTORY")
-    if not directory:
-        return None
-    path = Path(directory) / name
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise ConfigError(f"redis.credential: cannot read {path}: {err.strerror}") from None
-    return text or None
-
-
 def load_settings(
     config_path: Path | None = None,
     *,
@@ -447,19 +424,29 @@ def load_settings(
 ) -> Loaded:
     """Build the one Settings object: defaults, then TOML, then environment, then `overrides`.
 
-    `config_path` None means `/etc/symbold/config.toml` if it exists (when `use_default_path`),
-    else no file. `overrides` maps dotted keys (``"redis.url"``) to values from CLI flags.
+    `config_path` None means ``$SYMBOLD_CONFIG``, else `/etc/symbold/config.toml` if it exists
+    (both only when `use_default_path`), else no file. `overrides` maps dotted keys
+    (``"redis.url"``) to values from CLI flags. When no layer sets ``redis.url``, it is read
+    from the systemd credential, else from ``redis.url_file`` (:mod:`daemon.config.sources`).
     Raises ConfigError naming the offending key and its source.
     """
+    from daemon.config import sources
+
     env = dict(os.environ if environ is None else environ)
     tree = _defaults_tree()
     origin_of: dict[str, str] = {}
     redis_url_origin: str | None = None
 
-    if config_path is None and use_default_path and DEFAULT_CONFIG_PATH.is_file():
-        config_path = DEFAULT_CONFIG_PATH
+    config_path, chosen_by = sources.config_file(
+        config_path, env, use_default_path=use_default_path
+    )
     if config_path is not None:
-        file_tree = read_toml(config_path)
+        try:
+            file_tree = sources.read_toml(config_path)
+        except ConfigError as err:
+            if chosen_by != f"${sources.CONFIG_ENV}":
+                raise
+            raise ConfigError(f"{err} (named by {chosen_by})") from None
         for dotted in _flatten(file_tree):
             origin_of[dotted] = f"file {config_path}"
         origin_of.setdefault("", f"file {config_path}")
@@ -486,12 +473,17 @@ def load_settings(
 
     settings = _convert(tree, origin_of)
     if redis_url_origin is None:
-        from_credential = _read_credential(env, settings.redis.credential)
-        if from_credential is not None:
+        redis = settings.redis
+        url = sources.read_credential(env, redis.credential)
+        if url is not None:
+            redis_url_origin = f"credential {redis.credential}"
+        elif redis.url_file:
+            url = sources.read_url_file(redis.url_file, _origin_for("redis.url_file", origin_of))
+            redis_url_origin = f"url_file {redis.url_file}"
+        if url is not None:
             settings = msgspec.structs.replace(
-                settings, redis=msgspec.structs.replace(settings.redis, url=from_credential)
+                settings, redis=msgspec.structs.replace(redis, url=url)
             )
-            redis_url_origin = f"credential {settings.redis.credential}"
     return Loaded(
         settings=settings,
         config_path=config_path,

@@ -16,7 +16,7 @@ import pytest
 
 from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
 from tests.ops.notify_socket import NotifySocket
-from tests.support.daemon_proc import DaemonProcess, run_cli
+from tests.support.daemon_proc import DaemonProcess, run_cli, run_cli_journal
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, small_exchange_info
 
 SYMBOLS = tuple(f"S{i:02d}USDT" for i in range(20))
@@ -278,12 +278,11 @@ async def test_status_check_exit_codes_and_journald_lines(
     )
     assert never.returncode == 1
     assert "no snapshot yet" in never.stderr
-    journald = {**env, "JOURNAL_STREAM": "8:12345"}
-    refreshed = await asyncio.to_thread(
-        run_cli, "refresh", "--config", str(fresh_cfg), env=journald
+    code, lines = await asyncio.to_thread(
+        run_cli_journal, "refresh", "--config", str(fresh_cfg), env=env
     )
-    assert refreshed.returncode == 0
-    line = next(x for x in refreshed.stdout.splitlines() if "refresh.ok" in x)
+    assert code == 0
+    line = next(x for x in lines if "refresh.ok" in x)
     assert line.startswith("<6>{")
     assert json.loads(line[3:])["event"] == "refresh.ok"
     ok = await asyncio.to_thread(run_cli, "status", "--check", "--config", str(fresh_cfg), env=env)

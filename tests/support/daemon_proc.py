@@ -123,3 +123,35 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Comp
         timeout=30,
         check=False,
     )
+
+
+def run_cli_journal(
+    *args: str, env: Mapping[str, str] | None = None, matching: bool = True
+) -> tuple[int, list[str]]:
+    """`python -m daemon ARGS` with stdout and stderr on one pipe, as systemd connects them to
+    the journal, and ``JOURNAL_STREAM`` set to that pipe's device:inode (`matching`) or to
+    another pipe's (an inherited variable that names some other stream).
+    Returns the exit code and the output lines."""
+    read_fd, write_fd = os.pipe()
+    other_read, other_write = os.pipe()
+    named = os.fstat(write_fd if matching else other_write)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", *args],
+            env=clean_env({**(env or {}), "JOURNAL_STREAM": f"{named.st_dev}:{named.st_ino}"}),
+            stdout=write_fd,
+            stderr=write_fd,
+        )
+    finally:
+        os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, encoding="utf-8", errors="replace") as out:
+            text = out.read()  # until the child closes it: it has exited
+        code = proc.wait(timeout=30)
+    finally:
+        os.close(other_read)
+        os.close(other_write)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, text.splitlines()

@@ -22,8 +22,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="validate and print the effective settings",
         description="Load the settings exactly as `symbold run` would (defaults, the TOML "
-        "file, the environment, flags) and print them as JSON with every secret redacted, "
-        "with the Redis URL's source. Exit 0 valid, 78 invalid (the message names the key).",
+        "file, the environment, flags, the credential or url_file) and print them as JSON "
+        "with every secret redacted, with the Redis URL's source. Also checks that the "
+        "extras an enabled feature needs are installed (celery). Exit 0 valid, 78 invalid "
+        "(the message names the key).",
+        epilog="examples:\n"
+        "  symbold config check --config /etc/symbold/config.toml\n"
+        "  SYMBOLD_CONFIG=/etc/symbold/config.toml symbold config check   as cron would\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(handler=handle)
 
@@ -31,9 +37,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def handle(config: Config, args: argparse.Namespace) -> int:
     import msgspec
 
+    from daemon.config.extras import require_extras
     from daemon.config.settings import redacted_tree
     from daemon.redaction import redact_one_url
 
+    require_extras(config.settings)  # ConfigError -> exit 78, naming the extra
     url = config.url
     header = {
         "config_file": str(config.config_path) if config.config_path else None,

@@ -18,8 +18,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="send one Celery task by name (needs symbold[celery])",
         description="Send TASK with Celery's send_task to [celery] broker_url (else the "
-        "resolved Redis URL) and queue. Exit 0 sent, 64 bad --args/--kwargs, 69 broker "
-        "unreachable, 78 Celery not installed.",
+        "resolved Redis URL) and queue, as the daemon's on_change/on_failure hooks do. Exit 0 "
+        "sent, 64 bad --args/--kwargs, 69 broker unreachable, 78 Celery not installed "
+        "(pip install 'symbold[celery]').",
+        epilog="examples:\n"
+        "  symbold enqueue symbold.refresh_symbols\n"
+        "  symbold enqueue symbold.refresh_symbols --args '[\"usdm\"]'\n"
+        '  symbold enqueue bot.on_symbols_changed --kwargs \'{"market": "spot"}\'\n',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("task", help="task name, e.g. symbold.refresh_symbols")
     p.add_argument("--args", default="[]", help="JSON array of positional arguments")

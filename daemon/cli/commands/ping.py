@@ -29,8 +29,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def handle(config: Config, args: argparse.Namespace) -> int:
     import msgspec
 
+    from daemon.cli.runtime import run_async
     from daemon.ops.ping import ping
-    from daemon.refresh.oneshot import run_async
 
     report = run_async(ping(config.connection, count=args.count))
     if args.json:

@@ -16,13 +16,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="run the daemon in the foreground",
         description="Refresh every enabled market on its own timer until SIGTERM/SIGINT. "
         "SIGHUP re-reads the configuration and refreshes now. Under systemd (Type=notify) it "
-        "reports readiness, status and watchdog pings.",
+        "reports readiness, status and watchdog pings, and logs to stdout with journald "
+        "priorities. Exit 0 after a clean stop, 1 forced stop, 78 bad configuration or Redis "
+        "credentials (systemd does not restart on it).",
+        epilog="examples:\n"
+        "  symbold run --config /etc/symbold/config.toml   as systemd runs it\n"
+        "  symbold run --log-format console --log-level debug\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(handler=handle)
 
 
 def handle(config: Config, args: argparse.Namespace) -> int:
+    from daemon.config.extras import require_extras
     from daemon.logs import get_logger
+
+    require_extras(config.settings)  # ConfigError -> exit 78 before anything starts
     from daemon.refresh.oneshot import run_async
     from daemon.service.lifecycle import Service
 
