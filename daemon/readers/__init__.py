@@ -125,7 +125,8 @@ __all__ = [
 
 _state_lock = threading.Lock()
 _source: Config | Loaded | None = None
-_near_cache: bool | NearCacheOptions = False
+# (not named _near_cache: that is the submodule daemon.readers._near_cache, an attribute here)
+_near_choice: bool | NearCacheOptions = False
 _sync_reader: SymbolReader | None = None
 # One async reader per event loop: a reader is bound to the loop it first ran in.
 _async_readers: dict[asyncio.AbstractEventLoop, AsyncSymbolReader] = {}
@@ -142,11 +143,11 @@ def configure(
     order as the daemon). The near-cache is off by default. Closes the current sync reader;
     async readers are dropped (close them first with :func:`close_async` in their loops).
     """
-    global _source, _near_cache, _sync_reader
+    global _source, _near_choice, _sync_reader
     with _state_lock:
         old, _sync_reader = _sync_reader, None
         _source = config
-        _near_cache = near_cache
+        _near_choice = near_cache
         _async_readers.clear()
     if old is not None:
         old.close()
@@ -166,7 +167,7 @@ def default_reader() -> SymbolReader:
     with _state_lock:
         if _sync_reader is None:
             config = _source = resolve_config(_source)
-            _sync_reader = SymbolReader(config.connection, config.settings, near_cache=_near_cache)
+            _sync_reader = SymbolReader(config.connection, config.settings, near_cache=_near_choice)
         return _sync_reader
 
 
@@ -180,7 +181,7 @@ def default_async_reader() -> AsyncSymbolReader:
             for dead in [other for other in _async_readers if other.is_closed()]:
                 del _async_readers[dead]
             config = _source = resolve_config(_source)
-            reader = AsyncSymbolReader(config.connection, config.settings, near_cache=_near_cache)
+            reader = AsyncSymbolReader(config.connection, config.settings, near_cache=_near_choice)
             _async_readers[loop] = reader
     return reader
 
