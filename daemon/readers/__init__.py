@@ -57,9 +57,9 @@ on ``symbold``): silent unless the application configures logging; nothing is pr
 
 The near-cache (off by default; ``near_cache=True`` or :class:`NearCacheOptions`, or
 ``configure(near_cache=True)`` for the module-level functions) keeps decoded records (and
-negative answers, the listing, and compiled rules) of one snapshot version per market. A subscriber (a
-thread, or a task for the async reader) listens on each market's ``events`` channel; a message
-for another version drops that market's entries. Rules (the details are on
+negative answers, the listing, and compiled rules) of one snapshot version per market. A
+subscriber (a thread, or a task for the async reader) listens on each market's ``events``
+channel; a message for another version drops that market's entries. Rules (the details are on
 :class:`~daemon.readers._near_cache.NearCache`):
 
 - hits are served only while the channel is live: subscribed, and some reply heard within
