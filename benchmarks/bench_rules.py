@@ -36,6 +36,8 @@ import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 from benchmarks.common import FIXTURES_DIR, python_version, skipped, table
 
@@ -236,7 +238,126 @@ def main() -> int:
         ("compile all <= 50 ms", f"{compile_ms:.1f} ms", compile_ms <= COMPILE_MAX_MS),
     ]
     print(table(["goal", "measured", "met"], [[g, m, "yes" if ok else "NO"] for g, m, ok in goals]))
+    print()
+    bench_near_cache(args, path, work)
     return 0
+
+
+NEAR_BATCH = {
+    "ping": 300,
+    "rules_hit_check": 5_000,
+    "rules_hit": 20_000,
+    "symbol_hit": 20_000,
+    "rules_redis_check": 300,
+}
+NEAR_LABELS = {
+    "ping": "PING round trip, same client",
+    "rules_hit_check": "get_rules near-cache hit + check_order",
+    "rules_hit": "get_rules near-cache hit alone",
+    "symbol_hit": "get_symbol near-cache hit (for scale)",
+    "rules_redis_check": "get_rules, no near-cache (HGET + compile) + check_order",
+}
+NEAR_MIN_SPEEDUP = 5.0
+
+
+def bench_near_cache(args: argparse.Namespace, fixture: Path, work: list[Any]) -> None:
+    """What the bot pays per order check on its hot path: ``reader.get_rules`` served from the
+    near-cache (rules compiled once and kept next to the record) then ``check_order``, against
+    one PING on the same client; sync reader, private redis-server on loopback, the snapshot
+    written by one daemon refresh cycle over the fixture. Same symbols and orders as above.
+    Goal (reported): the hit + check at least 5x faster than a PING."""
+    from benchmarks.bench_readers import _write_snapshot
+    from benchmarks.common import daemon_logging_to_devnull, private_redis
+    from daemon.readers import NearCacheOptions, SymbolReader
+    from daemon.rules import check_order
+
+    with private_redis() as server:
+        with daemon_logging_to_devnull():
+            _write_snapshot(server.url, fixture)
+        with (
+            SymbolReader.from_url(server.url) as plain,
+            SymbolReader.from_url(
+                server.url, near_cache=NearCacheOptions(markets=("spot",))
+            ) as cached,
+        ):
+            if not cached.wait_until(lambda st: st.live, timeout=10):
+                raise RuntimeError("near-cache subscriber did not come up")
+            items = [(r.symbol, price, qty) for r, _, (price, qty) in work]
+            for name, _, _ in items:  # fill the near-cache and compile once
+                assert cached.get_rules(name) == plain.get_rules(name)
+            n = len(items)
+            ping, hit, get_rules = plain.client.ping, cached.get_symbol, cached.get_rules
+            cold = plain.get_rules
+
+            def run_ping(count: int) -> None:
+                for _ in range(count):
+                    ping()
+
+            def run_rules_hit_check(count: int) -> None:
+                for i in range(count):
+                    name, price, qty = items[i % n]
+                    rules = get_rules(name)
+                    assert rules is not None
+                    check_order(rules, "BUY", "LIMIT", quantity=qty, price=price)
+
+            def run_rules_hit(count: int) -> None:
+                for i in range(count):
+                    get_rules(items[i % n][0])
+
+            def run_symbol_hit(count: int) -> None:
+                for i in range(count):
+                    hit(items[i % n][0])
+
+            def run_rules_redis_check(count: int) -> None:
+                for i in range(count):
+                    name, price, qty = items[i % n]
+                    rules = cold(name)
+                    assert rules is not None
+                    check_order(rules, "BUY", "LIMIT", quantity=qty, price=price)
+
+            runners: dict[str, Callable[[int], None]] = {
+                "ping": run_ping,
+                "rules_hit_check": run_rules_hit_check,
+                "rules_hit": run_rules_hit,
+                "symbol_hit": run_symbol_hit,
+                "rules_redis_check": run_rules_redis_check,
+            }
+            samples: dict[str, list[float]] = {case: [] for case in runners}
+            for rnd in range(args.warmup + args.rounds):
+                for case, runner in runners.items():
+                    gc.collect()
+                    started = time.perf_counter()
+                    runner(NEAR_BATCH[case])
+                    elapsed = time.perf_counter() - started
+                    if rnd >= args.warmup:
+                        samples[case].append(elapsed / NEAR_BATCH[case])
+            if not cached.near_cache_status().live:
+                raise RuntimeError("near-cache channel was lost during the run")
+            compiled = cached.near_cache_status().compiled["spot"]
+    us = {case: statistics.median(found) * 1e6 for case, found in samples.items()}
+    print(
+        f"near-cache: {n} symbols cached with their rules ({compiled} compiled once each); "
+        f"sync reader, private redis-server on loopback; {args.rounds} rounds"
+    )
+    rows = [
+        [NEAR_LABELS[case], f"{us[case]:.2f}", f"{us['ping'] / us[case]:.1f}x"] for case in runners
+    ]
+    print(table(["case", "median us", "vs PING"], rows))
+    speedup = us["ping"] / us["rules_hit_check"]
+    ok = speedup >= NEAR_MIN_SPEEDUP
+    print()
+    print(
+        table(
+            ["goal", "measured", "met"],
+            [
+                [
+                    "get_rules hit + check_order >= 5x faster than a PING",
+                    f"{speedup:.1f}x",
+                    "yes" if ok else "NO",
+                ]
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ What a caller gets::
     rec.tick_size, rec.min_notional             # decimal strings, exactly as Binance sent them
     listed = get_symbols_sync()                 # list[SymbolRecord], priority order
     info = snapshot_info_sync("spot")           # version, count, listed, stale, age
+    rules = get_rules_sync("BTCUSDT")           # SymbolRules | None: the compiled order rules
+    check_order(rules, "BUY", "LIMIT", quantity="0.01", price="27000.12")   # daemon.rules
     rec = await get_symbol("BTCUSDT")           # async twins: no suffix, as in redis_client
 
     with SymbolReader.from_settings(near_cache=True) as reader:   # own reader, near-cache on
@@ -32,8 +34,17 @@ Reads, per market (key names from :mod:`daemon.contract.keys`, so overrides in t
   script, one round trip). ``get_symbols(statuses={...})``: every record with one of those
   statuses, from ``by_symbol``; order: the ones in the stored listing first, in listing order,
   then the rest by symbol (``str`` order). So ``statuses`` equal to the daemon's
-  ``list_statuses`` gives exactly the listing.
+  ``list_statuses`` gives exactly the listing. Without a ``by_symbol`` hash it raises
+  :class:`SnapshotMissingError`, as ``get_symbol`` does.
+- ``get_rules(name)``: the record's order rules compiled by :func:`daemon.rules.rules_for`
+  (None, :class:`SnapshotMissingError` and Redis errors as ``get_symbol``). Without the
+  near-cache it reads the record as ``get_symbol`` does and compiles it; with it, the rules
+  are compiled on first use and kept next to the cached record, so a hit costs no parsing.
 - ``snapshot_info()``: :class:`SnapshotInfo`, read in one round trip.
+
+The module-level functions' readers, and ``SymbolReader.from_settings()``, take their
+configuration from the project's one loader, :func:`daemon.config.loader.load_config` (or a
+:class:`~daemon.config.loader.Config` passed to :func:`configure` / ``from_settings``).
 
 Every read is a read-only Lua script run with ``EVALSHA_RO`` (flagged ``no-writes``), so a
 Redis user whose ACL allows only reads on the snapshot keys can use the readers; on a server
@@ -46,10 +57,10 @@ on ``symbold``): silent unless the application configures logging; nothing is pr
 
 The near-cache (off by default; ``near_cache=True`` or :class:`NearCacheOptions`, or
 ``configure(near_cache=True)`` for the module-level functions) keeps decoded records (and
-negative answers, and the listing) of one snapshot version per market. A subscriber (a
-thread, or a task for the async reader) listens on each market's ``events`` channel; a message
-for another version drops that market's entries. Rules (the details are on
-:class:`~daemon.readers._core.NearCache`):
+negative answers, the listing, and compiled rules) of one snapshot version per market. A
+subscriber (a thread, or a task for the async reader) listens on each market's ``events``
+channel; a message for another version drops that market's entries. Rules (the details are on
+:class:`~daemon.readers._near_cache.NearCache`):
 
 - hits are served only while the channel is live: subscribed, and some reply heard within
   ``silence_limit`` (it is PINGed every ``ping_interval``). Otherwise every call reads Redis,
@@ -69,20 +80,21 @@ import asyncio
 import threading
 from collections.abc import Collection
 
+from daemon.config.loader import Config
 from daemon.config.settings import Loaded
 from daemon.contract.record import SymbolRecord
 from daemon.readers._async import AsyncSymbolReader
 from daemon.readers._core import (
     ChannelSilentError,
-    NearCacheOptions,
-    NearCacheStatus,
     ReaderClosedError,
     SnapshotInfo,
     SnapshotMissingError,
-    connection_config_for,
     record_to_dict,
+    resolve_config,
 )
+from daemon.readers._near_cache import NearCacheOptions, NearCacheStatus
 from daemon.readers._sync import SymbolReader
+from daemon.rules import SymbolRules
 
 __all__ = [
     "AsyncSymbolReader",
@@ -99,6 +111,8 @@ __all__ = [
     "configure",
     "default_async_reader",
     "default_reader",
+    "get_rules",
+    "get_rules_sync",
     "get_symbol",
     "get_symbol_sync",
     "get_symbols",
@@ -110,25 +124,30 @@ __all__ = [
 ]
 
 _state_lock = threading.Lock()
-_loaded: Loaded | None = None
-_near_cache: bool | NearCacheOptions = False
+_source: Config | Loaded | None = None
+# (not named _near_cache: that is the submodule daemon.readers._near_cache, an attribute here)
+_near_choice: bool | NearCacheOptions = False
 _sync_reader: SymbolReader | None = None
 # One async reader per event loop: a reader is bound to the loop it first ran in.
 _async_readers: dict[asyncio.AbstractEventLoop, AsyncSymbolReader] = {}
 
 
-def configure(loaded: Loaded | None = None, *, near_cache: bool | NearCacheOptions = False) -> None:
-    """Settings and near-cache choice for the module-level functions' readers.
+def configure(
+    config: Config | Loaded | None = None, *, near_cache: bool | NearCacheOptions = False
+) -> None:
+    """Configuration and near-cache choice for the module-level functions' readers.
 
-    Default: the settings are loaded on first use (same file and URL order as the daemon) and
-    the near-cache is off. Closes the current sync reader; async readers are dropped (close
-    them first with :func:`close_async` in their loops).
+    `config`: a :class:`~daemon.config.loader.Config` from
+    :func:`daemon.config.loader.load_config`, or (still accepted) settings from
+    ``load_settings``; default: loaded by ``load_config`` on first use (same file and URL
+    order as the daemon). The near-cache is off by default. Closes the current sync reader;
+    async readers are dropped (close them first with :func:`close_async` in their loops).
     """
-    global _loaded, _near_cache, _sync_reader
+    global _source, _near_choice, _sync_reader
     with _state_lock:
         old, _sync_reader = _sync_reader, None
-        _loaded = loaded
-        _near_cache = near_cache
+        _source = config
+        _near_choice = near_cache
         _async_readers.clear()
     if old is not None:
         old.close()
@@ -141,28 +160,28 @@ def reset() -> None:
 
 def default_reader() -> SymbolReader:
     """The process's sync reader (created on first use, thread-safe, fork-safe)."""
-    global _sync_reader, _loaded
+    global _sync_reader, _source
     reader = _sync_reader
     if reader is not None:
         return reader
     with _state_lock:
         if _sync_reader is None:
-            _loaded, config = connection_config_for(_loaded)
-            _sync_reader = SymbolReader(config, _loaded.settings, near_cache=_near_cache)
+            config = _source = resolve_config(_source)
+            _sync_reader = SymbolReader(config.connection, config.settings, near_cache=_near_choice)
         return _sync_reader
 
 
 def default_async_reader() -> AsyncSymbolReader:
     """The running loop's async reader (created on first use). Call inside a coroutine."""
-    global _loaded
+    global _source
     loop = asyncio.get_running_loop()
     reader = _async_readers.get(loop)
     if reader is None:
         with _state_lock:
             for dead in [other for other in _async_readers if other.is_closed()]:
                 del _async_readers[dead]
-            _loaded, config = connection_config_for(_loaded)
-            reader = AsyncSymbolReader(config, _loaded.settings, near_cache=_near_cache)
+            config = _source = resolve_config(_source)
+            reader = AsyncSymbolReader(config.connection, config.settings, near_cache=_near_choice)
             _async_readers[loop] = reader
     return reader
 
@@ -191,6 +210,11 @@ def get_symbol_sync(name: str, market: str = "spot") -> SymbolRecord | None:
     return default_reader().get_symbol(name, market)
 
 
+def get_rules_sync(name: str, market: str = "spot") -> SymbolRules | None:
+    """The compiled order rules of `name`, or None. See :meth:`SymbolReader.get_rules`."""
+    return default_reader().get_rules(name, market)
+
+
 def get_symbols_sync(
     market: str = "spot", statuses: Collection[str] | None = None
 ) -> list[SymbolRecord]:
@@ -209,6 +233,11 @@ def snapshot_info_sync(market: str = "spot") -> SnapshotInfo:
 async def get_symbol(name: str, market: str = "spot") -> SymbolRecord | None:
     """Async twin of :func:`get_symbol_sync`."""
     return await default_async_reader().get_symbol(name, market)
+
+
+async def get_rules(name: str, market: str = "spot") -> SymbolRules | None:
+    """Async twin of :func:`get_rules_sync`."""
+    return await default_async_reader().get_rules(name, market)
 
 
 async def get_symbols(

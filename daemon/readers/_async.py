@@ -18,48 +18,54 @@ import redis
 import redis.asyncio  # unasync: remove
 from redis.exceptions import NoScriptError
 
+from daemon.config.loader import Config
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import Loaded, Settings
 from daemon.contract.keys import MarketKeys
 from daemon.contract.record import SymbolRecord
 from daemon.readers._backend_async import AsyncClients, AsyncSignal, AsyncSubscriber, fork_safe
 from daemon.readers._core import (
+    ReaderClosedError,
+    SnapshotInfo,
+    SnapshotMissingError,
+    check_statuses,
+    decode_listing,
+    decode_record,
+    extra_market_keys,
+    filtered,
+    key_table,
+    log,
+    lookup_result,
+    resolve_config,
+    snapshot_info_from,
+    text,
+)
+from daemon.readers._near_cache import (
     DISABLED_STATUS,
+    MarketCache,
+    NearCache,
+    NearCacheOptions,
+    NearCacheStatus,
+    channel_table,
+    near_cache_options,
+)
+from daemon.readers._scripts import (
     FILTER_SCRIPT,
     INFO_SCRIPT,
     LISTING_SCRIPT,
     LOOKUP_SCRIPT,
     RECORD_SCRIPT,
-    MarketCache,
-    NearCache,
-    NearCacheOptions,
-    NearCacheStatus,
-    ReaderClosedError,
     Script,
-    SnapshotInfo,
-    SnapshotMissingError,
-    channel_table,
-    check_statuses,
-    connection_config_for,
-    decode_listing,
-    decode_record,
-    extra_market_keys,
     filter_args,
-    filtered,
     info_args,
     is_unknown_command,
-    key_table,
     listing_args,
-    log,
     lookup_args,
-    lookup_result,
-    near_cache_options,
     read_only_scripts,
     record_args,
-    snapshot_info_from,
-    text,
 )
 from daemon.redis.clients import ConnectionConfig
+from daemon.rules import SymbolRules, rules_for
 
 _monotonic = time.monotonic
 
@@ -104,12 +110,22 @@ class AsyncSymbolReader:
 
     @classmethod
     def from_settings(
-        cls, loaded: Loaded | None = None, *, near_cache: bool | NearCacheOptions = False
+        cls,
+        config: Config | Loaded | None = None,
+        *,
+        near_cache: bool | NearCacheOptions = False,
     ) -> AsyncSymbolReader:
-        """A reader for the Redis the daemon uses: same settings file, same URL resolution
-        (``[redis] url`` > ``REDIS_URL`` > ``CELERY_BROKER_URL`` > localhost)."""
-        loaded, config = connection_config_for(loaded)
-        return cls(config, loaded.settings, near_cache=near_cache)
+        """A reader for the Redis the daemon uses, resolved by the one loader
+        (:func:`daemon.config.loader.load_config`): same settings file, same URL order
+        (``[redis] url`` > ``REDIS_URL`` > ``CELERY_BROKER_URL`` > localhost), same key names.
+
+        `config`: a :class:`~daemon.config.loader.Config` already loaded (e.g. the CLI's),
+        or settings loaded with ``load_settings`` (:class:`~daemon.config.settings.Loaded`,
+        still accepted), or None to load now. Raises
+        :class:`~daemon.config.settings.ConfigError` for a bad setting or URL.
+        """
+        resolved = resolve_config(config)
+        return cls(resolved.connection, resolved.settings, near_cache=near_cache)
 
     @classmethod
     def from_url(
@@ -235,6 +251,32 @@ class AsyncSymbolReader:
         near.offer(mc, ticket, text(version), name, record)
         return record
 
+    async def get_rules(self, name: str, market: str = "spot") -> SymbolRules | None:
+        """The compiled order rules of `name` (see :mod:`daemon.rules`), or None if the
+        snapshot has no such symbol; the same None and errors as :meth:`get_symbol`, plus
+        :class:`~daemon.rules.RulesError` when the stored filters cannot be compiled.
+
+        With the near-cache the rules are compiled once per cached record, on first use, and
+        kept next to it: a hit costs what :meth:`get_symbol`'s does plus one dict lookup, no
+        parsing, and returns the same ``SymbolRules`` object each time. A new snapshot version
+        drops them with the record. Without the near-cache each call reads the record (one
+        HGET) and compiles it.
+        """
+        near = self._near
+        if near is not None:
+            mc = near.markets.get(market)
+            if mc is not None:
+                if _monotonic() < near.live_until:
+                    try:
+                        record = mc.records[name]
+                    except KeyError:
+                        record = await self._fill(near, mc, name, market)
+                else:
+                    record = await self._fill(near, mc, name, market)
+                return None if record is None else mc.rules_of(name, record)
+        record = await self.get_symbol(name, market)
+        return None if record is None else rules_for(record)
+
     async def get_symbols(
         self, market: str = "spot", statuses: Collection[str] | None = None
     ) -> list[SymbolRecord]:
@@ -242,7 +284,10 @@ class AsyncSymbolReader:
         ``last_good`` once that has expired); ``[]`` when neither exists.
 
         With `statuses`, every record whose status is one of them (listed or not): those in
-        the stored listing first, in listing order, then the others ordered by symbol.
+        the stored listing first, in listing order, then the others ordered by symbol. That
+        reads ``by_symbol``, so, like :meth:`get_symbol`, it raises
+        :class:`~daemon.readers.SnapshotMissingError` when that hash is absent (same round
+        trip) instead of answering ``[]``.
         """
         keys = self.keys(market)
         near, mc = self._cache_for(market)
@@ -252,6 +297,8 @@ class AsyncSymbolReader:
             blob, version, values = await self._eval(FILTER_SCRIPT, filter_args(keys))
             if near is not None and mc is not None:
                 near.offer(mc, ticket, text(version))
+            if not values:  # Redis has no empty hashes: no by_symbol hash at all
+                raise SnapshotMissingError(market, keys.by_symbol)
             return filtered(blob, values, wanted)
         if near is not None and mc is not None:
             if _monotonic() < near.live_until:

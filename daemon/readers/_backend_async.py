@@ -24,13 +24,12 @@ import redis.asyncio
 
 from daemon.readers._core import (
     ChannelSilentError,
-    NearCache,
     ReaderClosedError,
-    backoff,
     describe_error,
     log,
     subscriber_config,
 )
+from daemon.readers._near_cache import NearCache, backoff
 from daemon.redis.clients import ConnectionConfig
 
 _monotonic = time.monotonic

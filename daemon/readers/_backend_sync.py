@@ -23,13 +23,12 @@ import redis
 from daemon.readers._core import (
     POLL_INTERVAL,
     ChannelSilentError,
-    NearCache,
     ReaderClosedError,
-    backoff,
     describe_error,
     log,
     subscriber_config,
 )
+from daemon.readers._near_cache import NearCache, backoff
 from daemon.redis.clients import ConnectionConfig, SyncClient
 
 _monotonic = time.monotonic

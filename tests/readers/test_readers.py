@@ -42,7 +42,7 @@ from daemon.readers import (
     SymbolReader,
     record_to_dict,
 )
-from daemon.readers._core import MarketCache, NearCache
+from daemon.readers._near_cache import MarketCache, NearCache
 from daemon.snapshot import normalize
 from daemon.snapshot.diff import diff_snapshots
 from daemon.snapshot.listing import SnapshotBlobs, build_snapshot, prioritize
