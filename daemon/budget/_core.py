@@ -122,6 +122,17 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class BanReport:
+    """What ``record_ban`` did: the deadline in force (epoch s, Binance clock), Binance's
+    time when it was stored, and whether Redis holds it (False: Redis was unreachable and
+    only this process knows it)."""
+
+    until: float
+    now: float
+    stored: bool
+
+
+@dataclass(frozen=True, slots=True)
 class WindowUsage:
     """One limit's current window: ``used`` of ``limit`` (Binance's figure); callers with
     priority normal may use up to ``cap_normal``, high up to ``cap_high``."""

@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError
 
 from daemon.budget._core import (
     OFFSET_TTL_MS,
+    BanReport,
     BudgetOptions,
     BudgetStats,
     BudgetUsage,
@@ -349,6 +350,14 @@ class WeightBudget:
         the configured fallback; at most 3 days; an existing later deadline is kept) in
         ``ban_until``. Returns the deadline (epoch s). Every process's ``acquire`` raises
         :class:`Banned` until then."""
+        return (self.record_ban(status, headers_or_retry_after)).until
+
+    def record_ban(
+        self, status: int, headers_or_retry_after: Headers | float | str | None = None
+    ) -> BanReport:
+        """:meth:`report_limited`, saying also whether Redis holds the deadline (``stored``)
+        and Binance's clock at that moment (``now``), so a caller that keeps its own copy of
+        the deadline can derive it from the same figure instead of writing a second one."""
         if status not in (429, 418):
             raise BudgetValueError(f"report_limited is for 429/418 answers, got status {status!r}")
         if headers_or_retry_after is None or isinstance(headers_or_retry_after, int | float | str):
@@ -357,10 +366,12 @@ class WeightBudget:
             retry = parse_retry_after(find_header(headers_or_retry_after, "Retry-After"))
         seconds = clamp_ban(retry if retry is not None else self.options.ban_fallback)
         self._counters.add("bans_reported")
+        stored = True
         try:
             reply = self._eval(ban_args(self.keys, seconds))
             until, now = float(reply[1]), int(reply[2]) / 1000.0
         except REDIS_DOWN as exc:
+            stored = False
             self._counters.add("redis_errors")
             now = self._local.now_ms() / 1000.0
             until = now + seconds
@@ -373,7 +384,7 @@ class WeightBudget:
             until,
             until - now,
         )
-        return until
+        return BanReport(until, now, stored)
 
     # -- inspection and upkeep --------------------------------------------------------------
 
