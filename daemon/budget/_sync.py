@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError
 
 from daemon.budget._core import (
     OFFSET_TTL_MS,
+    PLAN_CACHE_MAX,
     BanReport,
     BudgetOptions,
     BudgetStats,
@@ -25,11 +26,12 @@ from daemon.budget._core import (
     Grant,
     LimitTable,
     LocalLimiter,
+    Plan,
     acquire_args,
     ban_args,
     ban_text,
-    check_request,
     jitter_seconds,
+    make_plan,
     observe_args,
     usage_args,
     usage_from,
@@ -135,6 +137,8 @@ class WeightBudget:
         self.account = check_account(account) if account is not None else None
         self._clients = _make_clients(config, decode=False)
         self._table = LimitTable.build(self.keys, self.options, ())
+        # (weight, priority, orders, account) -> Plan under self._table; cleared with it.
+        self._plans: dict[tuple[int, str, int, str | None], Plan] = {}
         self._limits_due = 0.0
         self._local = LocalLimiter(self.options.expected_processes)
         self._counters = Counters()
@@ -198,7 +202,23 @@ class WeightBudget:
                 ", ".join(f"{c.limit.label}={c.limit.limit}" for c in table.caps),
             )
             self._table = table
+            self._plans = {}
         return table
+
+    def _plan(
+        self, table: LimitTable, weight: int, priority: str, orders: int, account: str | None
+    ) -> Plan:
+        if type(weight) is not int or type(orders) is not int:  # True == 1: no cache hit
+            return make_plan(table, weight, priority, orders, account)
+        key = (weight, priority, orders, account)
+        plan = self._plans.get(key)
+        if plan is None or table is not self._table:
+            plan = make_plan(table, weight, priority, orders, account)
+            if table is self._table:
+                if len(self._plans) >= PLAN_CACHE_MAX:
+                    self._plans.clear()
+                self._plans[key] = plan
+        return plan
 
     def stats(self) -> BudgetStats:
         """Counters of this object: grants, waits, denials, bans, local grants, Redis errors."""
@@ -226,18 +246,14 @@ class WeightBudget:
         """
         account = account if account is not None else self.account
         table = self._limits()
-        check_request(table, weight, priority, orders, account)
+        plan = self._plan(table, weight, priority, orders, account)
         self._check_local_ban()
         allowed = self.options.max_wait if timeout is None else min(timeout, self.options.max_wait)
         deadline = time.monotonic() + max(0.0, allowed)
-        charges = table.charges(weight, orders, account)
         while True:
-            out = self._try(charges, priority)
+            out = self._try(plan, priority)
             if out.granted:
-                self._counters.add("acquired")
-                self._counters.add("weight", weight)
-                if out.local:
-                    self._counters.add("local_grants")
+                self._counters.granted(weight, out.local)
                 return Grant(weight, orders, priority, out.now_ms, account, out.local)
             iv = out.limit.interval_ms if out.limit is not None else 1000
             pause = max(0.0, (out.reset_ms - out.now_ms) / 1000.0) + jitter_seconds(iv)
@@ -263,12 +279,16 @@ class WeightBudget:
         if mono > self._ban_mono:
             self._ban_mono, self._ban_until = mono, until
 
-    def _try(self, charges: list[Charge], priority: str) -> _Outcome:
-        if time.monotonic() < self._down_until:
+    def _try(self, plan: Plan, priority: str) -> _Outcome:
+        charges = plan.charges
+        if self._down_until and time.monotonic() < self._down_until:
             return self._fallback(None, charges, priority)
-        poison, extra = self._local.handback(charges)
+        args = plan.args
+        if self._local.active:  # first call after an outage: hand the local spends back
+            poison, extra = self._local.handback(charges)
+            args = acquire_args(self.keys, charges, priority, poison, extra)
         try:
-            reply = self._eval(acquire_args(self.keys, charges, priority, poison, extra))
+            reply = self._eval(args)
         except REDIS_DOWN as exc:
             return self._fallback(exc, charges, priority)
         code, now_ms, reset = int(reply[0]), int(reply[1]), int(reply[2])
