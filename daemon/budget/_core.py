@@ -30,7 +30,8 @@ from daemon.config.settings import BudgetSettings, Settings
 log = logging.getLogger("symbold.budget")
 
 # Windows this short or shorter are written off when their counters may be missing spends
-# (the Lua ACQUIRE has the same figure, iv <= 60000); longer ones (RAW_REQUESTS 5M, ORDERS 1D) are restored by observe().
+# (the Lua ACQUIRE has the same figure, iv <= 60000); longer ones (RAW_REQUESTS 5M,
+# ORDERS 1D) are restored by observe().
 BLOCK_MAX_MS: Final = 60_000
 # Waiters wake at the window start plus up to this share of the interval (at most JITTER_MAX_S),
 # so that processes blocked on one window do not all call at the same instant.
