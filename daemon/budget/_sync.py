@@ -66,6 +66,8 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     redis.exceptions.TryAgainError,
     OSError,
 )
+# Counters in ``budget:stats`` (see :meth:`WeightBudget.shared_stats`).
+SHARED_COUNTERS = ("waits", "denials", "bans_reported")
 # After a failed call, Redis is not tried again for this long (local decisions meanwhile), so
 # an outage does not cost every acquire a connect timeout.
 REDIS_RETRY_S = 0.5
@@ -259,6 +261,7 @@ class WeightBudget:
             pause = max(0.0, (out.reset_ms - out.now_ms) / 1000.0) + jitter_seconds(iv)
             if not wait or time.monotonic() + pause > deadline:
                 self._counters.add("denials")
+                self._note("denials")
                 raise BudgetExhausted(
                     out.reset_ms / 1000.0,
                     weight,
@@ -266,7 +269,33 @@ class WeightBudget:
                     self.market,
                 )
             self._counters.add("waits")
+            self._note("waits")
             time.sleep(pause)
+
+    def _note(self, counter: str) -> None:
+        # The shared counters (``budget:stats``) are written on slow paths only; losing one
+        # to an outage is fine.
+        if self._local.active or time.monotonic() < self._down_until:
+            return
+        try:
+            self._clients.get().execute_command("HINCRBY", self.keys.stats, counter, 1)  # type: ignore[no-untyped-call]
+        except REDIS_DOWN:
+            self._counters.add("redis_errors")
+
+    def shared_stats(self) -> dict[str, int]:
+        """The counters every process sharing this budget adds to (``waits``, ``denials``,
+        ``bans_reported``; 0 when none yet), read from Redis. Raises
+        :class:`BudgetUnavailable` when Redis cannot be read."""
+        try:
+            raw = self._clients.get().execute_command("HGETALL", self.keys.stats)  # type: ignore[no-untyped-call]
+        except REDIS_DOWN as exc:
+            raise BudgetUnavailable(f"budget {self.market}: cannot read counters: {exc}") from exc
+        out = dict.fromkeys(SHARED_COUNTERS, 0)
+        items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        for name, value in items:
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            out[key] = int(value)
+        return out
 
     def _check_local_ban(self) -> None:
         if time.monotonic() < self._ban_mono:
@@ -386,6 +415,7 @@ class WeightBudget:
             retry = parse_retry_after(find_header(headers_or_retry_after, "Retry-After"))
         seconds = clamp_ban(retry if retry is not None else self.options.ban_fallback)
         self._counters.add("bans_reported")
+        self._note("bans_reported")
         stored = True
         try:
             reply = self._eval(ban_args(self.keys, seconds))

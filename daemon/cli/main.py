@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from daemon import __version__, exitcodes
-from daemon.cli.commands import config_check, enqueue, ping, refresh, run, status
+from daemon.cli.commands import budget, config_check, enqueue, ping, refresh, run, status
 from daemon.cli.parsing import Handler, Parser, common_options
 
 EPILOG = f"""\
@@ -26,7 +26,7 @@ environment:
 """
 
 # In the order `symbold --help` lists them.
-COMMANDS = (run, refresh, status, ping, config_check, enqueue)
+COMMANDS = (run, refresh, status, budget, ping, config_check, enqueue)
 
 
 def build_parser() -> argparse.ArgumentParser:
