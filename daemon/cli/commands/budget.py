@@ -137,9 +137,10 @@ def handle(config: Config, args: argparse.Namespace) -> int:
     markets = chosen_markets(config, args.market)
     # The budget's info lines (limits reread) would interleave with the table or the JSON.
     logging.getLogger("symbold.budget").setLevel(logging.WARNING)
+    caught: tuple[type[BaseException], ...] = (BudgetUnavailable, *RECOVERABLE)
     try:
         return run_async(_session(config, markets, args))
-    except (BudgetUnavailable, *RECOVERABLE) as exc:
+    except caught as exc:
         cause = exc.__cause__ if isinstance(exc, BudgetUnavailable) else exc
         problem = classify(cause if cause is not None else exc)
         print(f"symbold: budget: redis: {problem.message}", file=sys.stderr)
