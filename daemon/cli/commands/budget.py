@@ -106,6 +106,7 @@ async def _session(config: Config, markets: list[MarketName], args: argparse.Nam
 
     budgets = [AsyncWeightBudget(config.connection, config.settings, market=m) for m in markets]
     count: int | None = getattr(args, "count", None)  # main() refuses a count below 1
+    first = time.monotonic()
     try:
         shown = 0
         while True:
@@ -121,7 +122,7 @@ async def _session(config: Config, markets: list[MarketName], args: argparse.Nam
                 return exitcodes.OK
             if not args.json and not sys.stdout.isatty():
                 print(flush=True)
-            await asyncio.sleep(max(0.0, 1.0 - time.monotonic() % 1.0))
+            await asyncio.sleep(max(0.0, first + shown - time.monotonic()))  # 1 s apart
     finally:
         for b in budgets:
             await b.aclose()
