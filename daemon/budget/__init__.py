@@ -26,7 +26,14 @@ from __future__ import annotations
 import logging
 
 from daemon.budget._async import AsyncWeightBudget, store_time_offset
-from daemon.budget._core import BudgetOptions, BudgetStats, BudgetUsage, Grant, WindowUsage
+from daemon.budget._core import (
+    BanReport,
+    BudgetOptions,
+    BudgetStats,
+    BudgetUsage,
+    Grant,
+    WindowUsage,
+)
 from daemon.budget._sync import WeightBudget
 from daemon.budget._sync import store_time_offset as store_time_offset_sync
 from daemon.budget.errors import (
@@ -43,6 +50,7 @@ logging.getLogger("symbold.budget").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncWeightBudget",
+    "BanReport",
     "Banned",
     "BudgetError",
     "BudgetExhausted",

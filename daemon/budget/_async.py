@@ -16,6 +16,8 @@ from redis.exceptions import NoScriptError
 
 from daemon.budget._core import (
     OFFSET_TTL_MS,
+    PLAN_CACHE_MAX,
+    BanReport,
     BudgetOptions,
     BudgetStats,
     BudgetUsage,
@@ -24,11 +26,12 @@ from daemon.budget._core import (
     Grant,
     LimitTable,
     LocalLimiter,
+    Plan,
     acquire_args,
     ban_args,
     ban_text,
-    check_request,
     jitter_seconds,
+    make_plan,
     observe_args,
     usage_args,
     usage_from,
@@ -63,6 +66,8 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     redis.exceptions.TryAgainError,
     OSError,
 )
+# Counters in ``budget:stats`` (see :meth:`AsyncWeightBudget.shared_stats`).
+SHARED_COUNTERS = ("waits", "denials", "bans_reported")
 # After a failed call, Redis is not tried again for this long (local decisions meanwhile), so
 # an outage does not cost every acquire a connect timeout.
 REDIS_RETRY_S = 0.5
@@ -134,6 +139,8 @@ class AsyncWeightBudget:
         self.account = check_account(account) if account is not None else None
         self._clients = _make_clients(config, decode=False)
         self._table = LimitTable.build(self.keys, self.options, ())
+        # (weight, priority, orders, account) -> Plan under self._table; cleared with it.
+        self._plans: dict[tuple[int, str, int, str | None], Plan] = {}
         self._limits_due = 0.0
         self._local = LocalLimiter(self.options.expected_processes)
         self._counters = Counters()
@@ -197,7 +204,23 @@ class AsyncWeightBudget:
                 ", ".join(f"{c.limit.label}={c.limit.limit}" for c in table.caps),
             )
             self._table = table
+            self._plans = {}
         return table
+
+    def _plan(
+        self, table: LimitTable, weight: int, priority: str, orders: int, account: str | None
+    ) -> Plan:
+        if type(weight) is not int or type(orders) is not int:  # True == 1: no cache hit
+            return make_plan(table, weight, priority, orders, account)
+        key = (weight, priority, orders, account)
+        plan = self._plans.get(key)
+        if plan is None or table is not self._table:
+            plan = make_plan(table, weight, priority, orders, account)
+            if table is self._table:
+                if len(self._plans) >= PLAN_CACHE_MAX:
+                    self._plans.clear()
+                self._plans[key] = plan
+        return plan
 
     def stats(self) -> BudgetStats:
         """Counters of this object: grants, waits, denials, bans, local grants, Redis errors."""
@@ -225,23 +248,20 @@ class AsyncWeightBudget:
         """
         account = account if account is not None else self.account
         table = await self._limits()
-        check_request(table, weight, priority, orders, account)
+        plan = self._plan(table, weight, priority, orders, account)
         self._check_local_ban()
         allowed = self.options.max_wait if timeout is None else min(timeout, self.options.max_wait)
         deadline = time.monotonic() + max(0.0, allowed)
-        charges = table.charges(weight, orders, account)
         while True:
-            out = await self._try(charges, priority)
+            out = await self._try(plan, priority)
             if out.granted:
-                self._counters.add("acquired")
-                self._counters.add("weight", weight)
-                if out.local:
-                    self._counters.add("local_grants")
+                self._counters.granted(weight, out.local)
                 return Grant(weight, orders, priority, out.now_ms, account, out.local)
             iv = out.limit.interval_ms if out.limit is not None else 1000
             pause = max(0.0, (out.reset_ms - out.now_ms) / 1000.0) + jitter_seconds(iv)
             if not wait or time.monotonic() + pause > deadline:
                 self._counters.add("denials")
+                await self._note("denials")
                 raise BudgetExhausted(
                     out.reset_ms / 1000.0,
                     weight,
@@ -249,7 +269,33 @@ class AsyncWeightBudget:
                     self.market,
                 )
             self._counters.add("waits")
+            await self._note("waits")
             await asyncio.sleep(pause)
+
+    async def _note(self, counter: str) -> None:
+        # The shared counters (``budget:stats``) are written on slow paths only; losing one
+        # to an outage is fine.
+        if self._local.active or time.monotonic() < self._down_until:
+            return
+        try:
+            await self._clients.get().execute_command("HINCRBY", self.keys.stats, counter, 1)  # type: ignore[no-untyped-call]
+        except REDIS_DOWN:
+            self._counters.add("redis_errors")
+
+    async def shared_stats(self) -> dict[str, int]:
+        """The counters every process sharing this budget adds to (``waits``, ``denials``,
+        ``bans_reported``; 0 when none yet), read from Redis. Raises
+        :class:`BudgetUnavailable` when Redis cannot be read."""
+        try:
+            raw = await self._clients.get().execute_command("HGETALL", self.keys.stats)  # type: ignore[no-untyped-call]
+        except REDIS_DOWN as exc:
+            raise BudgetUnavailable(f"budget {self.market}: cannot read counters: {exc}") from exc
+        out = dict.fromkeys(SHARED_COUNTERS, 0)
+        items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        for name, value in items:
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            out[key] = int(value)
+        return out
 
     def _check_local_ban(self) -> None:
         if time.monotonic() < self._ban_mono:
@@ -262,12 +308,16 @@ class AsyncWeightBudget:
         if mono > self._ban_mono:
             self._ban_mono, self._ban_until = mono, until
 
-    async def _try(self, charges: list[Charge], priority: str) -> _Outcome:
-        if time.monotonic() < self._down_until:
+    async def _try(self, plan: Plan, priority: str) -> _Outcome:
+        charges = plan.charges
+        if self._down_until and time.monotonic() < self._down_until:
             return self._fallback(None, charges, priority)
-        poison, extra = self._local.handback(charges)
+        args = plan.args
+        if self._local.active:  # first call after an outage: hand the local spends back
+            poison, extra = self._local.handback(charges)
+            args = acquire_args(self.keys, charges, priority, poison, extra)
         try:
-            reply = await self._eval(acquire_args(self.keys, charges, priority, poison, extra))
+            reply = await self._eval(args)
         except REDIS_DOWN as exc:
             return self._fallback(exc, charges, priority)
         code, now_ms, reset = int(reply[0]), int(reply[1]), int(reply[2])
@@ -349,6 +399,14 @@ class AsyncWeightBudget:
         the configured fallback; at most 3 days; an existing later deadline is kept) in
         ``ban_until``. Returns the deadline (epoch s). Every process's ``acquire`` raises
         :class:`Banned` until then."""
+        return (await self.record_ban(status, headers_or_retry_after)).until
+
+    async def record_ban(
+        self, status: int, headers_or_retry_after: Headers | float | str | None = None
+    ) -> BanReport:
+        """:meth:`report_limited`, saying also whether Redis holds the deadline (``stored``)
+        and Binance's clock at that moment (``now``), so a caller that keeps its own copy of
+        the deadline can derive it from the same figure instead of writing a second one."""
         if status not in (429, 418):
             raise BudgetValueError(f"report_limited is for 429/418 answers, got status {status!r}")
         if headers_or_retry_after is None or isinstance(headers_or_retry_after, int | float | str):
@@ -357,10 +415,13 @@ class AsyncWeightBudget:
             retry = parse_retry_after(find_header(headers_or_retry_after, "Retry-After"))
         seconds = clamp_ban(retry if retry is not None else self.options.ban_fallback)
         self._counters.add("bans_reported")
+        await self._note("bans_reported")
+        stored = True
         try:
             reply = await self._eval(ban_args(self.keys, seconds))
             until, now = float(reply[1]), int(reply[2]) / 1000.0
         except REDIS_DOWN as exc:
+            stored = False
             self._counters.add("redis_errors")
             now = self._local.now_ms() / 1000.0
             until = now + seconds
@@ -373,7 +434,7 @@ class AsyncWeightBudget:
             until,
             until - now,
         )
-        return until
+        return BanReport(until, now, stored)
 
     # -- inspection and upkeep --------------------------------------------------------------
 

@@ -30,7 +30,8 @@ from daemon.config.settings import BudgetSettings, Settings
 log = logging.getLogger("symbold.budget")
 
 # Windows this short or shorter are written off when their counters may be missing spends
-# (see Lua ACQUIRE); longer ones (RAW_REQUESTS 5M, ORDERS 1D) are restored by observe().
+# (the Lua ACQUIRE has the same figure, iv <= 60000); longer ones (RAW_REQUESTS 5M,
+# ORDERS 1D) are restored by observe().
 BLOCK_MAX_MS: Final = 60_000
 # Waiters wake at the window start plus up to this share of the interval (at most JITTER_MAX_S),
 # so that processes blocked on one window do not all call at the same instant.
@@ -122,6 +123,17 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class BanReport:
+    """What ``record_ban`` did: the deadline in force (epoch s, Binance clock), Binance's
+    time when it was stored, and whether Redis holds it (False: Redis was unreachable and
+    only this process knows it)."""
+
+    until: float
+    now: float
+    stored: bool
+
+
+@dataclass(frozen=True, slots=True)
 class WindowUsage:
     """One limit's current window: ``used`` of ``limit`` (Binance's figure); callers with
     priority normal may use up to ``cap_normal``, high up to ``cap_high``."""
@@ -177,6 +189,15 @@ class Counters:
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._values[name] += n
+
+    def granted(self, weight: int, local: bool) -> None:
+        """One successful acquire (one lock round instead of three)."""
+        with self._lock:
+            values = self._values
+            values["acquired"] += 1
+            values["weight"] += weight
+            if local:
+                values["local_grants"] += 1
 
     def snapshot(self) -> BudgetStats:
         with self._lock:
@@ -287,6 +308,28 @@ def check_request(
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One validated kind of request (weight, priority, orders, account) under one limit
+    table: its charges and the ACQUIRE arguments for the common case (no local spends to
+    hand back), built once and reused by every later acquire of the same kind."""
+
+    charges: list[Charge]
+    args: tuple[Any, ...]
+
+
+PLAN_CACHE_MAX: Final = 256
+
+
+def make_plan(
+    table: LimitTable, weight: int, priority: str, orders: int, account: str | None
+) -> Plan:
+    """Check the request (BudgetValueError) and build its charges and script arguments."""
+    check_request(table, weight, priority, orders, account)
+    charges = table.charges(weight, orders, account)
+    return Plan(charges, acquire_args(table.keys, charges, priority))
+
+
 def acquire_args(
     keys_: BudgetKeys,
     charges: Sequence[Charge],
@@ -294,18 +337,14 @@ def acquire_args(
     poison: bool = False,
     extra: Mapping[str, int] | None = None,
 ) -> tuple[Any, ...]:
+    """EVALSHA arguments of ACQUIRE. Without `poison` (no local spends to hand back) each
+    limit takes four arguments; with it, five (its local spends last)."""
     keys = [c.key for c in charges]
     argv: list[Any] = ["1" if poison else "0"]
     for c in charges:
-        iv = c.caps.limit.interval_ms
-        argv += [
-            iv,
-            c.caps.for_priority(priority),
-            c.cost,
-            c.caps.high,
-            "1" if iv <= BLOCK_MAX_MS else "0",
-            (extra or {}).get(c.key, 0),
-        ]
+        argv += [c.caps.limit.interval_ms, c.caps.for_priority(priority), c.cost, c.caps.high]
+        if poison:
+            argv.append((extra or {}).get(c.key, 0))
     fixed = (keys_.ban_until, keys_.time_offset, keys_.lost)
     return (ACQUIRE.sha, 3 + len(keys), *fixed, *keys, *argv)
 

@@ -11,6 +11,8 @@ tag (the same slot as the snapshot keys), so one script may touch all of them on
 - ``<prefix>:{<market>}:budget:weight:<n><unit>`` (REQUEST_WEIGHT), ``...:raw:<n><unit>``
   (RAW_REQUESTS), ``...:orders:<account>:<n><unit>`` (ORDERS): hashes ``s`` (window start, ms)
   and ``u`` (units used in that window), expiring one minute after their window.
+- ``<prefix>:{<market>}:budget:stats``: hash of counters summed over every process, written
+  on slow paths only: ``waits``, ``denials``, ``bans_reported`` (never expires).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class BudgetKeys:
     time_offset: str
     lost: str
     meta: str
+    stats: str
 
     def limit_key(self, limit: Limit, account: str | None = None) -> str:
         short = _SHORT[limit.kind]
@@ -53,7 +56,7 @@ class BudgetKeys:
         return f"{self.base}:budget:{short}:{limit.suffix.lower()}"
 
     def all_fixed(self) -> tuple[str, ...]:
-        return (self.ban_until, self.time_offset, self.lost)
+        return (self.ban_until, self.time_offset, self.lost, self.stats)
 
 
 def budget_keys(keys: MarketKeys, prefix: str) -> BudgetKeys:
@@ -67,4 +70,5 @@ def budget_keys(keys: MarketKeys, prefix: str) -> BudgetKeys:
         time_offset=f"{base}:time_offset",
         lost=f"{base}:budget:lost",
         meta=keys.meta,
+        stats=f"{base}:budget:stats",
     )

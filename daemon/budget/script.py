@@ -22,82 +22,95 @@ local function fmt(x) return string.format('%.0f', x) end
 """
 
 # KEYS: ban_until, time_offset, lost, limit hash x n
-# ARGV: poison, then per limit: interval_ms, cap, cost, full, block, extra
-# Reply: {0, now, reset, 0, used_1..used_n}   charged
+# ARGV: mode, then per limit: interval_ms, cap, cost, full [, extra when mode is '1']
+# Reply: {0, now, reset}                       charged
 #        {1, now, reset, ban_until_text}       banned (nothing charged)
 #        {2, now, reset, reset_at_ms, index}   does not fit (nothing charged)
-# `full` is what a window counts as when its counters may be missing spends (Redis came back
-# empty during it, or `poison`: the caller spent without Redis in it); only limits with
-# `block` = 1 (short windows) are treated so. `extra` is added as it is (local spends).
-ACQUIRE_SOURCE: Final = (
-    _NOW
-    + """
-local now = now_ms(KEYS[2])
-local ban = redis.call('GET', KEYS[1])
+# `full` is what a window counts as when its counters may be missing spends: Redis came back
+# empty during it, or mode '1' (the caller spent without Redis in the current window and
+# hands those spends back as `extra`, added as they are). Only windows of at most a minute
+# are treated so; longer ones are restored by OBSERVE.
+#
+# Cost: this runs on every acquire, so the common case is TIME, one MGET (ban, offset,
+# lost), then one HMGET and one HINCRBY per limit. A window's hash is rewritten (HSET) and
+# given its expiry (one minute after the window ends) only when the window is new or its
+# count had to be corrected. ms epochs have 13 digits, which Lua's number-to-string
+# conversion writes exactly, so no string.format is needed on this path.
+ACQUIRE_SOURCE: Final = """
+local t = redis.call('TIME')
+local fixed = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  + (tonumber(fixed[2]) or 0)
+local ban = fixed[1]
 if ban and (tonumber(ban) or 0) * 1000 > now then
   return {1, now, 0, ban}
 end
 local reset = 0
-local lost = tonumber(redis.call('GET', KEYS[3]))
+local lost = tonumber(fixed[3])
 if not lost then
   lost = now
   reset = 1
-  redis.call('SET', KEYS[3], fmt(now))
+  redis.call('SET', KEYS[3], string.format('%.0f', now))
 end
-local poison = ARGV[1] == '1'
+local handback = ARGV[1] == '1'
+local stride = handback and 5 or 4
 local n = #KEYS - 3
-local starts, useds, costs, ivs, dirty = {}, {}, {}, {}, {}
+local starts, useds, fresh, dirty = {}, {}, {}, {}
 local worst, worst_i = 0, 0
 for i = 1, n do
-  local a = 1 + (i - 1) * 6
-  local iv = tonumber(ARGV[a + 1])
-  local cap = tonumber(ARGV[a + 2])
-  local cost = tonumber(ARGV[a + 3])
-  local full = tonumber(ARGV[a + 4])
-  local block = ARGV[a + 5] == '1'
-  local extra = tonumber(ARGV[a + 6])
+  local a = 2 + (i - 1) * stride
+  local iv = tonumber(ARGV[a])
   local start = now - now % iv
   local h = redis.call('HMGET', KEYS[i + 3], 's', 'u')
   local used = 0
-  dirty[i] = false
+  local block = iv <= 60000
+  fresh[i], dirty[i] = false, false
   if tonumber(h[1]) == start then
     used = tonumber(h[2]) or 0
-  elseif block and lost >= start then
-    used = full
-    dirty[i] = true
+  else
+    fresh[i] = true
+    if block and lost >= start then
+      used = tonumber(ARGV[a + 3])
+      dirty[i] = true
+    end
   end
-  if poison and block and used < full then
-    used = full
-    dirty[i] = true
+  if handback then
+    if block and used < tonumber(ARGV[a + 3]) then
+      used = tonumber(ARGV[a + 3])
+      dirty[i] = true
+    end
+    local extra = tonumber(ARGV[a + 4])
+    if extra > 0 then
+      used = used + extra
+      dirty[i] = true
+    end
   end
-  if extra > 0 then
-    used = used + extra
-    dirty[i] = true
-  end
-  starts[i], useds[i], costs[i], ivs[i] = start, used, cost, iv
-  if used + cost > cap and start + iv > worst then
+  starts[i], useds[i] = start, used
+  if used + tonumber(ARGV[a + 2]) > tonumber(ARGV[a + 1]) and start + iv > worst then
     worst, worst_i = start + iv, i
   end
 end
-if worst > 0 then
-  for i = 1, n do
+for i = 1, n do
+  local a = 2 + (i - 1) * stride
+  local key = KEYS[i + 3]
+  if worst > 0 then
+    -- nothing charged; a count that had to be corrected is kept
     if dirty[i] then
-      redis.call('HSET', KEYS[i + 3], 's', fmt(starts[i]), 'u', fmt(useds[i]))
-      redis.call('PEXPIRE', KEYS[i + 3], ivs[i] + 60000)
+      redis.call('HSET', key, 's', starts[i], 'u', useds[i])
+      redis.call('PEXPIRE', key, starts[i] + tonumber(ARGV[a]) - now + 60000)
     end
+  elseif fresh[i] or dirty[i] then
+    redis.call('HSET', key, 's', starts[i], 'u', useds[i] + tonumber(ARGV[a + 2]))
+    redis.call('PEXPIRE', key, starts[i] + tonumber(ARGV[a]) - now + 60000)
+  else
+    redis.call('HINCRBY', key, 'u', ARGV[a + 2])
   end
+end
+if worst > 0 then
   return {2, now, reset, worst, worst_i}
 end
-local out = {0, now, reset, 0}
-for i = 1, n do
-  local used = useds[i] + costs[i]
-  redis.call('HSET', KEYS[i + 3], 's', fmt(starts[i]), 'u', fmt(used))
-  redis.call('PEXPIRE', KEYS[i + 3], ivs[i] + 60000)
-  out[#out + 1] = used
-end
-return out
+return {0, now, reset}
 """
-)
 
 # KEYS: time_offset, limit hash x n
 # ARGV: grant_ms ('' for none), then per limit: interval_ms, value

@@ -12,7 +12,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from daemon import __version__, exitcodes
-from daemon.cli.commands import check, config_check, enqueue, ping, refresh, run, show, status
+from daemon.cli.commands import (
+    budget,
+    check,
+    config_check,
+    enqueue,
+    ping,
+    refresh,
+    run,
+    show,
+    status,
+)
 from daemon.cli.parsing import Handler, Parser, common_options
 
 if TYPE_CHECKING:
@@ -36,7 +46,7 @@ which Redis: [redis] url (file, SYMBOLD_REDIS_URL, --redis-url) > the systemd cr
 """
 
 # In the order `symbold --help` lists them.
-COMMANDS = (run, refresh, status, show, check, ping, config_check, enqueue)
+COMMANDS = (run, refresh, status, show, check, budget, ping, config_check, enqueue)
 
 
 def build_parser() -> argparse.ArgumentParser:

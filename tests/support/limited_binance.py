@@ -4,9 +4,10 @@ A real aiohttp server on loopback, run in a thread of the test process with its 
 (so tests and child processes reach it over real sockets). Rules:
 
 - fixed windows of ``interval_ms`` on this machine's clock (the same clock the local
-  redis-server's TIME reads), announced in exchangeInfo as REQUEST_WEIGHT SECOND
-  ``interval_ms/1000`` with ``limit``;
-- every response carries ``X-MBX-USED-WEIGHT-<n>S`` (and ``X-MBX-ORDER-COUNT-<n>S``);
+  redis-server's TIME reads), announced in exchangeInfo as REQUEST_WEIGHT with ``limit``
+  (MINUTE when ``interval_ms`` is whole minutes, else SECOND);
+- every response carries ``X-MBX-USED-WEIGHT-<n><u>`` (and ``X-MBX-ORDER-COUNT-<n><u>``),
+  ``u`` being ``M`` or ``S`` as Binance writes them (``1M``, ``2S``), and a ``Date`` header;
 - a request whose weight would pass the limit gets 429 with ``Retry-After`` (seconds to the
   window end, rounded up) and is not counted;
 - a request that arrives while a 429's Retry-After is still running is a strike; after
@@ -16,7 +17,8 @@ A real aiohttp server on loopback, run in a thread of the test process with its 
   by the ``X-Client`` header) gets that status.
 
 Weights: ``GET /fake/weight?w=N`` weighs N; the spot paths the budget's table knows weigh
-what Binance publishes (exchangeInfo 20, depth by limit, klines 2, ticker/price 2/4,
+what Binance publishes (exchangeInfo 20, futures exchangeInfo 1 serving the spot sample,
+depth by limit, klines 2, ticker/price 2/4,
 order 1 + one order). Everything served is recorded in ``log`` (time, client, path,
 status, weight).
 """
@@ -29,12 +31,14 @@ import math
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+FUTURES_INFO = ("/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo")
 SAMPLE = Path(__file__).resolve().parents[2] / "daemon" / "samples" / "spot-sample.json"
 
 
@@ -77,6 +81,9 @@ class LimitedBinance:
         self.bans = 0
         self.ban_until = 0.0
         self.forced: list[tuple[int, int, str | None]] = []
+        # Called (in the server's thread) after a request arrived and before it is answered:
+        # lets a test change the world between a client's check and Binance's answer.
+        self.before_answer: Callable[[], None] | None = None
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -90,7 +97,14 @@ class LimitedBinance:
 
     @property
     def suffix(self) -> str:
-        return f"{self.interval_ms // 1000}S"
+        """The header suffix Binance would use: ``1M`` for a minute, else seconds (``2S``)."""
+        n, unit = self._interval()
+        return f"{n}{unit[0]}"
+
+    def _interval(self) -> tuple[int, str]:
+        if self.interval_ms % 60_000 == 0:
+            return self.interval_ms // 60_000, "MINUTE"
+        return self.interval_ms // 1000, "SECOND"
 
     def count(self, status: int) -> int:
         with self.lock:
@@ -105,17 +119,18 @@ class LimitedBinance:
             return dict(self.windows)
 
     def rate_limits(self) -> list[dict[str, Any]]:
+        n, unit = self._interval()
         return [
             {
                 "rateLimitType": "REQUEST_WEIGHT",
-                "interval": "SECOND",
-                "intervalNum": self.interval_ms // 1000,
+                "interval": unit,
+                "intervalNum": n,
                 "limit": self.limit,
             },
             {
                 "rateLimitType": "ORDERS",
-                "interval": "SECOND",
-                "intervalNum": self.interval_ms // 1000,
+                "interval": unit,
+                "intervalNum": n,
                 "limit": self.order_limit,
             },
         ]
@@ -132,6 +147,8 @@ class LimitedBinance:
             return int(q.get("w", "1")), 0
         if path == "/api/v3/exchangeInfo":
             return 20, 0
+        if path in FUTURES_INFO:
+            return 1, 0
         if path == "/api/v3/depth":
             return _depth(int(q.get("limit", "100"))), 0
         if path in ("/api/v3/ticker/price", "/api/v3/ticker/bookTicker"):
@@ -188,6 +205,8 @@ class LimitedBinance:
         return status, counted, headers, retry
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self.before_answer is not None:
+            self.before_answer()
         with self.lock:
             status, _, headers, _ = self._decide(request)
         if status != 200:
@@ -195,7 +214,7 @@ class LimitedBinance:
             return web.Response(
                 status=status, text=body, headers=headers, content_type="application/json"
             )
-        if request.path == "/api/v3/exchangeInfo":
+        if request.path == "/api/v3/exchangeInfo" or request.path in FUTURES_INFO:
             data = json.loads(SAMPLE.read_bytes())
             data["rateLimits"] = self.rate_limits()
             data["serverTime"] = int(time.time() * 1000)
