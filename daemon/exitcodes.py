@@ -10,7 +10,7 @@ from __future__ import annotations
 OK = 0
 FAILURE = 1
 USAGE = 64  # EX_USAGE: bad arguments
-DATAERR = 65  # EX_DATAERR: Redis holds (or was sent) data of the wrong shape
+DATAERR = 65  # EX_DATAERR: bad data: a wrong-type key in Redis, an invalid order, no such symbol
 UNAVAILABLE = 69  # EX_UNAVAILABLE
 TEMPFAIL = 75  # EX_TEMPFAIL
 CONFIG = 78  # EX_CONFIG
@@ -19,7 +19,11 @@ TABLE: tuple[tuple[int, str], ...] = (
     (OK, "success, or a clean stop"),
     (FAILURE, "failure (also a forced stop: a second SIGTERM/SIGINT)"),
     (USAGE, "bad arguments or flags"),
-    (DATAERR, "Redis answered with a data error (WRONGTYPE: a key of the wrong type)"),
+    (
+        DATAERR,
+        "bad data: Redis holds a key of the wrong type (WRONGTYPE); `check`: the order is "
+        "invalid or the symbol unknown",
+    ),
     (UNAVAILABLE, "Redis unreachable or not serving (down, loading, read-only, out of memory)"),
     (TEMPFAIL, "refresh held back: a guard, a stored rate-limit ban, another leader; retry later"),
     (CONFIG, "configuration or authentication error (wrong password, ACL NOPERM, bad setting)"),

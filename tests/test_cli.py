@@ -176,7 +176,9 @@ def test_readme_command_list_matches_help_and_exit_code_table() -> None:
     documented = [line.split()[1] for line in block.splitlines() if line.startswith("symbold ")]
     helped = run_cli("--help").stdout
     listed = re.findall(r"^    ([a-z]+) ", helped, flags=re.MULTILINE)
-    assert listed == ["run", "refresh", "status", "ping", "config", "enqueue"]
+    assert listed == [
+        "run", "refresh", "status", "show", "check", "budget", "ping", "config", "enqueue"
+    ]  # fmt: skip
     assert documented == listed
     for code, _ in exitcodes.TABLE:
         assert f"\n| {code} | " in readme

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 import redis.asyncio
 
-from daemon.cli import refresh_exit_code
+from daemon.cli.commands.refresh import exit_code as refresh_exit_code
 from daemon.config.settings import Settings
 from daemon.contract.keys import MarketKeys, market_keys
 from daemon.refresh.cycle import MarketRefresher
