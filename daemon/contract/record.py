@@ -23,6 +23,23 @@ MAX_SYMBOL_LENGTH: Final = 64
 """Longest symbol name (in code points) a record may carry."""
 
 
+# The record's decimal fields (each the upstream decimal string, or None): the values a bot
+# rounds and checks orders against.
+DECIMAL_FIELDS: Final = (
+    "tick_size",
+    "min_price",
+    "max_price",
+    "step_size",
+    "min_qty",
+    "max_qty",
+    "market_step_size",
+    "market_min_qty",
+    "market_max_qty",
+    "min_notional",
+    "max_notional",
+)
+
+
 class SymbolRecord(msgspec.Struct, frozen=True, dict=True):
     """One symbol, as stored in Redis and served to the bot.
 

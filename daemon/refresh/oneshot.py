@@ -7,27 +7,15 @@ refresh.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
+# Re-exported: the callers of a one-shot refresh run it with the same runner.
+from daemon.aio import run_async as run_async
 from daemon.config.redis_url import RedisURL
 from daemon.config.settings import MarketName, Settings
 from daemon.redis.clients import ConnectionConfig
 from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
 from daemon.upstream.fetch import make_session
-
-T = TypeVar("T")
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on uvloop when it is installed, else on the default loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 async def refresh_markets(

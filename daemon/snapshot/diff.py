@@ -6,28 +6,13 @@ from typing import Any, Final
 
 import msgspec
 
-from daemon.contract.record import SymbolRecord, encode_record
+from daemon.contract.record import DECIMAL_FIELDS, SymbolRecord, encode_record
 from daemon.snapshot.payload import decode_loose
 
 __all__ = ["SnapshotDiff", "diff_snapshots"]
 
 # Record keys whose change counts as a filter change (the derived values and the raw list).
-_FILTER_FIELDS: Final = frozenset(
-    {
-        "tick_size",
-        "min_price",
-        "max_price",
-        "step_size",
-        "min_qty",
-        "max_qty",
-        "market_step_size",
-        "market_min_qty",
-        "market_max_qty",
-        "min_notional",
-        "max_notional",
-        "filters",
-    }
-)
+_FILTER_FIELDS: Final = frozenset({*DECIMAL_FIELDS, "filters"})
 
 
 @dataclass(frozen=True, slots=True)

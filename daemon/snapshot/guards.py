@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from daemon.contract.meta import HeldRow
-from daemon.contract.record import SymbolRecord
+from daemon.contract.record import DECIMAL_FIELDS, SymbolRecord
 
 _FLOOR_SLACK = 1e-6
 SERVER_TIME_SLACK_MS: Final = 1000
@@ -126,19 +126,7 @@ def _judge_shrink(
 # Rows
 # ---------------------------------------------------------------------------------------
 
-_DECIMAL_FIELDS: Final = (
-    "tick_size",
-    "min_price",
-    "max_price",
-    "step_size",
-    "min_qty",
-    "max_qty",
-    "market_step_size",
-    "market_min_qty",
-    "market_max_qty",
-    "min_notional",
-    "max_notional",
-)
+_DECIMAL_FIELDS: Final = DECIMAL_FIELDS
 
 
 def _number(text: str) -> Decimal | None:

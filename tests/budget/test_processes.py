@@ -222,21 +222,23 @@ def test_a_418_stops_every_process_within_one_round_trip(
 ) -> None:
     def ban_one(start: float) -> None:
         time.sleep(max(0.0, start + 1.0 - time.time()))
-        fake.force_next(418, retry_after=60, client="w3")
+        # The next request from whichever process comes first: naming one process made the
+        # test depend on that process winning a grant after the second mark on a busy machine.
+        fake.force_next(418, retry_after=60)
 
     outcomes, _, _ = run_load(server, fake, windows=3, stop_on_ban=True, during=ban_one)
     served = fake.served()
     banned = [s for s in served if s.status == 418]
     assert banned
-    assert banned[0].client == "w3"  # the first 418 (the fake then bans the IP: in-flight
-    # requests of other processes acquired before the deadline was stored get 418 too)
+    first = banned[0].client  # the first 418 (the fake then bans the IP: in-flight requests
+    # of other processes acquired before the deadline was stored get 418 too)
     # After the 418 was answered, each other process got at most one more request out (the
     # one it had acquired before w3 stored the deadline), and then stopped.
     after = [s for s in served if s.t_ms > banned[0].t_ms]
     per_client: dict[str, int] = {}
     for s in after:
         per_client[s.client] = per_client.get(s.client, 0) + 1
-    assert "w3" not in per_client
+    assert first not in per_client
     assert all(n <= 1 for n in per_client.values()), per_client
     assert all(o["banned_at"] is not None for o in outcomes)
     with WeightBudget.from_url(server.url) as budget:

@@ -10,7 +10,7 @@ Outside the namespace (same network namespace, so loopback works both ways): a r
 redis-server with requirepass, and the fake Binance on 127.0.0.1.
 
 Each test restarts the service from a known state first (good config, no upstream fault, reset
-start limit). Tests marked xfail expect behaviour the daemon does not have yet (issue 14).
+start limit).
 """
 
 from __future__ import annotations
@@ -397,10 +397,6 @@ def test_wrong_redis_password_exits_78_and_stays_secret(dep: Deployment) -> None
         dep.ns.write_file("/etc/symbold/redis_url", dep.redis.url + "\n", mode=0o600)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 14: a fatal startup error goes to stderr without a <N> prefix: priority 6",
-)
 def test_fatal_config_error_is_logged_at_error_priority(dep: Deployment) -> None:
     cursor, _ = _start_with_fatal_config(dep, dep.good_config() + "bogus_key = 1\n")
     entries = wait_until(

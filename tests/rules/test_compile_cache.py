@@ -21,7 +21,7 @@ class Record:
     market: str
     status: str
     order_types: tuple[str, ...]
-    filters: msgspec.Raw
+    filters_raw: msgspec.Raw
 
 
 def record(symbol: str, filters: list[dict[str, Any]], market: str = "spot") -> Record:

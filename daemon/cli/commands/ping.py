@@ -29,7 +29,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def handle(config: Config, args: argparse.Namespace) -> int:
     import msgspec
 
-    from daemon.cli.runtime import run_async
+    from daemon.aio import run_async
     from daemon.ops.ping import ping
 
     report = run_async(ping(config.connection, count=args.count))

@@ -62,7 +62,7 @@ async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]
 def handle(config: Config, args: argparse.Namespace) -> int:
     import msgspec
 
-    from daemon.cli.runtime import run_async
+    from daemon.aio import run_async
     from daemon.ops.status import format_status, status_json, verdicts
     from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
 

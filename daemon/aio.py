@@ -1,8 +1,6 @@
-"""Running a command's coroutine: uvloop when installed, else asyncio's default loop.
-
-Kept apart from :mod:`daemon.refresh.oneshot` (which builds the whole refresh machinery and
-imports aiohttp) so the read-only commands (``status``, ``ping``) start without it.
-"""
+"""Running a coroutine from synchronous code: uvloop when installed, else asyncio's default
+loop. A base module with no imports of its own, so the read-only commands (``status``,
+``ping``) and the Celery task can use it without loading the refresh machinery (aiohttp)."""
 
 from __future__ import annotations
 
