@@ -30,10 +30,11 @@ from tests.readers.test_readers import (
     SPOT,
     V1,
     V1_RECORDS,
-    AsyncTwin,
     Commands,
+    MakeReader,
     Writer,
     live,
+    reader_factory,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -69,32 +70,10 @@ TICK_002 = _snapshot(
 )
 
 
-class Twin(AsyncTwin):
-    """The async reader driven synchronously, with get_rules too."""
-
-    def get_rules(self, name: str, market: str = "spot") -> SymbolRules | None:
-        return self._run(self.reader.get_rules(name, market))
-
-
-Reader = SymbolReader | Twin
-
-
 @pytest.fixture(params=["sync", "async"])
-def make(request: pytest.FixtureRequest) -> Iterator[Any]:
-    made: list[Reader] = []
-
-    def build(url: str, **kwargs: Any) -> Reader:
-        reader: Reader
-        if request.param == "sync":
-            reader = SymbolReader.from_url(url, **kwargs)
-        else:
-            reader = Twin(url, **kwargs)
-        made.append(reader)
-        return reader
-
-    yield build
-    for reader in made:
-        reader.close()
+def make(request: pytest.FixtureRequest) -> Iterator[MakeReader]:
+    with reader_factory(request.param) as build:
+        yield build
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ driven from a private event-loop thread through the same calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -43,6 +44,7 @@ from daemon.readers import (
     record_to_dict,
 )
 from daemon.readers._near_cache import MarketCache, NearCache
+from daemon.rules import SymbolRules
 from daemon.snapshot import normalize
 from daemon.snapshot.diff import diff_snapshots
 from daemon.snapshot.listing import SnapshotBlobs, build_snapshot, prioritize
@@ -178,6 +180,9 @@ class AsyncTwin:
     def snapshot_info(self, market: str = "spot") -> SnapshotInfo:
         return self._run(self.reader.snapshot_info(market))
 
+    def get_rules(self, name: str, market: str = "spot") -> SymbolRules | None:
+        return self._run(self.reader.get_rules(name, market))
+
     def near_cache_status(self) -> NearCacheStatus:
         return self.reader.near_cache_status()
 
@@ -213,22 +218,32 @@ class AsyncTwin:
 MakeReader = Callable[..., Reader]
 
 
-@pytest.fixture(params=["sync", "async"])
-def make_reader(request: pytest.FixtureRequest) -> Iterator[MakeReader]:
+@contextlib.contextmanager
+def reader_factory(kind: str) -> Iterator[MakeReader]:
+    """Builds readers of one kind ("sync", or "async" driven synchronously); closes them all
+    on exit. The reader fixtures of this package are built on it."""
     made: list[Reader] = []
 
     def make(url: str, **kwargs: Any) -> Reader:
         reader: Reader
-        if request.param == "sync":
+        if kind == "sync":
             reader = SymbolReader.from_url(url, **kwargs)
         else:
             reader = AsyncTwin(url, **kwargs)
         made.append(reader)
         return reader
 
-    yield make
-    for reader in made:
-        reader.close()
+    try:
+        yield make
+    finally:
+        for reader in made:
+            reader.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_reader(request: pytest.FixtureRequest) -> Iterator[MakeReader]:
+    with reader_factory(request.param) as make:
+        yield make
 
 
 def live(status: NearCacheStatus) -> bool:
