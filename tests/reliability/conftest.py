@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from tests.support.builders import make_rows, payload
+from tests.support.daemon_proc import Harness
 from tests.support.fake_binance import SPOT, FakeBinance
-from tests.support.faults import Harness
 from tests.support.redis_server import RedisServer
-from tests.support.results import (  # noqa: F401 - fixture and hooks, re-exported for pytest
+from tests.support.reliability_results import (  # noqa: F401 - fixture and hooks, re-exported for pytest
     pytest_runtest_makereport,
     pytest_sessionfinish,
     reliability,
