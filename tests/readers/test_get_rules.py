@@ -24,18 +24,9 @@ from daemon.readers import _near_cache as near_cache_module
 from daemon.readers._near_cache import MarketCache
 from daemon.rules import RulesError, SymbolRules, check_order, rules_for
 from daemon.snapshot.listing import SnapshotBlobs, build_snapshot, prioritize
-from tests.readers.test_readers import (
-    BASE,
-    FAST,
-    SPOT,
-    V1,
-    V1_RECORDS,
-    Commands,
-    MakeReader,
-    Writer,
-    live,
-    reader_factory,
-)
+from tests.readers.reader_twins import FAST, MakeReader, live, reader_factory
+from tests.readers.sample_snapshots import BASE, SPOT, V1, V1_RECORDS, Writer
+from tests.support.command_counts import Commands
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,19 +12,9 @@ import redis
 
 from daemon.contract.keys import market_keys
 from daemon.readers import SnapshotMissingError, SymbolReader
-from tests.readers.test_readers import (
-    FAST,
-    V1,
-    V1_RECORDS,
-    V2,
-    AsyncTwin,
-    Commands,
-    MakeReader,
-    Reader,
-    Writer,
-    btc,
-    live,
-)
+from tests.readers.reader_twins import FAST, AsyncTwin, MakeReader, Reader, live
+from tests.readers.sample_snapshots import V1, V1_RECORDS, V2, Writer, btc
+from tests.support.command_counts import Commands
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
