@@ -35,6 +35,11 @@ def snapshot(btc_tick: str | None = None) -> SnapshotBlobs:
         else r
         for r in BASE
     ]
+    return snapshot_of(records)
+
+
+def snapshot_of(records: list[SymbolRecord]) -> SnapshotBlobs:
+    """The snapshot the daemon would store for `records`, listed by the spot defaults."""
     listed = prioritize(
         records,
         list_statuses=SPOT.list_statuses,

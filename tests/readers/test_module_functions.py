@@ -1,11 +1,7 @@
 """The module-level functions (`get_symbol`, `get_symbol_sync`, ...) over one configured
 reader per process, sync and async across loops, with and without the near-cache.
 
-They run against real redis-server processes. Snapshots are written by the real writer
-(``SnapshotStore.commit``, see ``sample_snapshots.py``), so these tests read exactly what the
-daemon stores. Waiting is on the reader's own state changes (``wait_until``), never on sleeps.
-Tests taking ``make_reader`` run twice: on ``SymbolReader`` and on ``AsyncSymbolReader``
-driven from a private event-loop thread through the same calls (``reader_twins.py``).
+Against real redis-server processes; tests taking ``make_reader`` run on both readers.
 """
 
 from __future__ import annotations
