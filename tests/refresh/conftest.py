@@ -1,7 +1,12 @@
 """Fixtures of the refresh tests: the fake Binance serving the base spot payload, settings
 pointing at it, a refresher on the test's Redis database and a plain client to assert with.
 
-A test module may define a fixture of the same name to replace one of these."""
+A test module may define a fixture of the same name to replace one of these.
+
+Every test runs a real redis-server (the session server's private database through
+``redis_url``, or a server of its own from ``redis_factory`` when it kills, restarts or stalls
+it) and the local fake Binance on loopback. Nothing is mocked: the refresher talks to both over
+real sockets. Assertions read Redis through a separate plain client."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """A failed fetch never replaces good data: every upstream fault at the refresher level,
 what meta and the counters say about it, and a first cycle that fails.
 
-Every test runs a real redis-server (the session server's private database through
-``redis_url``, or a server of its own from ``redis_factory`` when it kills, restarts or
-stalls it) and the local fake Binance on loopback; the spot market, its payloads and the
-fixtures are in ``spot_market.py`` and ``conftest.py`` beside this file. Nothing is mocked.
-Assertions read Redis through a separate plain client.
+Real redis-server and fake Binance processes on loopback, nothing mocked (see conftest.py).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Rate limits at the refresher level: 429 and 418 store a ban in Redis that this daemon and a
 restarted one honour without asking upstream, and a banned cycle still republishes the cache.
 
-Every test runs a real redis-server (the session server's private database through
-``redis_url``, or a server of its own from ``redis_factory`` when it kills, restarts or
-stalls it) and the local fake Binance on loopback; the spot market, its payloads and the
-fixtures are in ``spot_market.py`` and ``conftest.py`` beside this file. Nothing is mocked.
-Assertions read Redis through a separate plain client.
+Real redis-server and fake Binance processes on loopback, nothing mocked (see conftest.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Fixtures of the upstream tests: fake Binance servers on loopback, a fetch session, and a
-plain aiohttp client that does not decompress (for testing the fake itself)."""
+plain aiohttp client that does not decompress (for testing the fake itself).
+
+Nothing in tests/upstream talks to Binance. Waits are bounded by timeouts on the client side or
+by ``FakeBinance.wait_for_requests``; there is no sleep used to order events."""
 
 from __future__ import annotations
 

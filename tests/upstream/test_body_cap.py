@@ -1,9 +1,7 @@
 """The body cap: a reply over max_body_bytes is refused, plain or gzip, and a gzip bomb is
 refused with bounded memory (in a fresh interpreter, against an uncapped control run).
 
-Nothing here talks to Binance. Waits are bounded by timeouts on the client side or by
-``FakeBinance.wait_for_requests``; there is no sleep used to order events. The fixtures
-(``fake``, ``fake2``, ``session``, ``raw``) are in ``conftest.py`` beside this file.
+Against the fake Binance on loopback, never Binance itself (fixtures: conftest.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The fake Binance server itself (tests/support/fake_binance.py): what it serves, counts and
 records, and every fault it injects, seen through a plain aiohttp client.
 
-Nothing here talks to Binance. Waits are bounded by timeouts on the client side or by
-``FakeBinance.wait_for_requests``; there is no sleep used to order events. The fixtures
-(``fake``, ``fake2``, ``session``, ``raw``) are in ``conftest.py`` beside this file.
+Against the fake Binance on loopback, never Binance itself (fixtures: conftest.py).
 """
 
 from __future__ import annotations

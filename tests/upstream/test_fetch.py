@@ -2,9 +2,7 @@
 falling back to the next host, stopping at once on 429/418/403/451, cancellation, and
 credentials kept out of errors.
 
-Nothing here talks to Binance. Waits are bounded by timeouts on the client side or by
-``FakeBinance.wait_for_requests``; there is no sleep used to order events. The fixtures
-(``fake``, ``fake2``, ``session``, ``raw``) are in ``conftest.py`` beside this file.
+Against the fake Binance on loopback, never Binance itself (fixtures: conftest.py).
 """
 
 from __future__ import annotations
