@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio
 
-from tests.reliability.conftest import ROWS, SECRET, Daemons
+from tests.reliability.conftest import ROWS, SECRET, Daemons, first_snapshot
 from tests.support.builders import make_rows, payload, replace_row, retick
 from tests.support.daemon_proc import Harness
 from tests.support.fake_binance import SPOT, FakeBinance, Fault
@@ -34,7 +34,6 @@ from tests.support.process_stats import Stopwatch
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.reliability_results import Recorder
 from tests.support.stored_snapshot import (
-    Snapshot,
     direct_client,
     kill_clients,
     read_meta,
@@ -45,23 +44,6 @@ from tests.support.tcp_proxy import TcpProxy
 
 GROUP = "Redis"
 CHANGED_PAYLOAD = payload(replace_row(ROWS, "C0000USDT", tick_size="0.00000100"))
-
-
-@pytest.fixture
-async def admin(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = direct_client(server.url)
-    yield client
-    with contextlib.suppress(redis.RedisError, OSError):
-        await client.aclose()
-
-
-async def first_snapshot(h: Harness, admin: redis.asyncio.Redis) -> Snapshot:
-    """Wait for the daemon's first cycle, check it was accepted, return what it wrote."""
-    assert await h.first_cycle() == ["accepted"], h.d.output()
-    snap = await read_snapshot(admin)
-    assert snap.is_whole()
-    assert await read_metrics(admin) == {"refresh_success": 1}
-    return snap
 
 
 def assert_running(h: Harness) -> None:

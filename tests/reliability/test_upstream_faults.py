@@ -13,44 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 import redis.asyncio
 
-from tests.reliability.conftest import BASE_PAYLOAD, ROWS, Daemons
+from tests.reliability.conftest import BASE_PAYLOAD, ROWS, Daemons, first_snapshot
 from tests.support.builders import make_rows, payload, symbol_row
-from tests.support.daemon_proc import Harness
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, gzip_bomb_bytes
 from tests.support.process_stats import Stopwatch, proc_status
 from tests.support.redis_server import RedisServer
 from tests.support.reliability_results import Recorder
 from tests.support.stored_snapshot import (
     BAN_KEY,
-    Snapshot,
-    direct_client,
     read_meta,
     read_metrics,
     read_snapshot,
 )
 
 GROUP = "Upstream"
-
-
-@pytest.fixture
-async def admin(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = direct_client(server.url)
-    yield client
-    await client.aclose()
-
-
-async def first_snapshot(h: Harness, admin: redis.asyncio.Redis) -> Snapshot:
-    assert await h.first_cycle() == ["accepted"], h.d.output()
-    snap = await read_snapshot(admin)
-    assert snap.is_whole()
-    assert await read_metrics(admin) == {"refresh_success": 1}
-    return snap
 
 
 @dataclass(frozen=True)
