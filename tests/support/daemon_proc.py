@@ -137,16 +137,24 @@ class DaemonProcess:
             await self._reader
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m daemon ARGS` to completion in a clean environment plus `env`."""
+def run_python(
+    *argv: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """This interpreter with `argv` (``-c CODE ...``, ``-m MODULE ...``) run to completion within
+    30 s, in a clean environment plus `env`; text output captured, the exit status not checked."""
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, *argv],
         env=clean_env(env or {}),
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m daemon ARGS` to completion in a clean environment plus `env`."""
+    return run_python("-m", "daemon", *args, env=env)
 
 
 def run_cli_journal(
