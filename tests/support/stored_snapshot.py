@@ -81,14 +81,9 @@ async def read_stored(client: redis.asyncio.Redis, keys: MarketKeys = SPOT_KEYS)
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """The data a reader depends on plus the meta count, read in one MULTI."""
+class Snapshot(Stored):
+    """`Stored` plus the meta count, read in one MULTI (equal when all six are)."""
 
-    symbols: bytes | None
-    last_good: bytes | None
-    refreshed_at: bytes | None
-    by_symbol: dict[bytes, bytes]
-    version: bytes | None
     count: bytes | None
 
     @property
