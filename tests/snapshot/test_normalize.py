@@ -24,8 +24,8 @@ from tests.snapshot.rows import (
     only_record,
     raw_filters_of,
     records_by_symbol,
-    sample_bytes,
 )
+from tests.support.fixtures import sample_bytes
 
 RECORD_FIELDS = (
     "symbol",

@@ -12,7 +12,8 @@ import pytest
 from daemon.contract.ratelimits import RateLimit, request_weight_limit
 from daemon.snapshot.normalize import normalize
 from daemon.snapshot.payload import PayloadError, decode_payload
-from tests.snapshot.rows import make_payload, sample_bytes
+from tests.snapshot.rows import make_payload
+from tests.support.fixtures import sample_bytes
 
 
 @pytest.mark.parametrize(

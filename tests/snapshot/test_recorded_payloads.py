@@ -13,7 +13,8 @@ from collections import Counter
 from daemon.snapshot.diff import diff_snapshots
 from daemon.snapshot.listing import build_snapshot, prioritize
 from daemon.snapshot.normalize import normalize
-from tests.snapshot.rows import fixture_bytes, raw_filters_of, records_by_symbol, snapshot_of
+from tests.snapshot.rows import raw_filters_of, records_by_symbol, snapshot_of
+from tests.support.fixtures import fixture_bytes
 
 
 def test_fixture_spot_2023_09() -> None:
