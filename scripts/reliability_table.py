@@ -8,11 +8,12 @@
         --junit build/rel/junit.xml                                 # render only, no run
 
 The tests under tests/reliability (and tests/soak) describe their row through the
-``reliability`` fixture (tests/support/results.py); with ``SYMBOLD_RELIABILITY_RESULTS`` set, the
-session writes rows, measured recovery times and outcomes to that JSON file. Rows that earlier
-test files already prove are listed in REFERENCED below; their pass/fail comes from the JUnit
-XML of the same run. Exit status: 0 when every row passed (an xfail counts as a known bug, not a
-pass), 1 otherwise -- the document is written either way.
+``reliability`` fixture (tests/support/reliability_results.py); with
+``SYMBOLD_RELIABILITY_RESULTS`` set, the session writes rows, measured recovery times and
+outcomes to that JSON file. Rows that earlier test files already prove are listed in REFERENCED
+below; their pass/fail comes from the JUnit XML of the same run. Exit status: 0 when every row
+passed (an xfail counts as a known bug, not a pass), 1 otherwise -- the document is written
+either way.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ REFERENCED = [
         "Upstream",
         "A 4 MB file: source under an address-space limit 32 MB above the interpreter's",
         "read by its size, not by allocating max_body_bytes",
-        "tests/upstream/test_fetch.py::test_a_file_source_is_read_by_its_size_not_the_cap",
+        "tests/upstream/test_file_source.py::test_a_file_source_is_read_by_its_size_not_the_cap",
     ),
     Referenced(
         "Redis",
@@ -131,44 +132,44 @@ REFERENCED = [
         "Readers during 120 commits of two alternating snapshots (4 readers, MULTI and "
         "single commands)",
         "never a mix of two snapshots",
-        "tests/refresh/test_cycle.py::test_readers_never_see_a_mix_of_two_snapshots",
+        "tests/refresh/test_commit_atomicity.py::test_readers_never_see_a_mix_of_two_snapshots",
     ),
     Referenced(
         "Redis",
         "MULTI timed out by DEBUG SLEEP (refresher level)",
         "the watched transaction is not re-sent: Redis runs it once, refresh_success counted once",
-        "tests/refresh/test_cycle.py::test_a_retried_commit_counts_success_exactly_once",
+        "tests/refresh/test_commit_atomicity.py::test_a_retried_commit_counts_success_exactly_once",
     ),
     Referenced(
         "Redis",
         "OOM while recording a failure / during a ban (refresher level)",
         "reported, never raised; data untouched",
-        "tests/refresh/test_cycle.py::test_redis_refusing_writes_during_a_ban_is_reported_not_raised",
+        "tests/refresh/test_redis_failures.py::test_redis_refusing_writes_during_a_ban_is_reported_not_raised",
     ),
     Referenced(
         "Upstream",
         "Every upstream fault at the refresher level (21 cases, incl. 503, 404, body too "
         "large, nothing listed)",
         "byte-identical data, TTL not renewed, meta stale with the reason, counter +1",
-        "tests/refresh/test_cycle.py::test_upstream_fault_never_replaces_good_data",
+        "tests/refresh/test_fetch_failures.py::test_upstream_fault_never_replaces_good_data",
     ),
     Referenced(
         "Upstream",
         "429 with Retry-After; deadline honoured by a restarted refresher",
         "no fetch until the deadline",
-        "tests/refresh/test_cycle.py::test_429_with_retry_after_stores_a_ban_that_a_restarted_daemon_honours",
+        "tests/refresh/test_rate_limit_bans.py::test_429_with_retry_after_stores_a_ban_that_a_restarted_daemon_honours",
     ),
     Referenced(
         "Upstream",
         "418 ban deadline taken from the body",
         "no fetch until the deadline",
-        "tests/refresh/test_cycle.py::test_418_ban_deadline_from_the_body",
+        "tests/refresh/test_rate_limit_bans.py::test_418_ban_deadline_from_the_body",
     ),
     Referenced(
         "Upstream",
         "gzip bomb in a fresh interpreter, with a control run",
         "capped: grows < 48 MiB; uncapped control: > 150 MiB",
-        "tests/upstream/test_fetch.py::test_gzip_bomb_is_refused_with_bounded_memory",
+        "tests/upstream/test_body_cap.py::test_gzip_bomb_is_refused_with_bounded_memory",
     ),
     Referenced(
         "Upstream",

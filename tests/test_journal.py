@@ -21,7 +21,7 @@ import pytest
 
 from daemon import exitcodes
 from daemon.logs import choose_format, configure_logging, is_journal, write_stderr
-from tests.support.daemon_proc import clean_env, run_cli_journal
+from tests.support.daemon_proc import clean_env, run_cli_journal, run_python
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -199,14 +199,7 @@ def test_deferred_pipeline_builds_on_the_first_record_only() -> None:
         "logging.getLogger('symbold.cli').warning('config.y')\n"
         "print(out.getvalue(), end='')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=clean_env({}),
-    )
+    result = run_python("-c", script)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(e["event"], e["level"]) for e in lines] == [

@@ -8,12 +8,10 @@ idle 2-core machine is 150 ms for ``import daemon.cli``).
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.daemon_proc import clean_env
+from tests.support.daemon_proc import run_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,14 +31,7 @@ NOT_FOR_STATUS = (
 
 def _importtime(code: str, env: dict[str, str] | None = None) -> dict[str, int]:
     """Run `code` under ``-X importtime``; cumulative microseconds per imported module."""
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=clean_env(env or {}),
-    )
+    result = run_python("-X", "importtime", "-c", code, env=env)
     cumulative: dict[str, int] = {}
     for line in result.stderr.splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|(\s*)(\S+)$", line)
@@ -66,14 +57,7 @@ def test_status_loads_no_server_metrics_or_refresh_machinery(redis_url: str) -> 
         "print('LOADED', loaded, file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=clean_env({"REDIS_URL": redis_url}),
-    )
+    result = run_python("-c", code, env={"REDIS_URL": redis_url})
     assert result.returncode == 0, result.stderr
     assert '"spot"' in result.stdout  # it did read Redis
     assert "LOADED []" in result.stderr, result.stderr

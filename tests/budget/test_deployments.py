@@ -14,7 +14,7 @@ from daemon.budget import AsyncWeightBudget, Banned, Limit, WeightBudget, rate_l
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import RedisSettings, Settings
 from daemon.redis.clients import ConnectionConfig
-from tests.support.cluster import (
+from tests.support.redis_deployments import (
     MASTER_NAME,
     LocalCluster,
     LocalSentinel,

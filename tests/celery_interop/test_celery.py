@@ -56,7 +56,7 @@ class Worker:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "celery", "-A", "tests.support.celery_app", "worker",
+            sys.executable, "-m", "celery", "-A", "tests.support.celery_worker_app", "worker",
             "--pool=solo", "--concurrency=1", "-Q", self.queue, "--loglevel=INFO",
             "--without-heartbeat", "--without-mingle", "--without-gossip",
             env=self.env, cwd=str(ROOT),

@@ -8,13 +8,12 @@ refuses it, as when the package is not installed. Nothing in symbold is mocked.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from daemon import exitcodes
-from tests.support.daemon_proc import clean_env
+from tests.support.daemon_proc import run_python
 from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,13 +41,12 @@ raise SystemExit(main(sys.argv[2:]))
 
 
 def symbold(block: bool, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", WITHOUT_CELERY, "block" if block else "allow", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=clean_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}),
+    return run_python(
+        "-c",
+        WITHOUT_CELERY,
+        "block" if block else "allow",
+        *args,
+        env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
     )
 
 

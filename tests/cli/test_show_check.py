@@ -16,7 +16,7 @@ from daemon.cli.main import main
 from daemon.contract.keys import market_keys
 from daemon.contract.record import record_to_dict
 from daemon.rules import check_order, rules_for
-from tests.readers.test_readers import V1, V1_RECORDS, Writer
+from tests.readers.sample_snapshots import V1, V1_RECORDS, Writer
 from tests.support.daemon_proc import run_cli
 from tests.support.redis_server import RedisServer, free_port
 

@@ -20,8 +20,7 @@ from daemon.contract import (
 )
 from daemon.contract import filters as f
 from daemon.snapshot.normalize import normalize
-from tests.snapshot.rows import sample_bytes
-from tests.support.fixtures import SAMPLES
+from tests.support.fixtures import SAMPLES, sample_bytes
 
 # Exactly what the daemon wrote before the contract package existed (the spot sample's
 # BTCUSDT), copied here so a format change cannot slip through by changing both sides.

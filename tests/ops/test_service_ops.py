@@ -15,9 +15,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.budget import AsyncWeightBudget
-from tests.ops.notify_socket import NotifySocket
 from tests.support.daemon_proc import DaemonProcess
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, small_exchange_info
+from tests.support.notify_socket import NotifySocket
 from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(60)

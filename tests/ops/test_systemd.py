@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 
 from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
-from tests.ops.notify_socket import NotifySocket
 from tests.support.daemon_proc import DaemonProcess, run_cli, run_cli_journal
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, small_exchange_info
+from tests.support.notify_socket import NotifySocket
 
 SYMBOLS = tuple(f"S{i:02d}USDT" for i in range(20))
 

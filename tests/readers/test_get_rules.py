@@ -6,7 +6,7 @@ configured through ``load_config``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -23,33 +23,13 @@ from daemon.readers import SnapshotMissingError, SymbolReader
 from daemon.readers import _near_cache as near_cache_module
 from daemon.readers._near_cache import MarketCache
 from daemon.rules import RulesError, SymbolRules, check_order, rules_for
-from daemon.snapshot.listing import SnapshotBlobs, build_snapshot, prioritize
-from tests.readers.test_readers import (
-    BASE,
-    FAST,
-    SPOT,
-    V1,
-    V1_RECORDS,
-    Commands,
-    MakeReader,
-    Writer,
-    live,
-    reader_factory,
-)
+from tests.readers.reader_twins import FAST, MakeReader, live
+from tests.readers.sample_snapshots import BASE, V1, V1_RECORDS, Writer, snapshot_of
+from tests.support.command_counts import Commands
 
 pytestmark = pytest.mark.timeout(30)
 
 KEYS = market_keys("spot")
-
-
-def _snapshot(records: list[SymbolRecord]) -> SnapshotBlobs:
-    listed = prioritize(
-        records,
-        list_statuses=SPOT.list_statuses,
-        quote_priority=SPOT.quote_priority,
-        pinned=SPOT.pinned,
-    )
-    return build_snapshot(records, listed)
 
 
 def _replace_filters(symbol: str, old: bytes, new: bytes) -> list[SymbolRecord]:
@@ -65,22 +45,9 @@ def _replace_filters(symbol: str, old: bytes, new: bytes) -> list[SymbolRecord]:
 
 
 # BTCUSDT's PRICE_FILTER tick 0.01 -> 0.02 (in the filters themselves: what rules read).
-TICK_002 = _snapshot(
+TICK_002 = snapshot_of(
     _replace_filters("BTCUSDT", b'"tickSize":"0.01000000"', b'"tickSize":"0.02000000"')
 )
-
-
-@pytest.fixture(params=["sync", "async"])
-def make(request: pytest.FixtureRequest) -> Iterator[MakeReader]:
-    with reader_factory(request.param) as build:
-        yield build
-
-
-@pytest.fixture
-def direct(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def _step(rules: SymbolRules | None) -> Decimal:
@@ -94,9 +61,11 @@ def _step(rules: SymbolRules | None) -> Decimal:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_rules_of_every_stored_record_without_near_cache(redis_url: str, make: Any) -> None:
+def test_rules_of_every_stored_record_without_near_cache(
+    redis_url: str, make_reader: MakeReader
+) -> None:
     Writer(redis_url).commit(V1)
-    reader = make(redis_url)
+    reader = make_reader(redis_url)
     for record in BASE:
         assert reader.get_rules(record.symbol) == rules_for(record), record.symbol
     assert reader.get_rules("NOSUCHSYMBOL") is None
@@ -105,10 +74,10 @@ def test_rules_of_every_stored_record_without_near_cache(redis_url: str, make: A
 
 
 def test_rules_without_near_cache_cost_one_hget(
-    redis_url: str, direct: redis.Redis, make: Any
+    redis_url: str, direct: redis.Redis, make_reader: MakeReader
 ) -> None:
     Writer(redis_url).commit(V1)
-    reader = make(redis_url)
+    reader = make_reader(redis_url)
     reader.get_rules("BTCUSDT")  # warm the connection
     with Commands(direct) as seen:
         first = reader.get_rules("BTCUSDT")
@@ -124,10 +93,10 @@ def test_rules_without_near_cache_cost_one_hget(
 
 
 def test_near_cache_hit_returns_the_kept_rules_without_redis(
-    redis_url: str, direct: redis.Redis, make: Any
+    redis_url: str, direct: redis.Redis, make_reader: MakeReader
 ) -> None:
     Writer(redis_url).commit(V1)
-    reader = make(redis_url, near_cache=FAST)
+    reader = make_reader(redis_url, near_cache=FAST)
     assert reader.wait_until(live)
     with Commands(direct) as first:
         rules = reader.get_rules("BTCUSDT")
@@ -163,11 +132,11 @@ def test_a_hit_compiles_nothing(redis_url: str, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_new_version_drops_the_rules_with_the_record(
-    redis_url: str, direct: redis.Redis, make: Any
+    redis_url: str, direct: redis.Redis, make_reader: MakeReader
 ) -> None:
     writer = Writer(redis_url)
     writer.commit(V1)
-    reader = make(redis_url, near_cache=FAST)
+    reader = make_reader(redis_url, near_cache=FAST)
     assert reader.wait_until(live)
     old = reader.get_rules("BTCUSDT")
     assert _step(old) == Decimal("0.01")
@@ -200,11 +169,13 @@ def test_rules_compiled_for_an_older_record_are_never_served_for_a_newer_one() -
     assert mc.rules_of("BTCUSDT", v2) is not old_rules
 
 
-def test_malformed_filters_raise_rules_error_and_nothing_is_kept(redis_url: str, make: Any) -> None:
+def test_malformed_filters_raise_rules_error_and_nothing_is_kept(
+    redis_url: str, make_reader: MakeReader
+) -> None:
     records = _replace_filters("ETHBTC", b'"minPrice":"', b'"minPrice":"abc')
-    Writer(redis_url).commit(_snapshot(records))
+    Writer(redis_url).commit(snapshot_of(records))
     for options in (False, FAST):
-        reader = make(redis_url, near_cache=options)
+        reader = make_reader(redis_url, near_cache=options)
         if options:
             assert reader.wait_until(live)
         with pytest.raises(RulesError, match="ETHBTC"):
@@ -221,10 +192,14 @@ def test_malformed_filters_raise_rules_error_and_nothing_is_kept(redis_url: str,
 @pytest.mark.parametrize("near", [False, True])
 @pytest.mark.parametrize("statuses", [{"TRADING"}, set()])
 def test_get_symbols_by_status_raises_when_by_symbol_is_missing(
-    redis_url: str, direct: redis.Redis, make: Any, near: bool, statuses: Collection[str]
+    redis_url: str,
+    direct: redis.Redis,
+    make_reader: MakeReader,
+    near: bool,
+    statuses: Collection[str],
 ) -> None:
     Writer(redis_url).commit(V1)
-    reader = make(redis_url, near_cache=FAST if near else False)
+    reader = make_reader(redis_url, near_cache=FAST if near else False)
     if near:
         assert reader.wait_until(live)
     assert reader.get_symbols(statuses={"TRADING"})
@@ -237,8 +212,10 @@ def test_get_symbols_by_status_raises_when_by_symbol_is_missing(
     assert reader.get_symbols()  # the listing itself is still there and still served
 
 
-def test_get_symbols_by_status_on_an_empty_database_raises(redis_url: str, make: Any) -> None:
-    reader = make(redis_url)
+def test_get_symbols_by_status_on_an_empty_database_raises(
+    redis_url: str, make_reader: MakeReader
+) -> None:
+    reader = make_reader(redis_url)
     with pytest.raises(SnapshotMissingError):
         reader.get_symbols(statuses={"TRADING"})
     assert reader.get_symbols() == []  # unchanged: the listing call still answers []

@@ -48,7 +48,7 @@ PROGRAM = textwrap.dedent(
 
 @pytest.mark.timeout(60)
 def test_readers_print_nothing(redis_url: str) -> None:
-    from tests.readers.test_readers import V1, Writer
+    from tests.readers.sample_snapshots import V1, Writer
 
     Writer(redis_url).commit(V1)
     done = subprocess.run(

@@ -4,27 +4,16 @@ twins alike, against real redis-server processes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
 from daemon.contract.keys import market_keys
-from daemon.readers import SnapshotMissingError, SymbolReader
-from tests.readers.test_readers import (
-    FAST,
-    V1,
-    V1_RECORDS,
-    V2,
-    AsyncTwin,
-    Commands,
-    MakeReader,
-    Reader,
-    Writer,
-    btc,
-    live,
-)
+from daemon.readers import SnapshotMissingError
+from tests.readers.reader_twins import FAST, MakeReader, Reader, live
+from tests.readers.sample_snapshots import V1, V1_RECORDS, V2, Writer, btc
+from tests.support.command_counts import Commands
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -48,24 +37,6 @@ READER_ACL = (
     "+subscribe",
     "+unsubscribe",
 )
-
-
-@pytest.fixture(params=["sync", "async"])
-def make_reader(request: pytest.FixtureRequest) -> Iterator[MakeReader]:
-    made: list[Reader] = []
-
-    def make(url: str, **kwargs: Any) -> Reader:
-        reader: Reader
-        if request.param == "sync":
-            reader = SymbolReader.from_url(url, **kwargs)
-        else:
-            reader = AsyncTwin(url, **kwargs)
-        made.append(reader)
-        return reader
-
-    yield make
-    for reader in made:
-        reader.close()
 
 
 def _command(client: redis.Redis, *args: object) -> Any:

@@ -1,9 +1,9 @@
 """Redis Cluster: URL forms, the cluster clients, the daemon's writes and reads, a failover.
 
 The real-process tests share one cluster per module (3 primaries, 3 replicas on loopback,
-``tests/support/cluster.py``). They run the daemon's own code (MarketRefresher, SnapshotStore,
-the readers) against it, kill -9 the primary that owns the ``{spot}`` slot and check that the
-same long-lived clients carry on once its replica is promoted.
+``tests/support/redis_deployments.py``). They run the daemon's own code (MarketRefresher,
+SnapshotStore, the readers) against it, kill -9 the primary that owns the ``{spot}`` slot and
+check that the same long-lived clients carry on once its replica is promoted.
 
 redis-py's cluster pipelines refuse the ``publish()`` method (RedisClusterException, not a
 RedisError), so the store queues PUBLISH as a raw command;
@@ -28,16 +28,21 @@ import redis.retry
 from redis.exceptions import CrossSlotTransactionError, RedisClusterException, WatchError
 
 from daemon.config.redis_target import Deployment, parse_redis_url
-from daemon.config.settings import ConfigError, KeyOverrides, RedisSettings, Settings
+from daemon.config.settings import ConfigError, KeyOverrides, Settings
 from daemon.contract.keys import market_keys
 from daemon.readers import AsyncSymbolReader, NearCacheOptions, SymbolReader
-from daemon.redis.clients import ConnectionConfig, check_one_slot
+from daemon.redis.clients import check_one_slot
 from daemon.redis.patches import AsyncRedisCluster, ClusterUnavailableError, SyncRedisCluster
 from daemon.refresh.cycle import MarketRefresher
 from tests.support.builders import make_rows, make_settings, open_refresher, payload, replace_row
-from tests.support.cluster import LocalCluster, cluster_support_problem, wait_until
 from tests.support.daemon_proc import run_cli
 from tests.support.fake_binance import SPOT, FakeBinance, Fault
+from tests.support.redis_deployments import (
+    LocalCluster,
+    cluster_support_problem,
+    config_for,
+    wait_until,
+)
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -47,13 +52,6 @@ SECRET = "Cl0ster-secret-never-logged"
 FAST_NEAR_CACHE = NearCacheOptions(
     ping_interval=0.2, silence_limit=1.0, retry_min=0.05, retry_max=0.5
 )
-
-
-def config_for(url: str, **overrides: Any) -> ConnectionConfig:
-    return ConnectionConfig(
-        url=parse_redis_url(url, "test"),
-        settings=RedisSettings(client_name="symbold-test", **overrides),
-    )
 
 
 # -- settings and URL forms (no server) ------------------------------------------------------

@@ -1,12 +1,11 @@
 """Redis Sentinel: the Celery URL translation, the clients, refresh and readers across failovers.
 
-The real-process tests share one setup per module (``tests/support/cluster.py``): a primary
-and a replica that both require a password, and three sentinels that require a password of
-their own. The daemon's code (MarketRefresher, the readers) runs against it through the
-Celery-style ``sentinel://`` URL; the primary is first switched
-over with SENTINEL FAILOVER (the old primary stays up as a replica, so the clients' pooled
-connections meet READONLY instead of a dead socket), then the new primary is killed with
-SIGKILL.
+The real-process tests share one setup per module (``tests/support/redis_deployments.py``): a
+primary and a replica that both require a password, and three sentinels that require a password
+of their own. The daemon's code (MarketRefresher, the readers) runs against it through the
+Celery-style ``sentinel://`` URL; the primary is first switched over with SENTINEL FAILOVER
+(the old primary stays up as a replica, so the clients' pooled connections meet READONLY
+instead of a dead socket), then the new primary is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -27,16 +26,15 @@ import redis.asyncio.retry
 import redis.retry
 
 from daemon.config.redis_target import Deployment, parse_redis_url
-from daemon.config.settings import ConfigError, RedisSettings
+from daemon.config.settings import ConfigError
 from daemon.contract.keys import market_keys
 from daemon.readers import AsyncSymbolReader, NearCacheOptions, SymbolReader
 from daemon.redis import patches
-from daemon.redis.clients import ConnectionConfig
 from daemon.redis.patches import AsyncSentinelRedis, SentinelRedis
 from tests.support.builders import make_rows, make_settings, open_refresher, payload, replace_row
-from tests.support.cluster import MASTER_NAME, LocalSentinel, wait_until
 from tests.support.daemon_proc import run_cli
 from tests.support.fake_binance import SPOT, FakeBinance
+from tests.support.redis_deployments import MASTER_NAME, LocalSentinel, config_for, wait_until
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -47,13 +45,6 @@ SENTINEL_PW = "Sentinel-pw-never-logged-2"
 FAST_NEAR_CACHE = NearCacheOptions(
     ping_interval=0.2, silence_limit=1.0, retry_min=0.05, retry_max=0.5
 )
-
-
-def config_for(url: str, **overrides: Any) -> ConnectionConfig:
-    return ConnectionConfig(
-        url=parse_redis_url(url, "test"),
-        settings=RedisSettings(client_name="symbold-test", **overrides),
-    )
 
 
 # -- the Celery/kombu URL and the other spellings (no server) --------------------------------

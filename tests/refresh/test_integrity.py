@@ -27,6 +27,7 @@ from tests.support.builders import (
     symbol_row,
 )
 from tests.support.fake_binance import SPOT, FakeBinance
+from tests.support.stored_snapshot import read_metrics
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,17 +53,6 @@ async def fake() -> AsyncIterator[FakeBinance]:
 @pytest.fixture
 def settings(fake: FakeBinance) -> Settings:
     return make_settings(fake.url, {"guards.confirm_shrink": 3})
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def metrics(r: redis.asyncio.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in (await r.hgetall(KEYS.metrics)).items()}
 
 
 async def record(r: redis.asyncio.Redis, symbol: str) -> dict[str, Any]:
@@ -116,7 +106,7 @@ async def test_wrong_type_key_writes_nothing_exits_65_then_is_repaired(
     assert await r.type(key) == expected.get(name, b"string")
     assert (await record(r, "ETHUSDT"))["tick_size"] == "0.01000000"
     assert msgspec.json.decode(await r.get(KEYS.symbols) or b"[]")[0]["symbol"]
-    counted = await metrics(r)
+    counted = await read_metrics(r)
     if name == "metrics":
         assert counted == {"refresh_success": 1}
     else:
@@ -153,7 +143,7 @@ async def test_a_zero_tick_is_held_until_confirmed_and_named(
             held = msgspec.json.decode(await r.hget(KEYS.meta, "held_rows") or b"[]")
             assert [(h["symbol"], h["seen"]) for h in held] == [("BTCUSDT", seen)]
             assert "tick_size became 0.00000000" in held[0]["reason"]
-        assert (await metrics(r))["rows_held"] == 2
+        assert (await read_metrics(r))["rows_held"] == 2
         await ok(ref)  # the third identical payload confirms it
         assert (await record(r, "BTCUSDT"))["tick_size"] == "0.00000000"
         assert await r.hget(KEYS.meta, "held_rows") == b"[]"
@@ -244,7 +234,12 @@ async def test_many_held_rows_fall_under_the_shrink_guard(
 # item 6: a ban is bounded and re-read
 
 
-@pytest.mark.parametrize("stored", [b"inf", str(time.time() + 10 * 365 * 86400).encode()])
+# Named ids: the second value is a time, and a node ID must not change from run to run.
+@pytest.mark.parametrize(
+    "stored",
+    [b"inf", str(time.time() + 10 * 365 * 86400).encode()],
+    ids=["inf", "ten_years"],
+)
 async def test_an_absurd_ban_is_clamped_and_clearing_it_takes_effect(
     stored: bytes,
     redis_url: str,
@@ -280,7 +275,7 @@ async def test_counting_tokens_stay_in_one_capped_key(
             await ref.store.record_failure(outcome="error", error="x", token=f"t{_}")
         # re-recording an already counted event does not count it again
         await ref.store.record_failure(outcome="error", error="x", token="t299")
-    assert (await metrics(r))["refresh_error"] == 300
+    assert (await read_metrics(r))["refresh_error"] == 300
     extra = [k for k in await r.keys("*") if k.startswith(KEYS.metrics.encode() + b":")]
     assert extra == [f"{KEYS.metrics}:once".encode()]
     assert await r.zcard(extra[0]) <= 256

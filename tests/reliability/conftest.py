@@ -8,21 +8,25 @@ the test ends, the fixture checks that the password appears nowhere in what the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio
 
 from tests.support.builders import make_rows, payload
+from tests.support.daemon_proc import Harness
 from tests.support.fake_binance import SPOT, FakeBinance
-from tests.support.faults import Harness
 from tests.support.redis_server import RedisServer
-from tests.support.results import (  # noqa: F401 - fixture and hooks, re-exported for pytest
+from tests.support.reliability_results import (  # noqa: F401 - fixture and hooks, re-exported for pytest
     pytest_runtest_makereport,
     pytest_sessionfinish,
     reliability,
 )
+from tests.support.stored_snapshot import Snapshot, direct_client, read_metrics, read_snapshot
 
 # The Redis password of every scenario. Distinctive, so a leak cannot hide in other text.
 SECRET = "Rel1ab-S3cret-pw"
@@ -51,6 +55,25 @@ def redis_pw(redis_factory: type[RedisServer]) -> Callable[..., RedisServer]:
 @pytest.fixture
 def server(redis_pw: Callable[..., RedisServer]) -> RedisServer:
     return redis_pw()
+
+
+@pytest.fixture
+async def admin(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain client on `server` for assertions; closing it tolerates a server the test
+    killed."""
+    client = direct_client(server.url)
+    yield client
+    with contextlib.suppress(redis.RedisError, OSError):
+        await client.aclose()
+
+
+async def first_snapshot(h: Harness, admin: redis.asyncio.Redis) -> Snapshot:
+    """Wait for the daemon's first cycle, check it was accepted, return what it wrote."""
+    assert await h.first_cycle() == ["accepted"], h.d.output()
+    snap = await read_snapshot(admin)
+    assert snap.is_whole()
+    assert await read_metrics(admin) == {"refresh_success": 1}
+    return snap
 
 
 class Daemons:

@@ -8,11 +8,11 @@ counters exact), that the daemon still runs, and a bound on the recovery time; t
 
 Already covered elsewhere (and listed in docs/reliability.md):
 - wrong password at start -> exit 78:
-  tests/service/test_daemon.py::test_run_with_wrong_password_exits_78...
+  tests/service/test_daemon.py::test_run_with_wrong_password_exits_78_without_the_secret
 - OOM / refused writes at the refresher level:
-  tests/refresh/test_cycle.py::test_redis_refusing_writes...
+  tests/refresh/test_redis_failures.py::test_redis_refusing_writes_is_reported_not_raised
 - a retried MULTI counted once at the refresher level:
-  tests/refresh/test_cycle.py::test_a_retried_...
+  tests/refresh/test_commit_atomicity.py::test_a_retried_commit_counts_success_exactly_once
 """
 
 from __future__ import annotations
@@ -21,48 +21,29 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio
 
-from tests.reliability.conftest import ROWS, SECRET, Daemons
-from tests.support.builders import make_rows, payload, replace_row
+from tests.reliability.conftest import ROWS, SECRET, Daemons, first_snapshot
+from tests.support.builders import make_rows, payload, replace_row, retick
+from tests.support.daemon_proc import Harness
 from tests.support.fake_binance import SPOT, FakeBinance, Fault
-from tests.support.faults import (
-    Harness,
-    Snapshot,
-    Stopwatch,
+from tests.support.process_stats import Stopwatch
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.reliability_results import Recorder
+from tests.support.stored_snapshot import (
     direct_client,
     kill_clients,
     read_meta,
     read_metrics,
     read_snapshot,
-    retick,
 )
-from tests.support.redis_server import RedisServer, free_port
-from tests.support.results import Recorder
 from tests.support.tcp_proxy import TcpProxy
 
 GROUP = "Redis"
 CHANGED_PAYLOAD = payload(replace_row(ROWS, "C0000USDT", tick_size="0.00000100"))
-
-
-@pytest.fixture
-async def admin(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = direct_client(server.url)
-    yield client
-    with contextlib.suppress(redis.RedisError, OSError):
-        await client.aclose()
-
-
-async def first_snapshot(h: Harness, admin: redis.asyncio.Redis) -> Snapshot:
-    """Wait for the daemon's first cycle, check it was accepted, return what it wrote."""
-    assert await h.first_cycle() == ["accepted"], h.d.output()
-    snap = await read_snapshot(admin)
-    assert snap.is_whole()
-    assert await read_metrics(admin) == {"refresh_success": 1}
-    return snap
 
 
 def assert_running(h: Harness) -> None:

@@ -18,11 +18,12 @@ import signal
 import pytest
 
 from tests.reliability.conftest import SECRET, Daemons
-from tests.support.builders import make_rows, payload
+from tests.support.builders import make_rows, payload, retick
 from tests.support.fake_binance import SPOT, FakeBinance
-from tests.support.faults import Stopwatch, direct_client, read_metrics, read_snapshot, retick
+from tests.support.process_stats import Stopwatch
 from tests.support.redis_server import RedisServer
-from tests.support.results import Recorder
+from tests.support.reliability_results import Recorder
+from tests.support.stored_snapshot import direct_client, read_metrics, read_snapshot
 from tests.support.tcp_proxy import TcpProxy
 
 

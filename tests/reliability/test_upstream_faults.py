@@ -1,56 +1,37 @@
 """Upstream (Binance) faults against a running `symbold run` process.
 
 Each fault is already tested in detail at the refresher level
-(tests/refresh/test_cycle.py::test_upstream_fault_never_replaces_good_data and the 429/418/shrink
-tests there); here one parametrized black-box test walks the list through a real daemon and
-checks that it keeps serving byte-identical data, counts exactly, keeps running and recovers
-on the next good reply. The rows with behaviour of their own (rate limits and bans, the
-gzip bomb's memory, the shrink guard, refused names) have their own tests.
+(tests/refresh/test_fetch_failures.py::test_upstream_fault_never_replaces_good_data, and the
+429/418 and shrink tests in tests/refresh/test_rate_limit_bans.py and
+tests/refresh/test_shrink_guard.py); here one parametrized black-box test walks the list
+through a real daemon and checks that it keeps serving byte-identical data, counts exactly,
+keeps running and recovers on the next good reply. The rows with behaviour of their own (rate
+limits and bans, the gzip bomb's memory, the shrink guard, refused names) have their own tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 import redis.asyncio
 
-from tests.reliability.conftest import BASE_PAYLOAD, ROWS, Daemons
+from tests.reliability.conftest import BASE_PAYLOAD, ROWS, Daemons, first_snapshot
 from tests.support.builders import make_rows, payload, symbol_row
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, gzip_bomb_bytes
-from tests.support.faults import (
+from tests.support.process_stats import Stopwatch, proc_status
+from tests.support.redis_server import RedisServer
+from tests.support.reliability_results import Recorder
+from tests.support.stored_snapshot import (
     BAN_KEY,
-    Harness,
-    Snapshot,
-    Stopwatch,
-    direct_client,
-    proc_status,
     read_meta,
     read_metrics,
     read_snapshot,
 )
-from tests.support.redis_server import RedisServer
-from tests.support.results import Recorder
 
 GROUP = "Upstream"
-
-
-@pytest.fixture
-async def admin(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = direct_client(server.url)
-    yield client
-    await client.aclose()
-
-
-async def first_snapshot(h: Harness, admin: redis.asyncio.Redis) -> Snapshot:
-    assert await h.first_cycle() == ["accepted"], h.d.output()
-    snap = await read_snapshot(admin)
-    assert snap.is_whole()
-    assert await read_metrics(admin) == {"refresh_success": 1}
-    return snap
 
 
 @dataclass(frozen=True)

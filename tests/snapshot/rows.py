@@ -1,4 +1,4 @@
-"""Payload and record builders shared by the snapshot tests (pure: no I/O but the samples)."""
+"""Payload and record builders shared by the snapshot tests (pure, no I/O)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,10 @@ import json
 from typing import Any
 
 import msgspec
-import pytest
 
 from daemon.contract.record import SymbolRecord
 from daemon.snapshot.listing import SnapshotBlobs, build_snapshot, prioritize
 from daemon.snapshot.normalize import Normalized, normalize
-from tests.support.fixtures import FIXTURES, SAMPLES
-
-
-def sample_bytes(name: str) -> bytes:
-    return (SAMPLES / name).read_bytes()
-
-
-def fixture_bytes(name: str) -> bytes:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"shared Binance fixture {path} not present (set SYMBOLD_BINANCE_FIXTURES)")
-    return path.read_bytes()
 
 
 class RowFilters(msgspec.Struct):

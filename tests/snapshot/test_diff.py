@@ -6,14 +6,8 @@ import json
 
 from daemon.contract.record import decode_record, encode_record
 from daemon.snapshot.diff import diff_snapshots
-from tests.snapshot.rows import (
-    compact_json,
-    make_payload,
-    make_row,
-    only_record,
-    sample_bytes,
-    snapshot_of,
-)
+from tests.snapshot.rows import compact_json, make_payload, make_row, only_record, snapshot_of
+from tests.support.fixtures import sample_bytes
 
 # --- diff ----------------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from tests.snapshot.rows import (
     make_row,
     only_record,
     records_by_symbol,
-    sample_bytes,
     snapshot_of,
 )
+from tests.support.fixtures import sample_bytes
 
 # --- prioritize ----------------------------------------------------------------------------
 

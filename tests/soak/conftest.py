@@ -12,7 +12,7 @@ import os
 import pytest
 import uvloop
 
-from tests.support.results import (  # noqa: F401 - fixture and hooks, re-exported for pytest
+from tests.support.reliability_results import (  # noqa: F401 - fixture and hooks, re-exported for pytest
     pytest_runtest_makereport,
     pytest_sessionfinish,
     reliability,

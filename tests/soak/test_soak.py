@@ -57,17 +57,16 @@ from daemon.service.lifecycle import Service
 from tests.support.builders import make_rows, make_settings, open_refresher, payload, replace_row
 from tests.support.builders import symbol_row as row_of
 from tests.support.fake_binance import SPOT, FakeBinance, Fault, gzip_bomb_bytes
-from tests.support.faults import (
+from tests.support.process_stats import open_fds, proc_status
+from tests.support.redis_server import RedisServer
+from tests.support.reliability_results import Recorder, record_soak
+from tests.support.stored_snapshot import (
     BY_SYMBOL_KEY,
     LAST_GOOD_KEY,
     META_KEY,
     METRICS_KEY,
     SYMBOLS_KEY,
-    open_fds,
-    proc_status,
 )
-from tests.support.redis_server import RedisServer
-from tests.support.results import Recorder, record_soak
 
 SECONDS = float(os.environ.get("SYMBOLD_SOAK_SECONDS", "60"))
 SEED = int(os.environ.get("SYMBOLD_SOAK_SEED", "20261125"))

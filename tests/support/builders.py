@@ -17,7 +17,7 @@ import msgspec
 from daemon.config.redis_target import parse_redis_url
 from daemon.config.settings import MarketName, Settings, load_settings
 from daemon.redis.clients import ConnectionConfig
-from daemon.refresh.cycle import MarketRefresher, source_config
+from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
 from daemon.upstream.fetch import make_session
 
 SERVER_TIME = 1_700_000_123_456
@@ -173,3 +173,19 @@ async def open_refresher(
     finally:
         await session.close()
         await client.aclose()
+
+
+async def accepted(refresher: MarketRefresher) -> CycleResult:
+    """One cycle that must store a new snapshot (the test fails otherwise); its result."""
+    result = await refresher.refresh_once()
+    assert result.outcome == "accepted", result
+    return result
+
+
+def retick(rows: list[Row], tick: str) -> list[Row]:
+    """Every row with another tick size: every record changes, so the next snapshot write
+    carries all of them (a large MULTI), not a small incremental one."""
+    out = rows
+    for row in rows:
+        out = replace_row(out, row["symbol"], tick_size=tick)
+    return out

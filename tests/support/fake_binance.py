@@ -61,8 +61,6 @@ import contextlib
 import functools
 import gzip
 import json
-import socket
-import struct
 import time
 import zlib
 from collections import Counter, deque
@@ -71,6 +69,8 @@ from typing import Literal, Self
 
 from aiohttp import web
 from multidict import CIMultiDict, MultiDict
+
+from tests.support.tcp_proxy import abort_with_rst
 
 SPOT = "/api/v3/exchangeInfo"
 USDM = "/fapi/v1/exchangeInfo"
@@ -470,11 +470,4 @@ class FakeBinance:
 
 def _abort(request: web.Request) -> None:
     """Close the connection with a TCP RST (SO_LINGER 0), dropping anything unsent."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
+    abort_with_rst(request.transport)

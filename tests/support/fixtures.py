@@ -25,3 +25,8 @@ def fixture_bytes(name: str) -> bytes:
 
 # The small samples the package ships (written in Binance's format; `make demo` serves them).
 SAMPLES = ROOT / "daemon" / "samples"
+
+
+def sample_bytes(name: str) -> bytes:
+    """The shipped sample `name` (always present)."""
+    return (SAMPLES / name).read_bytes()

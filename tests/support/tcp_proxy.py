@@ -48,15 +48,21 @@ class _Link:
     closed: bool = False
 
 
-def _rst(writer: asyncio.StreamWriter | None) -> None:
-    """Close with a TCP RST (SO_LINGER 0) instead of a FIN."""
-    if writer is None:
+def abort_with_rst(transport: asyncio.WriteTransport | None) -> None:
+    """Close `transport`'s connection with a TCP RST (SO_LINGER 0) instead of a FIN, dropping
+    anything unsent; nothing happens without a transport."""
+    if transport is None:
         return
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+    transport.abort()
+
+
+def _rst(writer: asyncio.StreamWriter | None) -> None:
+    """Close with a TCP RST (SO_LINGER 0) instead of a FIN."""
+    abort_with_rst(writer.transport if writer is not None else None)
 
 
 class TcpProxy:

@@ -26,6 +26,9 @@ from typing import Any, TypeVar
 import redis
 from redis.crc import key_slot
 
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import RedisSettings
+from daemon.redis.clients import ConnectionConfig
 from tests.support.redis_server import RedisServer, free_port, server_binary
 
 T = TypeVar("T")
@@ -38,6 +41,15 @@ MASTER_NAME = "symbold-primary"
 # A primary waits 5 s (repl-diskless-sync-delay) for more replicas before a full sync; nobody
 # else is coming here.
 FAST_SYNC = ("--repl-diskless-sync-delay", "0")
+
+
+def config_for(url: str, **overrides: Any) -> ConnectionConfig:
+    """How the daemon would connect to `url` (a test client name, `overrides` of the Redis
+    settings), for building clients of a test deployment."""
+    return ConnectionConfig(
+        url=parse_redis_url(url, "test"),
+        settings=RedisSettings(client_name="symbold-test", **overrides),
+    )
 
 
 def cli_binary() -> str:

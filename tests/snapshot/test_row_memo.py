@@ -1,0 +1,118 @@
+"""The row memo of daemon.snapshot.normalize: the result never depends on it, only the work
+does.
+
+Pure tests: the only I/O is reading the shipped samples and, when present, the shared
+recorded payloads (never copied into the repo).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from daemon.snapshot.listing import build_snapshot, prioritize
+from daemon.snapshot.normalize import Normalized, RowMemo, normalize
+from tests.snapshot.rows import all_accounted, make_payload, make_row, only_record
+
+
+def _same(a: Normalized, b: Normalized) -> None:
+    assert a.records == b.records
+    assert dict(a.encoded) == dict(b.encoded)
+    assert (a.rows, a.dropped, a.refused, a.duplicates, a.lenient) == (
+        b.rows,
+        b.dropped,
+        b.refused,
+        b.duplicates,
+        b.lenient,
+    )
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    return [make_row(f"S{i:03d}USDT") for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["identical", "in_place", "inserted_first", "removed_middle", "reordered", "odd_rows"],
+)
+def test_memo_gives_the_same_result_as_a_fresh_run(edit: str) -> None:
+    before = _rows(30)
+    after = [dict(r) for r in before]
+    if edit == "in_place":
+        after[10] = make_row("S010USDT", status="BREAK")
+    elif edit == "inserted_first":
+        after.insert(0, make_row("NEWUSDT"))
+    elif edit == "removed_middle":
+        del after[15]
+    elif edit == "reordered":
+        after.reverse()
+    elif edit == "odd_rows":
+        after[3] = make_row("BAD NAME")  # refused
+        after[4] = make_row("S000USDT")  # duplicate of row 0
+        after[5] = {"symbol": "NOBASE", "status": "TRADING"}  # dropped
+        after[6] = make_row("S006USDT", filters=[{"filterType": "PRICE_FILTER", "tickSize": 0.5}])
+
+    memo = RowMemo()
+    normalize(make_payload(*before), market="spot", memo=memo)
+    warm = normalize(make_payload(*after), market="spot", memo=memo)
+    cold = normalize(make_payload(*after), market="spot")
+    _same(warm, cold)
+    assert all_accounted(warm)
+    expected_work = {
+        "identical": 0,
+        "in_place": 1,
+        "inserted_first": 1,
+        "removed_middle": 0,
+        "reordered": 0,
+        "odd_rows": 3,  # the duplicate has the very bytes of row 0: found, not decoded
+    }[edit]
+    assert warm.processed == expected_work
+    # and the memo now describes `after`: the same payload again costs nothing
+    again = normalize(make_payload(*after), market="spot", memo=memo)
+    _same(again, cold)
+    assert again.processed == 0
+
+
+def test_memo_keeps_records_independent_of_the_payload_buffer() -> None:
+    memo = RowMemo()
+    body = bytearray(make_payload(*_rows(3)))
+    first = normalize(bytes(body), market="spot", memo=memo)
+    filters = bytes(first.records[0].filters_raw)
+    body[:] = b" " * len(body)  # the caller reuses its buffer
+    assert bytes(first.records[0].filters_raw) == filters
+
+
+def test_build_snapshot_with_and_without_encoded_agree() -> None:
+    result = normalize(make_payload(*_rows(12)), market="spot")
+    listed = prioritize(result.records, list_statuses={"TRADING"}, quote_priority=[], pinned=[])
+    with_encoded = build_snapshot(result.records, listed, result.encoded)
+    without = build_snapshot(result.records, listed)
+    assert with_encoded == without
+
+
+def test_coinm_rows_take_their_status_from_contract_status() -> None:
+    # /dapi/v1/exchangeInfo names the field contractStatus and sends no status at all.
+    row = make_row("BTCUSD_PERP", quoteAsset="USD", contractType="PERPETUAL", marginAsset="BTC")
+    del row["status"]
+    row["contractStatus"] = "TRADING"
+    rec = only_record(make_payload(row), market="coinm")
+    assert rec.status == "TRADING"
+    assert rec.contract_type == "PERPETUAL"
+    # `status`, when present, wins
+    both = make_row("ETHUSD_PERP", quoteAsset="USD", status="BREAK", contractStatus="TRADING")
+    assert only_record(make_payload(both), market="coinm").status == "BREAK"
+
+
+def test_memo_does_not_keep_the_payload_body_alive() -> None:
+    import sys
+
+    memo = RowMemo()
+    body = make_payload(*_rows(5))
+    before = sys.getrefcount(body)
+    result = normalize(body, market="spot", memo=memo)
+    # a Raw slice keeps a reference to the whole body; the memo and the records must not
+    assert sys.getrefcount(body) == before
+    assert result.records
+    normalize(body, market="spot", memo=memo)  # an all-unchanged pass keeps none either
+    assert sys.getrefcount(body) == before
