@@ -152,23 +152,8 @@ class Subscriber:
                 now = _monotonic()
                 if message is not None:
                     last_heard = now
-                    kind = message["type"]
-                    if kind == "message":
-                        market = self.channels.get(message["channel"])
-                        if market is not None:
-                            near.on_event(market, message["data"])
-                            self.signal.notify()
-                    elif kind == "subscribe":
-                        pending.discard(message["channel"])
-                        if not pending:
-                            # Also after a reconnect: whatever was published in between was
-                            # missed, so start afresh.
-                            fresh = not near.live
-                            near.subscribed(now)
-                            self.signal.notify()
-                            if fresh:
-                                log.debug("reader.channel_live channels=%d", len(self.channels))
-                    near.heard(now)
+                    if near.on_message(message, self.channels, pending, now):
+                        self.signal.notify()
                 if now >= next_ping:
                     pubsub.ping()
                     next_ping = now + options.ping_interval

@@ -11,14 +11,14 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from daemon.config.settings import MARKETS
 from daemon.contract.keys import MarketKeys
 from daemon.contract.record import SymbolRecord
-from daemon.readers._core import extra_market_keys
+from daemon.readers._core import extra_market_keys, log
 from daemon.rules import SymbolRules, rules_for
 
 
@@ -234,6 +234,39 @@ class NearCache:
             if mc.version is not None:
                 self.invalidations += 1
             mc._reset(None)
+
+    def on_message(
+        self,
+        message: Mapping[str, Any],
+        channels: Mapping[bytes, str],
+        pending: set[bytes],
+        now: float,
+    ) -> bool:
+        """Apply one pub/sub message (an event, or a subscribe confirmation taken off
+        `pending`); True when waiters should be woken. Both subscribers call this, so the
+        sync and async readers treat the channel alike. Any message renews a live channel."""
+        try:
+            kind = message["type"]
+            if kind == "message":
+                market = channels.get(message["channel"])
+                if market is None:
+                    return False
+                self.on_event(market, message["data"])
+                return True
+            if kind != "subscribe":
+                return False
+            pending.discard(message["channel"])
+            if pending:
+                return False
+            # Also after a reconnect: whatever was published in between was missed, so
+            # start afresh.
+            fresh = not self.live
+            self.subscribed(now)
+            if fresh:
+                log.debug("reader.channel_live channels=%d", len(channels))
+            return True
+        finally:
+            self.heard(now)
 
     def subscribed(self, now: float) -> None:
         """Every channel is (re)subscribed: forget everything, then serve from memory again."""
