@@ -1,7 +1,9 @@
-"""The fast path of ``check_order`` (``daemon.rules.fast``) against the general check.
+"""The planned path of ``check_order`` (the plan of ``daemon.rules.fast``) against the
+general check.
 
-The fast path may only answer "everything passes", and must answer it exactly when the
-general check does, with an equal result. These tests run both on the same orders: on every
+For the orders it covers, the planned path must give exactly the general check's result:
+the prebuilt passing answer when every rule passes, and equal violations (same order, same
+messages) and ``unchecked`` when some fail. These tests run both on the same orders: on every
 recorded symbol with orders built to pass, and with Hypothesis on orders near every bound.
 """
 
