@@ -7,19 +7,26 @@ them), this measures per call:
 1. ``check_order`` (LIMIT, quantity + price, no reference price) on that order, which is off
    both grids (it fails PRICE_FILTER and LOT_SIZE: violations are built), and on the same
    order made valid by ``fix_order`` (the common case: everything passes);
-2. ``round_price`` and ``round_quantity`` each, and the pair;
+2. ``round_price`` and ``round_quantity`` each, and the pair: ``round_price`` to the nearest
+   tick (the rounding ccxt's ``price_to_precision`` applies) + ``round_quantity`` (truncated,
+   as ``amount_to_precision``), and the pair with the side-aware default (BUY: floor);
 3. the baseline: ccxt's ``price_to_precision`` + ``amount_to_precision`` on the same orders
-   (markets loaded offline from the same payload; ccxt never touches the network);
+   and the same input strings (markets loaded offline from the same payload; ccxt never
+   touches the network). Both give the same values (checked before timing); ccxt returns
+   strings and daemon.rules ``Decimal`` values;
 4. compiling rules for every symbol of the payload (``rules_for`` on each stored record), also
    given per symbol (what a near-cache pays on a symbol's first use).
 
 A near-cache hit hands the bot a compiled ``SymbolRules``, so 1-3 start from one. Each case
-runs in batches, round-robin with the others; the median batch is reported, with the spread
-(best and worst batch). Batches are timed in CPU time of this process by default
-(``time.process_time``): on a machine shared with other work, wall time also counts the time
-the process waited for a core. ``--timer wall`` times them by the wall clock. Goals (reported,
-never failed): check_order <= 5 us; each rounding helper <= 2 us; the pair >= 10x faster than
-ccxt's pair; compiling all symbols <= 50 ms.
+runs in batches, round-robin with the others; the median batch is reported, with the
+quartiles and the spread (best and worst batch). The pair's speed-up over ccxt is the ratio of
+the two medians; the median (and quartiles) of the ratio within each round is printed too,
+since both batches of a round ran seconds apart under the same load. Batches are timed in
+CPU time of this process by default (``time.process_time``): on a machine shared with other
+work, wall time also counts the time the process waited for a core. ``--timer wall`` times
+them by the wall clock. Goals (reported, never failed): check_order <= 5 us; each rounding
+helper <= 2 us; the pair >= 10x faster than ccxt's pair (the nearest pair: the same roundings
+as ccxt); compiling all symbols <= 50 ms.
 
 ``python -m benchmarks rules [--rounds N] [--warmup N] [--timer cpu|wall]``
 """
@@ -49,6 +56,7 @@ BATCH = {
     "price": 5_000,
     "qty": 5_000,
     "pair": 5_000,
+    "pair_side": 5_000,
     "ccxt": 300,
     "compile": 1,
 }
@@ -57,7 +65,8 @@ LABELS = {
     "check_ok": "check_order (LIMIT, valid order)",
     "price": "round_price (side default)",
     "qty": "round_quantity",
-    "pair": "round_price + round_quantity",
+    "pair": "round_price nearest + round_quantity",
+    "pair_side": "round_price side default + round_quantity",
     "ccxt": "ccxt price_ + amount_to_precision",
     "compile": "rules_for, all symbols (per call: ms)",
 }
@@ -152,6 +161,12 @@ def main() -> int:
         def run_pair(count: int) -> None:
             for i in range(count):
                 r, _, (price, qty) = work[i % n]
+                round_price(r, price, "nearest")
+                round_quantity(r, qty)
+
+        def run_pair_side(count: int) -> None:
+            for i in range(count):
+                r, _, (price, qty) = work[i % n]
                 round_price(r, price, side="BUY")
                 round_quantity(r, qty)
 
@@ -172,6 +187,7 @@ def main() -> int:
             "price": run_price,
             "qty": run_qty,
             "pair": run_pair,
+            "pair_side": run_pair_side,
             "ccxt": run_ccxt,
             "compile": run_compile,
         }
@@ -188,21 +204,27 @@ def main() -> int:
                     samples[case].append(elapsed / count)
 
     us = {case: statistics.median(found) * 1e6 for case, found in samples.items()}
+    q1 = {case: _quartiles(found)[0] * 1e6 for case, found in samples.items()}
+    q3 = {case: _quartiles(found)[1] * 1e6 for case, found in samples.items()}
     best = {case: min(found) * 1e6 for case, found in samples.items()}
     worst = {case: max(found) * 1e6 for case, found in samples.items()}
     compile_ms = us["compile"] / 1000
     speedup = us["ccxt"] / us["pair"]
+    per_round = [c / p for c, p in zip(samples["ccxt"], samples["pair"], strict=True)]
+    round_q1, round_q3 = _quartiles(per_round)
     print(
         f"{FIXTURE}: {len(records)} symbols, {SAMPLE} sampled TRADING symbols; "
         f"Python {python_version()}, ccxt {ccxt.__version__}; "
         f"{args.rounds} rounds after {args.warmup} warm-up; {args.timer} time"
     )
     rows = []
-    for case in ("check", "check_ok", "price", "qty", "pair", "ccxt"):
+    for case in ("check", "check_ok", "price", "qty", "pair", "pair_side", "ccxt"):
         rows.append(
             [
                 LABELS[case],
                 f"{us[case]:.2f}",
+                f"{q1[case]:.2f}",
+                f"{q3[case]:.2f}",
                 f"{best[case]:.2f}",
                 f"{worst[case]:.2f}",
                 f"{us['ccxt'] / us[case]:.1f}x",
@@ -212,6 +234,8 @@ def main() -> int:
         [
             LABELS["compile"],
             f"{compile_ms:.1f} ms",
+            f"{q1['compile'] / 1000:.1f} ms",
+            f"{q3['compile'] / 1000:.1f} ms",
             f"{best['compile'] / 1000:.1f} ms",
             f"{worst['compile'] / 1000:.1f} ms",
             "-",
@@ -222,12 +246,19 @@ def main() -> int:
         [
             "  the same, per symbol (us)",
             f"{us['compile'] / per:.1f}",
+            f"{q1['compile'] / per:.1f}",
+            f"{q3['compile'] / per:.1f}",
             f"{best['compile'] / per:.1f}",
             f"{worst['compile'] / per:.1f}",
             "-",
         ]
     )
-    print(table(["case", "median us", "best us", "worst us", "vs ccxt pair"], rows))
+    headers = ["case", "median us", "q1 us", "q3 us", "best us", "worst us", "vs ccxt pair"]
+    print(table(headers, rows))
+    print(
+        f"ccxt pair / nearest pair within each round: median "
+        f"{statistics.median(per_round):.1f}x, quartiles {round_q1:.1f}x-{round_q3:.1f}x"
+    )
     print()
     goals = [
         ("check_order off-grid <= 5 us", f"{us['check']:.2f} us", us["check"] <= CHECK_MAX_US),
@@ -241,6 +272,12 @@ def main() -> int:
     print()
     bench_near_cache(args, path, work)
     return 0
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles of ``values`` (inclusive method)."""
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 NEAR_BATCH = {

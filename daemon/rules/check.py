@@ -22,21 +22,20 @@ TAKE_PROFIT_MARKET and TRAILING_STOP_MARKET: they execute at market, so Binance 
 market rules to them. Filters that need state we do not have are named in ``unchecked``.
 
 A LIMIT, LIMIT_MAKER or MARKET order with only a quantity, a price and a reference price is
-first tried on the plan :func:`daemon.rules.compile_rules` precomputed
-(:mod:`daemon.rules.fast`); when it passes everything, that answer is returned without
-building anything. Every other order, and every order that breaks a rule, takes the general
-path below. Both give equal results.
+decided on the plan :func:`daemon.rules.compile_rules` precomputed (:mod:`daemon.rules.fast`):
+a passing order gets a prebuilt answer, a failing one has its violations built by the same
+helpers as the general path below, which every other order takes. Both give equal results.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, DecimalException
-from typing import Final
+from typing import Final, NamedTuple
 
-from daemon.rules.decimals import EXACT, ZERO, on_grid, plain, to_decimal
+from daemon.rules.decimals import EXACT, ZERO, plain, to_decimal
 from daemon.rules.errors import OrderValueError
-from daemon.rules.fast import SLOTS, passes
-from daemon.rules.model import Grid, OrderCheck, SymbolRules, Violation
+from daemon.rules.fast import SLOTS
+from daemon.rules.model import CheckPlan, Grid, OrderCheck, SymbolRules, TypePlan, Violation
 
 __all__ = ["check_order", "order_kind"]
 
@@ -75,6 +74,9 @@ _TRAILING_ABOVE: Final = frozenset(
 )
 _SIDES: Final = frozenset({"BUY", "SELL"})
 _MANDATORY: Final = "Mandatory parameter '{}' was not sent, was empty/null, or malformed."
+_remainder: Final = EXACT.remainder
+_subtract: Final = EXACT.subtract
+_multiply: Final = EXACT.multiply
 
 
 def order_kind(rules: SymbolRules, order_type: str, has_price: bool) -> int:
@@ -110,7 +112,9 @@ def check_order(
     notional checks are reported in ``unchecked`` instead.
 
     Raises :class:`OrderValueError` only for arguments that are not numbers at all (or a side
-    other than BUY/SELL), never for a value a filter rejects.
+    other than BUY/SELL), never for a value a filter rejects. Arguments are converted in the
+    order quantity, price, reference_price, stop_price, quote_quantity, iceberg_quantity, so
+    with several bad ones the error names the first of them.
     """
     plan = rules.plan
     if (
@@ -125,23 +129,116 @@ def check_order(
         slot = SLOTS.get(order_type)
         entry = None if slot is None else plan.types[slot]
         if entry is not None and (price is None) is entry.market:
-            # The same conversions, in the same order, as below: the same errors.
-            quantity = to_decimal(quantity, "quantity")
-            if price is not None:
-                price = to_decimal(price, "price")
-            if reference_price is not None:
-                reference_price = to_decimal(reference_price, "reference_price")
+            qty = to_decimal(quantity, "quantity")
+            px = None if price is None else to_decimal(price, "price")
+            ref = (
+                None if reference_price is None else to_decimal(reference_price, "reference_price")
+            )
             try:
-                passed = passes(plan, entry, side, quantity, price, reference_price)
+                planned = _planned(rules, plan, entry, side, qty, px, ref)
             except DecimalException:
-                passed = None  # reported by the general check
-            if passed is not None:
-                return passed
+                planned = None  # a value too large to compute with: reported below
+            if planned is not None:
+                return planned
+            return _check(rules, side, order_type, qty, px, ref, None, None, None, None)
     if side not in _SIDES:
         raise OrderValueError("side", side, "expected BUY or SELL")
+    return _check(
+        rules,
+        side,
+        order_type,
+        None if quantity is None else to_decimal(quantity, "quantity"),
+        None if price is None else to_decimal(price, "price"),
+        None if reference_price is None else to_decimal(reference_price, "reference_price"),
+        None if stop_price is None else to_decimal(stop_price, "stop_price"),
+        None if quote_quantity is None else to_decimal(quote_quantity, "quote_quantity"),
+        None if iceberg_quantity is None else to_decimal(iceberg_quantity, "iceberg_quantity"),
+        trailing_delta,
+    )
+
+
+def _planned(
+    rules: SymbolRules,
+    plan: CheckPlan,
+    entry: TypePlan,
+    side: str,
+    qty: Decimal,
+    px: Decimal | None,
+    ref: Decimal | None,
+) -> OrderCheck | None:
+    """:func:`_check`'s result for an order the plan covers, or ``None`` for one it leaves
+    to :func:`_check` (a value that is not positive).
+
+    The plan covers only an allowed LIMIT, LIMIT_MAKER or MARKET order on a TRADING symbol,
+    with a quantity, a price unless MARKET, and nothing else: the status, order type, stop,
+    quote and iceberg checks cannot fail, and ``unchecked`` is the one the passing result for
+    this side carries. Each rule is first decided with the plan's bounds; only what fails
+    is handed to the general helpers, which build the violations in :func:`_check`'s order.
+    """
+    if qty <= ZERO or (px is not None and px <= ZERO) or (ref is not None and ref <= ZERO):
+        return None
+    out: list[Violation] | None = None
+    price = qty if px is None else px  # MARKET has no price grid: the qty default is unused
+    # The grid tests are written out (no helper call): this is the hot path of the library.
+    for on_price, low, high, step, anchor in entry.grids:
+        value = price if on_price else qty
+        if (
+            (low is not None and value < low)
+            or (high is not None and value > high)
+            or (
+                step is not None
+                and _remainder(value if anchor is None else _subtract(value, anchor), step)
+            )
+        ):
+            out = []
+            if px is not None and rules.price is not None:
+                _grid(rules.price, px, "price", out)
+            if rules.lot is not None:
+                _grid(rules.lot, qty, "quantity", out)
+            if entry.market and rules.market_lot is not None:
+                _grid(rules.market_lot, qty, "quantity", out)
+            break
+    low, high = entry.notional_min, entry.notional_max
+    base = ref if px is None else px
+    if (low is not None or high is not None) and base is not None:
+        notional = _multiply(base, qty)
+        if (low is not None and notional < low) or (high is not None and notional > high):
+            if out is None:
+                out = []
+            _notional(rules, entry.market, qty, px, None, ref, out, ())
+    if px is not None and ref is not None:
+        up, down = plan.percent_buy if side == "BUY" else plan.percent_sell
+        if (up is not None and px > _multiply(ref, up)) or (
+            down is not None and px < _multiply(ref, down)
+        ):
+            if out is None:
+                out = []
+            _percent(rules, side, px, ref, out)
+    if side == "BUY":
+        passed = entry.buy if ref is None else entry.buy_ref
+    else:
+        passed = entry.sell if ref is None else entry.sell_ref
+    if out:
+        return OrderCheck(False, tuple(out), passed.unchecked)
+    return passed
+
+
+def _check(
+    rules: SymbolRules,
+    side: str,
+    order_type: str,
+    qty: Decimal | None,
+    px: Decimal | None,
+    ref: Decimal | None,
+    stop: Decimal | None,
+    quote: Decimal | None,
+    ice: Decimal | None,
+    delta: int | None,
+) -> OrderCheck:
+    """The general check, on arguments already converted (``side`` already validated)."""
     out: list[Violation] = []
     unchecked = rules.unchecked
-    kind = order_kind(rules, order_type, price is not None)
+    kind = order_kind(rules, order_type, px is not None)
     is_market = kind & MARKET
     if rules.status != "TRADING":
         out.append(
@@ -170,10 +267,8 @@ def check_order(
         unchecked = (*unchecked, "MAX_NUM_ALGO_ORDERS")
     if side == "BUY" and rules.max_position_filter:
         unchecked = (*unchecked, "MAX_POSITION")
+    grid = rules.price
     try:
-        qty = None if quantity is None else to_decimal(quantity, "quantity")
-        px = None if price is None else to_decimal(price, "price")
-        ref = None if reference_price is None else to_decimal(reference_price, "reference_price")
         # Parameters: what the order type needs, and values that are positive at all.
         if px is None:
             if kind & PRICED:
@@ -181,22 +276,18 @@ def check_order(
         elif px <= ZERO:
             out.append(_invalid("price", px, "Invalid price."))
             px = None
-        elif rules.price is not None:
-            _grid(rules.price, px, "price", out)
-        if stop_price is not None:
-            stop = to_decimal(stop_price, "stop_price")
+        elif grid is not None:
+            _grid(grid, px, "price", out)
+        if stop is not None:
             if stop <= ZERO:
                 out.append(_invalid("stopPrice", stop, "Invalid stopPrice."))
-            elif rules.price is not None:
-                _grid(rules.price, stop, "stopPrice", out)
-        elif kind & STOP and not (trailing_delta is not None and rules.market == "spot"):
+            elif grid is not None:
+                _grid(grid, stop, "stopPrice", out)
+        elif kind & STOP and not (delta is not None and rules.market == "spot"):
             out.append(_missing("stopPrice"))
-        quote = None
-        if quote_quantity is not None:
-            quote = to_decimal(quote_quantity, "quote_quantity")
-            if quote <= ZERO:
-                out.append(_invalid("quoteOrderQty", quote, "Invalid quoteOrderQty."))
-                quote = None
+        if quote is not None and quote <= ZERO:
+            out.append(_invalid("quoteOrderQty", quote, "Invalid quoteOrderQty."))
+            quote = None
         if qty is None:
             if quote is None or not is_market:
                 out.append(_missing("quantity"))
@@ -208,31 +299,10 @@ def check_order(
                 _grid(rules.lot, qty, "quantity", out)
             if is_market and rules.market_lot is not None:
                 _grid(rules.market_lot, qty, "quantity", out)
-        if iceberg_quantity is not None:
+        if ice is not None:
             if rules.max_num_iceberg_filter:
                 unchecked = (*unchecked, "MAX_NUM_ICEBERG_ORDERS")
-            ice = to_decimal(iceberg_quantity, "iceberg_quantity")
-            if ice <= ZERO:
-                out.append(_invalid("icebergQty", ice, "Invalid icebergQty."))
-            else:
-                if rules.lot is not None:
-                    _grid(rules.lot, ice, "icebergQty", out)
-                limit = rules.iceberg_parts
-                if limit and qty is not None:
-                    parts, rest = EXACT.divmod(qty, ice)
-                    if rest:
-                        parts = EXACT.add(parts, 1)
-                    if parts > limit:
-                        out.append(
-                            _fail(
-                                "ICEBERG_PARTS",
-                                "icebergQty",
-                                ice,
-                                "limit",
-                                limit,
-                                f"order splits into {parts} parts, more than {limit}",
-                            )
-                        )
+            _iceberg(rules, qty, ice, out)
         if rules.notionals:
             unchecked = _notional(rules, is_market, qty, px, quote, ref, out, unchecked)
         if px is not None and (rules.percent_price or rules.percent_price_by_side):
@@ -240,13 +310,37 @@ def check_order(
                 unchecked = (*unchecked, *_percent_names(rules))
             else:
                 _percent(rules, side, px, ref, out)
-        if trailing_delta is not None and rules.trailing_delta is not None:
-            _trailing(rules, side, order_type, trailing_delta, out)
+        if delta is not None and rules.trailing_delta is not None:
+            _trailing(rules, side, order_type, delta, out)
     except DecimalException as exc:
         raise OrderValueError(
             "order", None, f"a value is too large or too precise ({exc!r})"
         ) from exc
     return OrderCheck(not out, tuple(out), unchecked)
+
+
+def _iceberg(rules: SymbolRules, qty: Decimal | None, ice: Decimal, out: list[Violation]) -> None:
+    if ice <= ZERO:
+        out.append(_invalid("icebergQty", ice, "Invalid icebergQty."))
+        return
+    if rules.lot is not None:
+        _grid(rules.lot, ice, "icebergQty", out)
+    limit = rules.iceberg_parts
+    if limit and qty is not None:
+        parts, rest = EXACT.divmod(qty, ice)
+        if rest:
+            parts = EXACT.add(parts, 1)
+        if parts > limit:
+            out.append(
+                _fail(
+                    "ICEBERG_PARTS",
+                    "icebergQty",
+                    ice,
+                    "limit",
+                    limit,
+                    f"order splits into {parts} parts, more than {limit}",
+                )
+            )
 
 
 def _fail(
@@ -277,55 +371,81 @@ def _invalid(field: str, value: Decimal, message: str) -> Violation:
     )
 
 
-def _grid(grid: Grid, value: Decimal, field: str, out: list[Violation]) -> None:
-    ftype = grid.filter_type
-    price = ftype == "PRICE_FILTER"
-    minimum = grid.minimum
-    if minimum and value < minimum:
-        rule = "minPrice" if price else "minQty"
-        out.append(
-            _fail(
-                ftype,
-                field,
-                value,
-                rule,
-                minimum,
-                f"{field} {plain(value)} < {rule} {plain(minimum)}",
-            )
-        )
-    maximum = grid.maximum
-    if maximum and value > maximum:
-        rule = "maxPrice" if price else "maxQty"
-        out.append(
-            _fail(
-                ftype,
-                field,
-                value,
-                rule,
-                maximum,
-                f"{field} {plain(value)} > {rule} {plain(maximum)}",
-            )
-        )
-    step = grid.step
-    if not step:
-        return
-    if grid.fast:  # on_grid inlined: the anchor is on the grid through zero
-        if not EXACT.remainder(value, step):
-            return
-    elif on_grid(grid, value):
-        return
-    rule = "tickSize" if price else "stepSize"
-    out.append(
-        Violation(
-            ftype,
-            field,
-            value,
-            rule,
-            step,
-            f"Filter failure: {ftype} ({field} {plain(value)} is not {plain(grid.anchor)} "
-            f"plus a multiple of {rule} {plain(step)})",
-        )
+class _GridTexts(NamedTuple):
+    """The parts of a grid's violation messages that depend on the grid alone."""
+
+    head: str  # "Filter failure: LOT_SIZE ("
+    min_rule: str
+    max_rule: str
+    step_rule: str
+    low: str  # " < minQty 0.00100000)"
+    high: str
+    off: str  # " is not 0.00100000 plus a multiple of stepSize 0.00100000)"
+
+
+# Texts of each grid seen failing, by identity: equal grids may be written differently
+# (``1.00`` and ``1.00000000`` compare equal), so a cache keyed by value would mix up their
+# texts. Each entry holds its grid, so an id cannot be reused while it is cached; the dict is
+# emptied when full (grids are shared between symbols: a payload has a few hundred).
+_TEXTS: Final[dict[int, tuple[Grid, _GridTexts]]] = {}
+_TEXTS_MAX: Final = 4096
+
+
+def _grid_texts(grid: Grid) -> _GridTexts:
+    found = _TEXTS.get(id(grid))
+    if found is not None and found[0] is grid:
+        return found[1]
+    if grid.filter_type == "PRICE_FILTER":
+        rules = ("minPrice", "maxPrice", "tickSize")
+    else:
+        rules = ("minQty", "maxQty", "stepSize")
+    texts = _GridTexts(
+        f"Filter failure: {grid.filter_type} (",
+        *rules,
+        f" < {rules[0]} {plain(grid.minimum)})",
+        f" > {rules[1]} {plain(grid.maximum)})",
+        f" is not {plain(grid.anchor)} plus a multiple of {rules[2]} {plain(grid.step)})",
     )
+    if len(_TEXTS) >= _TEXTS_MAX:
+        _TEXTS.clear()
+    _TEXTS[id(grid)] = (grid, texts)
+    return texts
+
+
+def _grid(grid: Grid, value: Decimal, field: str, out: list[Violation]) -> None:
+    # On the failure path of every common order: each part is decided by one comparison
+    # before any text is built.
+    minimum = grid.minimum
+    low = minimum and value < minimum
+    maximum = grid.maximum
+    high = maximum and value > maximum
+    step = grid.step
+    if step:
+        if grid.fast:  # the anchor is on the grid through zero
+            off = _remainder(value, step)
+        else:
+            off = _remainder(_subtract(value, grid.anchor), step)
+        if not (low or high or off):
+            return
+    elif not (low or high):
+        return
+    else:
+        off = ZERO
+    ftype = grid.filter_type
+    texts = _grid_texts(grid)
+    text = str(value)  # plain(value), inlined
+    if "E" in text:
+        text = format(value, "f")
+    head = texts.head
+    if low:
+        message = f"{head}{field} {text}{texts.low}"
+        out.append(Violation(ftype, field, value, texts.min_rule, minimum, message))
+    if high:
+        message = f"{head}{field} {text}{texts.high}"
+        out.append(Violation(ftype, field, value, texts.max_rule, maximum, message))
+    if off:
+        message = f"{head}{field} {text}{texts.off}"
+        out.append(Violation(ftype, field, value, texts.step_rule, step, message))
 
 
 def _notional(

@@ -31,7 +31,6 @@ __all__ = [
     "Number",
     "ceil_ratio",
     "floor_ratio",
-    "on_grid",
     "plain",
     "snap",
     "to_decimal",
@@ -132,16 +131,6 @@ def snap(grid: Grid, value: Decimal, rounding: str) -> Decimal:
             if EXACT.add(rest, rest) >= step:
                 k = EXACT.add(k, ONE)
     return EXACT.add(anchor, EXACT.multiply(k, step)).quantize(quantum, context=EXACT)
-
-
-def on_grid(grid: Grid, value: Decimal) -> bool:
-    """True when ``(value - anchor) % step == 0`` (always true with a disabled step)."""
-    step = grid.step
-    if not step:
-        return True
-    if grid.fast:
-        return not EXACT.remainder(value, step)
-    return not EXACT.remainder(EXACT.subtract(value, grid.anchor), step)
 
 
 def ceil_ratio(grid: Grid | None, num: Decimal, den: Decimal) -> Decimal:

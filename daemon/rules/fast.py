@@ -1,10 +1,9 @@
-"""The fast path of :func:`daemon.rules.check_order`: build a :class:`CheckPlan` once per
-symbol, then answer "every rule passes" for the common orders with a few comparisons.
+"""The plan behind :func:`daemon.rules.check_order`'s fast path: a :class:`CheckPlan` built
+once per symbol, with which the common orders are decided by a few comparisons.
 
-The plan is derived from a :class:`SymbolRules` and decides exactly what the general check
-decides for the orders it covers (a property test compares the two on every recorded
-symbol). It never builds a violation: :func:`passes` returns ``None`` as soon as anything
-fails or falls outside what it covers, and the caller then runs the general check.
+The plan is derived from a :class:`SymbolRules`; :mod:`daemon.rules.check` uses it and
+decides exactly what the general check decides for the orders it covers (a property test
+compares the two on every recorded symbol).
 """
 
 from __future__ import annotations
@@ -13,14 +12,9 @@ import functools
 from decimal import Decimal
 from typing import Final
 
-from daemon.rules.decimals import EXACT, ZERO
 from daemon.rules.model import CheckPlan, Grid, GridBounds, OrderCheck, SymbolRules, TypePlan
 
-__all__ = ["SLOTS", "build_plan", "passes"]
-
-_remainder: Final = EXACT.remainder
-_subtract: Final = EXACT.subtract
-_multiply: Final = EXACT.multiply
+__all__ = ["SLOTS", "build_plan"]
 
 SLOTS: Final = {"LIMIT": 0, "LIMIT_MAKER": 1, "MARKET": 2}
 """Where each order type the fast path covers sits in ``CheckPlan.types``. On both spot and
@@ -65,20 +59,22 @@ def build_plan(rules: SymbolRules) -> CheckPlan:
         for side in ("BUY", "SELL")
     }
     return CheckPlan(
-        price=None if rules.price is None else _bounds(rules.price),
         percent_buy=percent["BUY"],
         percent_sell=percent["SELL"],
         types=(types[0], types[1], types[2]),
     )
 
 
-def _bounds(grid: Grid) -> GridBounds:
+def _bounds(grid: Grid, *, on_price: bool) -> GridBounds:
     anchor = None if grid.fast or not grid.step else grid.anchor
-    return (grid.minimum or None, grid.maximum or None, grid.step or None, anchor)
+    return (on_price, grid.minimum or None, grid.maximum or None, grid.step or None, anchor)
 
 
 def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
-    grids = [g for g in (rules.lot, rules.market_lot if market else None) if g is not None]
+    grids = [] if market or rules.price is None else [_bounds(rules.price, on_price=True)]
+    for grid in (rules.lot, rules.market_lot if market else None):
+        if grid is not None:
+            grids.append(_bounds(grid, on_price=False))
     lows = [
         r.minimum for r in rules.notionals if r.minimum and (not market or r.apply_min_to_market)
     ]
@@ -99,7 +95,7 @@ def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
     results = (_passed((*buy, *unknown)), _passed(buy), _passed((*sell, *unknown)), _passed(sell))
     return TypePlan(
         market=market,
-        quantity=tuple(_bounds(g) for g in grids),
+        grids=tuple(grids),
         notional_min=max(lows) if lows else None,
         notional_max=min(highs) if highs else None,
         buy=results[0],
@@ -121,63 +117,3 @@ def _market_notional_names(rules: SymbolRules) -> tuple[str, ...]:
         for r in rules.notionals
         if (r.minimum and r.apply_min_to_market) or (r.maximum and r.apply_max_to_market)
     )
-
-
-def passes(
-    plan: CheckPlan,
-    entry: TypePlan,
-    side: str,
-    qty: Decimal,
-    px: Decimal | None,
-    ref: Decimal | None,
-) -> OrderCheck | None:
-    """The passing :class:`OrderCheck` when the order breaks no rule, else ``None``.
-
-    ``side`` must be BUY or SELL; ``px`` is given exactly when the type is not MARKET.
-    Decimal signals (a value too large to divide exactly) propagate: the caller then runs
-    the general check, which reports them.
-    """
-    # The grid tests are written out (no helper call): this is the hot path of the library.
-    if qty <= ZERO:
-        return None
-    for low, high, step, anchor in entry.quantity:
-        if (low is not None and qty < low) or (high is not None and qty > high):
-            return None
-        if step is not None:
-            if anchor is None:
-                if _remainder(qty, step):
-                    return None
-            elif _remainder(_subtract(qty, anchor), step):
-                return None
-    if ref is not None and ref <= ZERO:
-        return None
-    if px is None:
-        notional = None if ref is None else _multiply(ref, qty)
-    else:
-        if px <= ZERO:
-            return None
-        bounds = plan.price
-        if bounds is not None:
-            low, high, step, anchor = bounds
-            if (low is not None and px < low) or (high is not None and px > high):
-                return None
-            if step is not None:
-                if anchor is None:
-                    if _remainder(px, step):
-                        return None
-                elif _remainder(_subtract(px, anchor), step):
-                    return None
-        notional = _multiply(px, qty)
-        if ref is not None:
-            up, down = plan.percent_buy if side == "BUY" else plan.percent_sell
-            if up is not None and px > _multiply(ref, up):
-                return None
-            if down is not None and px < _multiply(ref, down):
-                return None
-    if notional is not None:
-        low, high = entry.notional_min, entry.notional_max
-        if (low is not None and notional < low) or (high is not None and notional > high):
-            return None
-    if side == "BUY":
-        return entry.buy if ref is None else entry.buy_ref
-    return entry.sell if ref is None else entry.sell_ref

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, DecimalException
+from typing import Any
 
 from daemon.rules.check import (
     MARKET,
@@ -101,32 +102,25 @@ def fix_order(
         if fixed != delta:
             changed.append("trailingDelta")
         delta = fixed
-    result = check_order(
-        rules,
-        side,
-        order_type,
-        quantity=qty,
-        quote_quantity=quote,
-        price=px,
-        stop_price=stop,
-        trailing_delta=delta,
-        iceberg_quantity=ice,
-        reference_price=ref,
-    )
+    # The fixed parameters, named as both check_order and FixedOrder name them.
+    order: dict[str, Any] = {
+        "quantity": qty,
+        "quote_quantity": quote,
+        "price": px,
+        "stop_price": stop,
+        "trailing_delta": delta,
+        "iceberg_quantity": ice,
+    }
+    result = check_order(rules, side, order_type, reference_price=ref, **order)
     if not result.ok:
         reasons = "; ".join(v.message for v in result.violations)
         raise NoValidOrder(f"{rules.symbol}: no valid order found: {reasons}", result.violations)
     return FixedOrder(
         side=side,
         order_type=order_type,
-        quantity=qty,
-        quote_quantity=quote,
-        price=px,
-        stop_price=stop,
-        trailing_delta=delta,
-        iceberg_quantity=ice,
         changed=tuple(changed),
         unchecked=result.unchecked,
+        **order,
     )
 
 

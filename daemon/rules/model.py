@@ -190,24 +190,28 @@ class FixedOrder(msgspec.Struct, frozen=True, gc=False):
     unchecked: tuple[str, ...]
 
 
-GridBounds = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None]
-"""``(minimum, maximum, step, anchor)`` of one grid for the fast check, each ``None`` when
-that part is disabled; ``anchor`` is ``None`` when the step grid passes through zero."""
+GridBounds = tuple[bool, Decimal | None, Decimal | None, Decimal | None, Decimal | None]
+"""``(on_price, minimum, maximum, step, anchor)`` of one grid for the planned check:
+``on_price`` says whether the grid bounds the price (PRICE_FILTER) or the quantity; the
+others are ``None`` when that part is disabled, and ``anchor`` is ``None`` when the step grid
+passes through zero."""
 
 
 class TypePlan(msgspec.Struct, frozen=True, gc=False):
-    """The fast check of one order type (LIMIT, LIMIT_MAKER or MARKET) on one symbol.
+    """The planned check of one order type (LIMIT, LIMIT_MAKER or MARKET) on one symbol.
 
-    ``market`` is true for MARKET (no limit price; market rules apply). ``quantity`` lists the
-    grids the quantity must meet (LOT_SIZE, and MARKET_LOT_SIZE for MARKET). ``notional_min``
-    and ``notional_max`` are the tightest notional bounds that apply to this type (the largest
+    ``market`` is true for MARKET (no limit price; market rules apply). ``grids`` lists the
+    grids the order must meet, in the order the general check reports them: PRICE_FILTER
+    (not for MARKET), LOT_SIZE, and MARKET_LOT_SIZE for MARKET. ``notional_min`` and
+    ``notional_max`` are the tightest notional bounds that apply to this type (the largest
     minimum, the smallest maximum), ``None`` when none does. The four results are the
     :class:`OrderCheck` returned when every rule passes, by side and by whether a reference
-    price was given (their ``unchecked`` tuples differ).
+    price was given (their ``unchecked`` tuples differ, and a failing order carries the same
+    one).
     """
 
     market: bool
-    quantity: tuple[GridBounds, ...]
+    grids: tuple[GridBounds, ...]
     notional_min: Decimal | None
     notional_max: Decimal | None
     buy: OrderCheck
@@ -217,16 +221,16 @@ class TypePlan(msgspec.Struct, frozen=True, gc=False):
 
 
 class CheckPlan(msgspec.Struct, frozen=True, gc=False):
-    """Precomputed data for :func:`daemon.rules.check_order`'s fast path: a LIMIT,
+    """Precomputed data for :func:`daemon.rules.check_order`'s planned path: a LIMIT,
     LIMIT_MAKER or MARKET order with a quantity (and a price unless MARKET), no other
-    parameter, on a TRADING symbol. The fast path only ever answers "everything passes";
-    any failure, or any other order, goes through the general check, which builds the
-    violations. ``types`` holds LIMIT, LIMIT_MAKER, MARKET in that order (``None`` when the
-    symbol does not allow the type). ``percent_buy``/``percent_sell`` are the tightest
-    ``(up, down)`` PERCENT_PRICE* multipliers for that side, ``None`` when disabled.
+    parameter, on a TRADING symbol. Every bound is tested with a few comparisons; only a
+    failing order builds violations, with the general check's helpers. Any other order goes
+    through the general check. ``types`` holds LIMIT, LIMIT_MAKER, MARKET in that order
+    (``None`` when the symbol does not allow the type). ``percent_buy``/``percent_sell`` are
+    the tightest ``(up, down)`` PERCENT_PRICE* multipliers for that side, ``None`` when
+    disabled.
     """
 
-    price: GridBounds | None
     percent_buy: tuple[Decimal | None, Decimal | None]
     percent_sell: tuple[Decimal | None, Decimal | None]
     types: tuple[TypePlan | None, TypePlan | None, TypePlan | None]

@@ -1,7 +1,9 @@
-"""The fast path of ``check_order`` (``daemon.rules.fast``) against the general check.
+"""The planned path of ``check_order`` (the plan of ``daemon.rules.fast``) against the
+general check.
 
-The fast path may only answer "everything passes", and must answer it exactly when the
-general check does, with an equal result. These tests run both on the same orders: on every
+For the orders it covers, the planned path must give exactly the general check's result:
+the prebuilt passing answer when every rule passes, and equal violations (same order, same
+messages) and ``unchecked`` when some fail. These tests run both on the same orders: on every
 recorded symbol with orders built to pass, and with Hypothesis on orders near every bound.
 """
 
@@ -70,6 +72,31 @@ def test_valid_orders_take_the_fast_path(payload: str) -> None:
                         assert result is expected  # the precomputed answer: the fast path
                         taken += 1
     assert taken > len(symbols(payload))  # most recorded symbols pass through the fast path
+
+
+@pytest.mark.parametrize("payload", list(PAYLOADS))
+def test_failing_orders_agree_with_general_check(payload: str) -> None:
+    # Off both grids, as decimal strings (what the benchmark sends): the planned path builds
+    # the violations itself and must give the general check's result, messages included.
+    failed = 0
+    for sym in symbols(payload):
+        rules = sym.rules
+        grid, lot = rules.price, rules.lot
+        if not rules.trading or grid is None or lot is None or not grid.step or not lot.step:
+            continue
+        price = str((grid.minimum or grid.step) * 7 + grid.step * Decimal("0.37"))
+        qty = str((lot.minimum or lot.step) * 3 + lot.step * Decimal("0.61"))
+        for order_type in TYPES:
+            market = order_type == "MARKET"
+            for side in ("BUY", "SELL"):
+                for ref in (None, price):
+                    result = both(
+                        rules, side, order_type, quantity=qty,
+                        price=None if market else price, reference_price=ref,
+                    )  # fmt: skip
+                    if any(v.rule == "stepSize" for v in result.violations):
+                        failed += 1
+    assert failed > len(symbols(payload))
 
 
 NUDGES = ("0", "1E-12", "-1E-12", "0.5", "-0.5", "1", "-1")
