@@ -162,6 +162,12 @@ class Telemetry:
             for outcome in OUTCOMES:
                 self.refreshes.labels(name, outcome)
 
+    def seed(self, outcomes: Mapping[tuple[str, str], int]) -> None:
+        """Start the refresh counters at these (market, outcome) totals, counted before this
+        registry existed (a reload that turns the endpoint on keeps the daemon's totals)."""
+        for (market, outcome), n in outcomes.items():
+            self.refreshes.labels(market, outcome).inc(n)
+
     @property
     def refreshers(self) -> dict[str, MarketRefresher]:
         return {name: lp.refresher for name, lp in self._loops.items()}
