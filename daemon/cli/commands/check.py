@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from daemon import exitcodes
 
@@ -78,15 +78,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=handle)
 
 
-class _Checked(NamedTuple):
-    """One check's question and answer, as both output formats print it."""
-
-    rules: SymbolRules
-    args: argparse.Namespace
-    order: dict[str, Any]
-    result: OrderCheck
-    fixed: FixedOrder | None
-    fix_error: str | None
+# One check's question and answer, as both output formats print it: the rules, the flags, the
+# order's numbers, the verdict, and the nearest valid order (or why there is none). A plain
+# tuple: a NamedTuple class would cost its creation at every `symbold` start.
+_Checked = tuple[
+    "SymbolRules",
+    argparse.Namespace,
+    dict[str, Any],
+    "OrderCheck",
+    "FixedOrder | None",
+    "str | None",
+]
 
 
 def handle(config: Config, args: argparse.Namespace) -> int:
@@ -110,7 +112,7 @@ def handle(config: Config, args: argparse.Namespace) -> int:
     except OrderValueError as exc:
         print(f"symbold check: error: {exc}", file=sys.stderr)
         return exitcodes.USAGE
-    checked = _Checked(rules, args, order, result, fixed, fix_error)
+    checked: _Checked = (rules, args, order, result, fixed, fix_error)
     if args.json:
         _print_json(checked)
     else:
