@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from daemon.redaction import register_secret, scrub_text
@@ -272,8 +273,35 @@ def _install(handler: logging.Handler) -> None:
         del root.handlers[i]
 
 
+# structlog's console renderer prettifies tracebacks with these when they are installed
+# (structlog.dev imports them with structlog itself); rich and pygments add several MB to the
+# daemon's memory, and the json and journald formats never use them.
+_PRETTY_TRACEBACKS = ("rich", "better_exceptions")
+
+
+def _import_structlog(pretty: bool) -> ModuleType:
+    """structlog; unless `pretty` (the console format) and on its first import only, imported
+    with its optional pretty-traceback helpers hidden, so they are not loaded for nothing."""
+    if pretty or "structlog" in sys.modules:
+        import structlog
+
+        return structlog
+    # A None entry in sys.modules makes `import name` raise ImportError, which is how
+    # structlog finds out that an optional helper is missing. Removed again right after.
+    hidden = [name for name in _PRETTY_TRACEBACKS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return structlog
+
+
 def _build(chosen: str, stream: TextIO, env: Mapping[str, str]) -> logging.Handler:
-    import structlog
+    structlog = _import_structlog(pretty=chosen == "console")
 
     renderer: Processor
     extra: list[Processor] = []
@@ -322,9 +350,9 @@ def _wants_color(stream: TextIO, environ: Mapping[str, str]) -> bool:
 def get_logger(name: str = "symbold", **initial: Any) -> structlog.stdlib.BoundLogger:
     """A structlog logger; events are named like ``refresh.ok`` with fields as keywords.
     Builds a deferred pipeline first (see :func:`configure_logging`)."""
+    _ensure_built()
     import structlog
 
-    _ensure_built()
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name, **initial)
     return logger
 

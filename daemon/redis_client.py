@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 import redis
@@ -66,8 +66,9 @@ _decoder = msgspec.json.Decoder()
 
 _state_lock = threading.Lock()
 _config: Config | None = None
-_sync: SyncClient | None = None
-_async: AsyncClients | None = None
+# The module's client holders, built on first use: one SyncClient, one AsyncClients.
+_holders: dict[type[SyncClient | AsyncClients], SyncClient | AsyncClients] = {}
+_Holder = TypeVar("_Holder", SyncClient, AsyncClients)
 
 
 def configure(config: Config | Loaded | None = None) -> None:
@@ -76,19 +77,17 @@ def configure(config: Config | Loaded | None = None) -> None:
 
     The daemon calls this once at start; legacy code never has to.
     """
-    global _config, _sync, _async
+    global _config
     with _state_lock:
         _config = _pending(config)
-        _sync = None
-        _async = None
+        _holders.clear()
 
 
 def reset() -> None:
     """Forget the clients and settings (tests; a process that changed its environment)."""
-    global _sync
     with _state_lock:
-        sync = _sync
-    if sync is not None:
+        sync = _holders.get(SyncClient)
+    if isinstance(sync, SyncClient):
         sync.close()
     configure(None)
 
@@ -119,42 +118,33 @@ def _connection_config() -> ConnectionConfig:
     return config.connection
 
 
-def _sync_holder() -> SyncClient:
-    global _sync
-    holder = _sync
-    if holder is not None:
-        return holder
-    with _state_lock:
-        if _sync is None:
-            _sync = SyncClient(_connection_config(), decode=True)
-        return _sync
-
-
-def _async_holder() -> AsyncClients:
-    global _async
-    holder = _async
-    if holder is not None:
-        return holder
-    with _state_lock:
-        if _async is None:
-            _async = AsyncClients(_connection_config(), decode=True)
-        return _async
+def _holder(kind: type[_Holder]) -> _Holder:
+    """The module's `kind` holder, built once (checked again under the lock, so two threads
+    racing on first use share one)."""
+    holder = _holders.get(kind)
+    if holder is None:
+        with _state_lock:
+            holder = _holders.get(kind)
+            if holder is None:
+                holder = _holders[kind] = kind(_connection_config(), decode=True)
+    return cast(_Holder, holder)
 
 
 def get_redis_sync() -> redis.Redis:
     """The process's synchronous client (UTF-8 decoded responses)."""
-    return _sync_holder().get()
+    return _holder(SyncClient).get()
 
 
 def get_redis_async() -> redis.asyncio.Redis:
     """The running loop's asyncio client (UTF-8 decoded). Call it inside a coroutine."""
-    return _async_holder().get()
+    return _holder(AsyncClients).get()
 
 
 async def close_async() -> None:
     """Close the running loop's client (call before the loop ends)."""
-    if _async is not None:
-        await _async.aclose()
+    clients = _holders.get(AsyncClients)
+    if isinstance(clients, AsyncClients):
+        await clients.aclose()
 
 
 # --- key names (the legacy constants, now derived from one module) ---------------------------

@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from daemon.config.settings import DEFAULT_REDIS_URL, ConfigError
 from daemon.redaction import (
@@ -218,11 +218,8 @@ def parse_redis_url(url: str, source: str) -> RedisURL:
         db_text = parts.path.lstrip("/")
     db = _db(db_text, source)
 
-    normalized = urlunsplit(
-        (scheme, parts.netloc, parts.path, urlencode(rewritten, safe="/:"), parts.fragment)
-    )
     return RedisURL(
-        url=normalized,
+        url=_rebuilt(parts, scheme, rewritten),
         source=source,
         scheme=scheme,
         host=host,
@@ -232,6 +229,14 @@ def parse_redis_url(url: str, source: str) -> RedisURL:
         password=unquote(parts.password) if parts.password else None,
         path=parts.path if scheme == "unix" else None,
         tls_verify=tls_verify,
+    )
+
+
+def _rebuilt(parts: SplitResult, scheme: str, query: list[tuple[str, str]]) -> str:
+    """The URL again from its parts, with `scheme` and the rewritten `query` (a password
+    stays percent-encoded as given)."""
+    return urlunsplit(
+        (scheme, parts.netloc, parts.path, urlencode(query, safe="/:"), parts.fragment)
     )
 
 
@@ -371,11 +376,8 @@ def _parse_cluster(url: str, source: str, scheme: str) -> RedisURL:
     db = _db(parts.path.lstrip("/") or dict(query).get("db"), source)
     if db != 0:
         raise ConfigError(f"redis URL from {source}: a Redis Cluster has only database 0, not {db}")
-    normalized = urlunsplit(
-        (scheme, parts.netloc, parts.path, urlencode(rewritten, safe="/:"), parts.fragment)
-    )
     return RedisURL(
-        url=normalized,
+        url=_rebuilt(parts, scheme, rewritten),
         source=source,
         scheme=scheme,
         host=nodes[0][0],

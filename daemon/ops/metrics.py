@@ -105,23 +105,18 @@ class Telemetry:
             ["market", "outcome"],
             registry=self.registry,
         )
-        self.last_success = Gauge(
+        self.last_success = self._gauge(
             "symbold_last_success_timestamp_seconds",
             "UTC epoch seconds of the last accepted snapshot.",
-            ["market"],
-            registry=self.registry,
         )
-        self.age = Gauge(
+        self.age = self._gauge(
             "symbold_snapshot_age_seconds",
             "Seconds since the last accepted snapshot.",
-            ["market"],
-            registry=self.registry,
         )
-        self.symbols = Gauge(
+        self.symbols = self._gauge(
             "symbold_symbols",
             "Symbols in the last accepted snapshot (all statuses, and listed).",
-            ["market", "kind"],
-            registry=self.registry,
+            "kind",
         )
         self.upstream_latency = Histogram(
             "symbold_upstream_latency_seconds",
@@ -130,27 +125,25 @@ class Telemetry:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
-        self.used_weight = Gauge(
+        self.used_weight = self._gauge(
             "symbold_upstream_used_weight",
             "X-MBX-USED-WEIGHT-1M from the last reply (shared by every process on the IP).",
-            ["market"],
-            registry=self.registry,
         )
-        self.leader = Gauge(
+        self.leader = self._gauge(
             "symbold_leader",
             "1 while this daemon leads the market (holds its lease, or leases are off), else 0.",
-            ["market"],
-            registry=self.registry,
         )
-        self.ban_until = Gauge(
+        self.ban_until = self._gauge(
             "symbold_ban_until_timestamp_seconds",
             "UTC epoch seconds until which a 429/418 forbids fetching; 0 when no ban stands.",
-            ["market"],
-            registry=self.registry,
         )
         self.budget = BudgetCollector()
         self.registry.register(self.budget)
         self._loops: dict[str, MarketLoop] = {}
+
+    def _gauge(self, name: str, doc: str, *more_labels: str) -> Gauge:
+        """A gauge in this registry, labelled by market (and `more_labels`)."""
+        return Gauge(name, doc, ["market", *more_labels], registry=self.registry)
 
     def track(
         self, loops: Iterable[MarketLoop], budgets: Mapping[str, AsyncWeightBudget] | None = None
@@ -161,6 +154,12 @@ class Telemetry:
         for name in self._loops:
             for outcome in OUTCOMES:
                 self.refreshes.labels(name, outcome)
+
+    def seed(self, outcomes: Mapping[tuple[str, str], int]) -> None:
+        """Start the refresh counters at these (market, outcome) totals, counted before this
+        registry existed (a reload that turns the endpoint on keeps the daemon's totals)."""
+        for (market, outcome), n in outcomes.items():
+            self.refreshes.labels(market, outcome).inc(n)
 
     @property
     def refreshers(self) -> dict[str, MarketRefresher]:

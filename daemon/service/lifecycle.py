@@ -20,42 +20,46 @@ Redis or Binance do. What a reload applies live is in :mod:`daemon.service.reloa
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
-import socket
-import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
-import msgspec
 import redis
 import redis.asyncio
 
 from daemon import exitcodes
 from daemon.budget import AsyncWeightBudget, BudgetError
-from daemon.celery_interop.enqueue import TaskSender
 from daemon.config.loader import Config
 from daemon.config.redis_target import RedisURL
 from daemon.config.settings import ConfigError, Settings
 from daemon.contract.keys import keys_for
 from daemon.logs import configure_logging, get_logger, scrub_text
 from daemon.ops.freshness import Freshness
-from daemon.ops.metrics import Telemetry
 from daemon.ops.notify import Notifier, Watchdog, watchdog_interval
 from daemon.redis.clients import ConnectionConfig, check_one_slot
 from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
 from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
 from daemon.refresh.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
 from daemon.service.endpoint import HealthEndpoint
+from daemon.service.heartbeat import Heartbeat
+from daemon.service.memory import trim_heap
 from daemon.service.observe import Reporter
 from daemon.service.reload import changed_keys, needs_loops, restart_pending
+from daemon.service.tasks import drain, liveness, task_name
 from daemon.snapshot.lease import Lease
 from daemon.upstream.fetch import make_session
 
-# A market loop that shows no sign of life for this long (beyond its longest legitimate
-# cycle) is taken as wedged and the watchdog stops pinging.
-_WEDGE_MARGIN = 30.0
+if TYPE_CHECKING:
+    from daemon.celery_interop.enqueue import TaskSender
+
+    # Imported when [health] or [celery] is enabled, not before: an idle daemon without them
+    # does not carry prometheus-client or Celery (see tests/ops/test_idle_imports.py).
+    from daemon.ops.metrics import Telemetry
+    from daemon.service.celery_events import CeleryEvents
 
 # Loads the configuration again (SIGHUP); raises ConfigError when the new one is bad.
 Reloader = Callable[[], Config]
@@ -85,7 +89,10 @@ class Service:
         self.should_exit = asyncio.Event()
         self.force_exit = asyncio.Event()
         self.started = asyncio.Event()
-        self.telemetry = Telemetry()
+        # The Prometheus registry, built when the health endpoint first needs it; until then
+        # only each market's outcome counts are kept, to seed it.
+        self.telemetry: Telemetry | None = None
+        self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.loops: list[MarketLoop] = []
         self.forced = ForcedRefresh(
             self._reload_and_refresh,
@@ -100,16 +107,19 @@ class Service:
         self._started_settings = settings
         self.reporter = Reporter(self.notifier, lambda: self.loops, lambda: self.settings)
         self.health = HealthEndpoint(
-            self.reporter, self.telemetry, lambda: self.settings, lambda: len(self.budgets)
+            self.reporter, self._telemetry, lambda: self.settings, lambda: len(self.budgets)
         )
         self.log = get_logger("symbold.service")
         self._loops_stop = asyncio.Event()
         self._loop_tasks: list[asyncio.Task[None]] = []
         self._client: redis.asyncio.Redis | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.sender: TaskSender | None = None
-        self._beat_keys: set[str] = set()
-        self._sends: set[asyncio.Task[bool]] = set()
+        self.celery: CeleryEvents | None = None
+        self.heartbeat = Heartbeat(
+            lambda: self._client,
+            lambda: self.loops,
+            lambda: max(1.0, min(10.0, self.settings.scheduler.check_interval)),
+        )
 
     # -- signals (handlers only set events) ------------------------------------------------
 
@@ -184,8 +194,12 @@ class Service:
             )
         await self._check_credentials()
         if s.celery.enabled:
+            from daemon.celery_interop.enqueue import TaskSender
+            from daemon.service.celery_events import CeleryEvents
+
             # The legacy broker is the same Redis unless told otherwise (CELERY_BROKER_URL).
-            self.sender = TaskSender(s.celery.broker_url or self.url.url, s.celery)
+            sender = TaskSender(s.celery.broker_url or self.url.url, s.celery)
+            self.celery = CeleryEvents(sender, lambda: self.settings.celery)
         await self._start_loops()
         if s.health.enabled:
             await self.health.start(s.health)
@@ -231,10 +245,9 @@ class Service:
                     lease=lease,
                 )
             )
-        self.telemetry.track(self.loops, self.budgets)
-        self._loop_tasks = [
-            asyncio.create_task(lp.run(), name=f"market-{lp.refresher.name}") for lp in self.loops
-        ]
+        if self.telemetry is not None:
+            self.telemetry.track(self.loops, self.budgets)
+        self._loop_tasks = [asyncio.create_task(lp.run(), name=task_name(lp)) for lp in self.loops]
 
     async def _check_credentials(self) -> None:
         """A wrong password is a configuration error (exit 78); an unreachable Redis is not."""
@@ -255,7 +268,9 @@ class Service:
     async def _stop_loops(self) -> bool:
         """Stop the market loops within the shutdown bound; True if a second signal forced it."""
         self._loops_stop.set()
-        forced = await self._drain(self._loop_tasks)
+        forced = await drain(
+            self._loop_tasks, self.force_exit, self.settings.scheduler.shutdown_timeout
+        )
         self._loop_tasks = []
         for budget in self.budgets.values():
             with contextlib.suppress(*RECOVERABLE):
@@ -271,12 +286,16 @@ class Service:
     async def _main_loop(self) -> int:
         helpers = [
             asyncio.create_task(self.forced.run(), name="forced-refresh"),
-            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.heartbeat.run(self.should_exit), name="heartbeat"),
             asyncio.create_task(self.reporter.tick(self.should_exit), name="status"),
         ]
         interval = watchdog_interval()
         if interval is not None:
-            dog = Watchdog(self.notifier, interval, self._liveness)
+            dog = Watchdog(
+                self.notifier,
+                interval,
+                lambda: liveness(self.loops, self._loop_tasks, self.settings),
+            )
             helpers.append(asyncio.create_task(dog.run(self.should_exit), name="watchdog"))
         self.started.set()
         self.log.info("service.started", markets=[lp.refresher.name for lp in self.loops])
@@ -322,51 +341,14 @@ class Service:
             return exitcodes.FAILURE
         return exitcodes.OK
 
-    async def _drain(self, tasks: list[asyncio.Task[None]]) -> bool:
-        """Let running cycles finish within the bound, then cancel what is left.
-
-        Returns True if a second stop request cut the grace period short.
-        """
-        pending = {t for t in tasks if not t.done()}
-        if not pending:
-            return False
-        force = asyncio.create_task(self.force_exit.wait())
-        deadline = time.monotonic() + self.settings.scheduler.shutdown_timeout
-        while pending and not force.done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            await asyncio.wait(
-                [*pending, force], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            pending = {t for t in pending if not t.done()}
-        forced = force.done()
-        force.cancel()
-        if pending:
-            self.log.warning(
-                "service.abandoning", tasks=sorted(t.get_name() for t in pending), forced=forced
-            )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        return forced
-
     async def _shutdown(self) -> None:
         if self._loop_tasks:
             await self._stop_loops()
-        for send in list(self._sends):
-            send.cancel()
-        await asyncio.gather(*self._sends, return_exceptions=True)
-        if self.sender is not None:
-            self.sender.close()
-            self.sender = None
+        if self.celery is not None:
+            await self.celery.close()
+            self.celery = None
         await self.health.stop()
-        if self._beat_keys:
-            # Say we are gone, so `symbold status` does not show a stale heartbeat.
-            client = self.connection.make_async(decode=False)
-            with contextlib.suppress(*RECOVERABLE):
-                await client.delete(*self._beat_keys)
-            await client.aclose()
+        await self.heartbeat.clear(self.connection)
         self.notifier.close()
         self.log.info("service.stopped")
 
@@ -418,37 +400,33 @@ class Service:
     # -- observing -------------------------------------------------------------------------
 
     def _cycle_done(self, result: CycleResult) -> None:
-        self.telemetry.observe(result)
+        self.outcomes[result.market, result.outcome] += 1
+        if self.telemetry is not None:
+            self.telemetry.observe(result)
         self.reporter.cycled.set()
         self.reporter.publish()
-        self._enqueue_for(result)
+        if self.celery is not None:
+            self.celery.enqueue_for(result, self.loops)
+        if result.outcome == "accepted":
+            # A new snapshot replaced the old one: hand the freed heap back to the OS.
+            trim_heap()
         if self.on_cycle is not None:
             self.on_cycle(result)
 
-    def _enqueue_for(self, result: CycleResult) -> None:
-        """Hand the legacy Celery tasks their events, without waiting for the broker."""
-        if self.sender is None:
-            return
-        celery = self.settings.celery
-        if celery.on_change and result.diff is not None and not result.diff.is_empty:
-            kwargs: dict[str, object] = {
-                "market": result.market,
-                "version": result.version,
-                **result.diff.to_builtins(),
-            }
-            self._spawn_send(celery.on_change, kwargs)
-        elif celery.on_failure and result.outcome in ("error", "rejected"):
-            loop = next((lp for lp in self.loops if lp.refresher.name == result.market), None)
-            held = loop.refresher.held if loop is not None else None
-            stale_age = round(time.time() - held.meta.fetched_at, 1) if held else None
-            kwargs = {"market": result.market, "error": result.reason, "stale_age": stale_age}
-            self._spawn_send(celery.on_failure, kwargs)
+    def _telemetry(self) -> Telemetry:
+        """The Prometheus registry, built on first use and seeded with the outcome counts."""
+        if self.telemetry is None:
+            from daemon.ops.metrics import Telemetry
 
-    def _spawn_send(self, task: str, kwargs: dict[str, object]) -> None:
-        assert self.sender is not None
-        send = asyncio.create_task(self.sender.send(task, kwargs=kwargs), name=f"send-{task}")
-        self._sends.add(send)
-        send.add_done_callback(self._sends.discard)
+            self.telemetry = Telemetry()
+            self.telemetry.track(self.loops, self.budgets)
+            self.telemetry.seed(self.outcomes)
+        return self.telemetry
+
+    @property
+    def sender(self) -> TaskSender | None:
+        """The Celery sender while ``[celery] enabled`` (None otherwise)."""
+        return self.celery.sender if self.celery is not None else None
 
     def freshness(self, now: float | None = None) -> list[Freshness]:
         """Each market's verdict by the one rule (see :class:`Reporter`)."""
@@ -462,56 +440,3 @@ class Service:
     def health_port(self) -> int | None:
         """The port /healthz listens on (None when the endpoint is off)."""
         return self.health.port
-
-    def _liveness(self) -> str | None:
-        """None while the service works; else why the watchdog should stop pinging."""
-        now = time.monotonic()
-        for lp in self.loops:
-            task = next(
-                (t for t in self._loop_tasks if t.get_name() == f"market-{lp.refresher.name}"), None
-            )
-            if task is not None and task.done():
-                return f"market loop {lp.refresher.name} ended"
-            source = lp.refresher.source
-            longest = (
-                len(source.base_urls) * source.timeout_total
-                + 3 * self.settings.redis.socket_timeout
-            )
-            limit = max(longest, self.settings.scheduler.check_interval) + _WEDGE_MARGIN
-            if now - lp.beat > limit:
-                return f"market loop {lp.refresher.name} silent for {now - lp.beat:.0f} s"
-        return None
-
-    async def _heartbeat(self) -> None:
-        """Tell `symbold status` a daemon runs, and when each market refreshes next."""
-        host = socket.gethostname()
-        started = time.time()
-        interval = max(1.0, min(10.0, self.settings.scheduler.check_interval))
-        while not self.should_exit.is_set():
-            client = self._client
-            if client is not None:
-                try:
-                    pipe = client.pipeline(transaction=False)
-                    for lp in self.loops:
-                        if not lp.leading:
-                            continue  # the leader's heartbeat is the one status shows
-                        self._beat_keys.add(lp.refresher.store.keys.daemon)
-                        beat = {
-                            "pid": os.getpid(),
-                            "host": host,
-                            "started_at": round(started, 3),
-                            "next_refresh_at": round(lp.next_at, 3),
-                            "cycles": lp.cycles,
-                        }
-                        pipe.set(
-                            lp.refresher.store.keys.daemon,
-                            msgspec.json.encode(beat),
-                            ex=int(interval * 3) + 1,
-                        )
-                    await pipe.execute()
-                except RECOVERABLE as exc:
-                    self.log.debug(
-                        "redis.unavailable", error=scrub_text(str(exc)), during="heartbeat"
-                    )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.should_exit.wait(), timeout=interval)

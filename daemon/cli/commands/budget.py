@@ -131,9 +131,10 @@ async def _session(config: Config, markets: list[MarketName], args: argparse.Nam
 def handle(config: Config, args: argparse.Namespace) -> int:
     import logging
 
+    from daemon.aio import run_async
     from daemon.budget import BudgetUnavailable
-    from daemon.redis.errors import RECOVERABLE, classify
-    from daemon.refresh.oneshot import run_async
+    from daemon.cli.failures import redis_failure
+    from daemon.redis.errors import RECOVERABLE
 
     markets = chosen_markets(config, args.market)
     # The budget's info lines (limits reread) would interleave with the table or the JSON.
@@ -143,6 +144,4 @@ def handle(config: Config, args: argparse.Namespace) -> int:
         return run_async(_session(config, markets, args))
     except caught as exc:
         cause = exc.__cause__ if isinstance(exc, BudgetUnavailable) else exc
-        problem = classify(cause if cause is not None else exc)
-        print(f"symbold: budget: redis: {problem.message}", file=sys.stderr)
-        return exitcodes.for_problem(problem.kind)
+        return redis_failure(cause if cause is not None else exc, "budget")

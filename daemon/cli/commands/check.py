@@ -78,6 +78,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=handle)
 
 
+# One check's question and answer, as both output formats print it: the rules, the flags, the
+# order's numbers, the verdict, and the nearest valid order (or why there is none). A plain
+# tuple: a NamedTuple class would cost its creation at every `symbold` start.
+_Checked = tuple[
+    "SymbolRules",
+    argparse.Namespace,
+    dict[str, Any],
+    "OrderCheck",
+    "FixedOrder | None",
+    "str | None",
+]
+
+
 def handle(config: Config, args: argparse.Namespace) -> int:
     from daemon.cli.commands.show import load_symbol
     from daemon.rules import NoValidOrder, OrderValueError, check_order, fix_order
@@ -99,10 +112,11 @@ def handle(config: Config, args: argparse.Namespace) -> int:
     except OrderValueError as exc:
         print(f"symbold check: error: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    checked: _Checked = (rules, args, order, result, fixed, fix_error)
     if args.json:
-        _print_json(rules, args, order, result, fixed, fix_error)
+        _print_json(checked)
     else:
-        _print_text(rules, args, order, result, fixed, fix_error)
+        _print_text(checked)
     return exitcodes.OK if result.ok else exitcodes.DATAERR
 
 
@@ -135,14 +149,8 @@ def _unchecked_words(rules: SymbolRules, result: OrderCheck, has_reference: bool
     return ", ".join(words)
 
 
-def _print_text(
-    rules: SymbolRules,
-    args: argparse.Namespace,
-    order: dict[str, Any],
-    result: OrderCheck,
-    fixed: FixedOrder | None,
-    fix_error: str | None,
-) -> None:
+def _print_text(c: _Checked) -> None:
+    rules, args, order, result, fixed, fix_error = c
     asked = {k: v for k, v in order.items() if k != "reference_price"}
     head = f"{rules.symbol} ({rules.market}) {_describe(args.side, args.order_type, asked)}"
     if result.ok:
@@ -163,14 +171,8 @@ def _print_text(
         print(f"no valid order near this one: {fix_error}")
 
 
-def _print_json(
-    rules: SymbolRules,
-    args: argparse.Namespace,
-    order: dict[str, Any],
-    result: OrderCheck,
-    fixed: FixedOrder | None,
-    fix_error: str | None,
-) -> None:
+def _print_json(c: _Checked) -> None:
+    rules, args, order, result, fixed, fix_error = c
     import msgspec
 
     from daemon.cli.commands.show import to_builtins

@@ -32,7 +32,7 @@ def handle(config: Config, args: argparse.Namespace) -> int:
     from daemon.logs import get_logger
 
     require_extras(config.settings)  # ConfigError -> exit 78 before anything starts
-    from daemon.refresh.oneshot import run_async
+    from daemon.aio import run_async
     from daemon.service.lifecycle import Service
 
     get_logger().info(

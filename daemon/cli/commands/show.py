@@ -60,8 +60,9 @@ def load_symbol(config: Config, symbol: str, market: str) -> tuple[SymbolRecord,
     """`symbol`'s record and compiled rules from the snapshot in Redis, or the exit code after
     a one-line message on stderr: 65 no such symbol (or uncompilable filters, or a Redis data
     error), 69 no snapshot or Redis unavailable, 78 Redis refused our credentials."""
+    from daemon.cli.failures import redis_failure
     from daemon.readers import SnapshotMissingError, SymbolReader
-    from daemon.redis.errors import RECOVERABLE, classify
+    from daemon.redis.errors import RECOVERABLE
     from daemon.rules import RulesError, rules_for
 
     try:
@@ -79,10 +80,7 @@ def load_symbol(config: Config, symbol: str, market: str) -> tuple[SymbolRecord,
         )
         return exitcodes.UNAVAILABLE
     except RECOVERABLE as exc:
-        problem = classify(exc)
-        label = {"configuration": "auth", "unavailable": "unreachable", "data": "data error"}
-        print(f"symbold: redis {label[problem.kind]}: {problem.message}", file=sys.stderr)
-        return exitcodes.for_problem(problem.kind)
+        return redis_failure(exc)
     if record is None:
         print(f"symbold: no symbol {symbol} in the {market} snapshot", file=sys.stderr)
         return exitcodes.DATAERR

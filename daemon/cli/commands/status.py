@@ -63,20 +63,14 @@ def handle(config: Config, args: argparse.Namespace) -> int:
     import msgspec
 
     from daemon.aio import run_async
+    from daemon.cli.failures import redis_failure
     from daemon.ops.status import format_status, status_json, verdicts
-    from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
+    from daemon.redis.errors import RECOVERABLE
 
-    label = {
-        ProblemKind.CONFIGURATION: "auth",
-        ProblemKind.UNAVAILABLE: "unreachable",
-        ProblemKind.DATA: "data error",
-    }
     try:
         statuses = run_async(_read(config, chosen_markets(config, args.market)))
     except RECOVERABLE as exc:
-        problem = classify(exc)
-        print(f"symbold: redis {label[problem.kind]}: {problem.message}", file=sys.stderr)
-        return exitcodes.for_problem(problem.kind)
+        return redis_failure(exc)
     now = time.time()
     max_age = config.settings.health.max_age
     if args.json:
