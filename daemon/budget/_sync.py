@@ -302,6 +302,12 @@ class WeightBudget:
             self._counters.add("bans")
             raise Banned(self._ban_until, self.market)
 
+    def forget_ban(self) -> None:
+        """Drop this object's memory of a ban deadline, so that the next :meth:`acquire` asks
+        Redis (which still refuses while ``ban_until`` stands). For a caller that treats the
+        stored key as the only authority: deleting it lifts the ban at once."""
+        self._ban_mono = 0.0
+
     def _remember_ban(self, until: float, now: float) -> None:
         # Known deadline: later acquires of this process raise without asking Redis.
         mono = time.monotonic() + max(0.0, until - now)
@@ -474,6 +480,16 @@ class WeightBudget:
         """Declare that nothing was spent in the current windows (first deployment, tests):
         without it, a budget whose counters are missing writes off the current short windows."""
         self._clients.get().set(self.keys.lost, "0")
+
+    def start_fresh_if_new(self) -> bool:
+        """:meth:`start_fresh`, but only on a Redis where this budget never counted (no
+        ``budget:lost`` marker yet; one SET NX, so counters found missing later are still
+        written off). True when it declared the windows fresh; False when a marker was there
+        or Redis could not be reached (then the normal rules apply)."""
+        try:
+            return bool(self._clients.get().set(self.keys.lost, "0", nx=True))
+        except REDIS_DOWN:
+            return False
 
     def close(self) -> None:
         """Close this loop's connections (call in the loop that used the budget)."""

@@ -208,7 +208,7 @@ class Service:
                 self.log.warning("budget.unavailable", market=name, error=str(exc))
         for name in markets:
             refresher = MarketRefresher.for_market(
-                s, name, client=self._client, session=self._session
+                s, name, client=self._client, session=self._session, budget=self.budgets.get(name)
             )
             old = previous.get(name)
             if old is not None and old.store.keys == refresher.store.keys:
