@@ -3,8 +3,9 @@
 It builds the same :class:`~daemon.refresh.cycle.MarketRefresher` the daemon's loops use, runs one
 cycle per market and closes everything again, so there is exactly one implementation of a
 refresh. Each market's fetch draws from the same shared weight budget as the daemon's (a full
-window or a stored ban: the cycle is skipped, exit 75 for ``symbold refresh``); a market whose
-budget cannot be built is refreshed uncharged, with a warning.
+window or a stored ban: the cycle is skipped, exit 75 for ``symbold refresh``) unless
+``[budget] own_fetches`` is false; a market whose budget cannot be built is refreshed
+uncharged, with a warning.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def _budget(
 ) -> AsyncWeightBudget | None:
     # Building one does no I/O; limits not published yet fall back to the configured or
     # built-in ones, so only a bad [budget] section ends up here.
+    if not settings.budget.own_fetches:
+        return None
     try:
         return AsyncWeightBudget(connection, settings, market=name)
     except (BudgetError, ConfigError) as exc:

@@ -24,6 +24,7 @@ from daemon.contract.keys import market_keys
 from daemon.contract.meta import decode_timestamp
 from daemon.redis.clients import ConnectionConfig
 from daemon.refresh.cycle import MarketRefresher, Outcome, source_config
+from daemon.refresh.oneshot import refresh_markets
 from daemon.upstream.fetch import make_session
 from tests.support.builders import make_settings
 from tests.support.daemon_proc import run_cli
@@ -234,6 +235,26 @@ async def test_deleting_the_stored_ban_lifts_it_for_the_next_cycle(
         result = await ref.refresh_once()
     assert result.outcome is Outcome.ACCEPTED, result
     assert [s.status for s in fake.served()] == [429, 200]
+
+
+@pytest.mark.parametrize("own_fetches", [True, False])
+async def test_one_shot_refresh_charges_its_fetch_unless_own_fetches_is_false(
+    redis_url: str, fake: LimitedBinance, own_fetches: bool
+) -> None:
+    settings = make_settings(fake.url, {"budget.own_fetches": own_fetches})
+    url = parse_redis_url(redis_url, "test")
+    with WeightBudget.from_url(redis_url, settings=settings) as other:
+        other.start_fresh()
+        await _clear_of_window_end()
+        [first] = await refresh_markets(settings, url, ["spot"])
+        assert first.ok, first
+        assert _weight_used(other.usage().windows) == (20 if own_fetches else 0)
+        other.report_limited(429, 30)
+        [banned] = await refresh_markets(settings, url, ["spot"])
+    # Charged or not, a stored deadline is honoured and nothing is sent.
+    assert banned.outcome is Outcome.SKIPPED
+    assert banned.reason == "rate-limit ban"
+    assert len(fake.served()) == 1
 
 
 def test_symbold_refresh_exits_75_when_the_budget_has_no_room(
