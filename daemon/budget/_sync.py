@@ -240,11 +240,9 @@ class WeightBudget:
             if not wait or time.monotonic() + pause > deadline:
                 self._counters.add("denials")
                 self._note("denials")
+                label = out.limit.label if out.limit is not None else ""
                 raise BudgetExhausted(
-                    out.reset_ms / 1000.0,
-                    weight,
-                    out.limit.label if out.limit is not None else "",
-                    self.market,
+                    out.reset_ms / 1000.0, weight, label, self.market, local=out.local
                 )
             self._counters.add("waits")
             self._note("waits")

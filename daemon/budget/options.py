@@ -36,6 +36,7 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,  # maxmemory reached with noeviction: writes refused
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     OSError,

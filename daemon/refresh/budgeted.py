@@ -26,7 +26,10 @@ HTTP attempt. What a caller may rely on:
   ban. `max_wait` defaults to ``[budget] max_wait``; the refresh cycle passes 0 (never wait:
   a full window is a skipped cycle). Redis down under ``fail_closed``
   (:class:`~daemon.budget.BudgetUnavailable`) raises :class:`BudgetDown`, a retryable
-  upstream failure; under ``local`` the per-process share is used.
+  upstream failure; under ``local`` the per-process share is used, and when that share
+  refuses (``BudgetExhausted.local``) the attempt goes out uncharged with a warning: Redis
+  is the problem then, and the cycle must meet it and report it (``redis_down``,
+  ``redis.write_refused``) instead of reporting a full budget.
 - The ban deadline in Redis is the authority: a deadline the budget object only remembers
   from earlier is dropped first (:meth:`~daemon.budget.AsyncWeightBudget.forget_ban`), so
   deleting ``ban_until`` lifts a ban for the daemon as the cycle promises.
@@ -220,7 +223,7 @@ async def fetch_with_budget(
     raise AllHostsFailed(tuple(failures))
 
 
-async def _acquire(budget: AsyncWeightBudget, weight: int, max_wait: float | None) -> Grant:
+async def _acquire(budget: AsyncWeightBudget, weight: int, max_wait: float | None) -> Grant | None:
     try:
         if max_wait is None:
             return await budget.acquire(weight, priority=PRIORITY)
@@ -230,6 +233,15 @@ async def _acquire(budget: AsyncWeightBudget, weight: int, max_wait: float | Non
     except Banned as exc:
         raise FetchDeferred("rate-limit ban", exc.until) from None
     except BudgetExhausted as exc:
+        if exc.local:
+            # The budget cannot use Redis (refusing writes, paused, gone) and its per-process
+            # fallback said no. The cycle would meet the same Redis problem and must report
+            # it (redis_down, redis.write_refused), not hide it behind "budget exhausted".
+            log.warning(
+                "budget %s: Redis unusable and the local share is spent; fetching uncharged",
+                budget.market,
+            )
+            return None
         raise FetchDeferred("weight budget exhausted", exc.reset_at, limit=exc.limit) from None
     except BudgetUnavailable as exc:
         raise BudgetDown(str(exc)) from None

@@ -237,6 +237,27 @@ async def test_deleting_the_stored_ban_lifts_it_for_the_next_cycle(
     assert [s.status for s in fake.served()] == [429, 200]
 
 
+async def test_redis_refusing_writes_is_reported_as_such_not_as_a_full_budget(
+    redis_factory: type[RedisServer], fake: LimitedBinance
+) -> None:
+    """The budget cannot write its counters either; its local fallback writes off the window
+    in which that began. The cycle still fetches and reports the Redis problem itself."""
+    server = redis_factory().start()
+    async with _refresher(server.url, _settings(fake)) as ref:
+        assert ref.budget is not None
+        await ref.budget.start_fresh()
+        assert (await ref.refresh_once()).ok
+        admin = redis.asyncio.Redis.from_url(server.url)
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.config_set("maxmemory", "1")
+        await admin.aclose()
+        result = await ref.refresh_once()
+    assert result.outcome is Outcome.FAILED, result
+    assert result.problem is not None  # a Redis problem, with its kind
+    assert "OOM" in result.reason or "memory" in result.reason
+    assert len(fake.served()) == 2
+
+
 @pytest.mark.parametrize("own_fetches", [True, False])
 async def test_one_shot_refresh_charges_its_fetch_unless_own_fetches_is_false(
     redis_url: str, fake: LimitedBinance, own_fetches: bool
