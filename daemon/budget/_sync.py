@@ -71,8 +71,8 @@ def store_time_offset(client: redis.Redis, key: str, offset_ms: int) -> None:
 def _send_packed(client: redis.Redis, packed: bytes) -> Any:
     # The hot path: the command was encoded once (Plan.packed), so redis-py's per-call
     # argument encoding and option handling are skipped; same pool, same connections, same
-    # health check. No retry here: on a connection error the caller falls back to the
-    # client's own path, which has the configured retry.
+    # health check. No retry here: after a connection error (not a timeout) the caller
+    # falls back to the client's own path, which has the configured retry.
     # Any: the two flavours of redis-py type these calls differently (some untyped).
     pool: Any = client.connection_pool
     conn: Any = pool.get_connection()
@@ -164,8 +164,10 @@ class WeightBudget:
             if packed is not None and isinstance(client, redis.Redis):
                 try:
                     return _send_packed(client, packed)
+                except redis.TimeoutError:
+                    raise  # a whole socket timeout was waited already: the policy decides now
                 except REDIS_DOWN:
-                    pass  # the client's own path below reconnects and retries as configured
+                    pass  # e.g. a stale connection: the client's path reconnects and retries
             return client.execute_command("EVALSHA", *args)  # type: ignore[no-untyped-call]
         except NoScriptError:
             # First use on this server, or it restarted: load and run again.
@@ -269,9 +271,8 @@ class WeightBudget:
         return shared_from(raw)
 
     def forget_ban(self) -> None:
-        """Drop this object's memory of a ban deadline, so that the next :meth:`acquire` asks
-        Redis (which still refuses while ``ban_until`` stands). For a caller that treats the
-        stored key as the only authority: deleting it lifts the ban at once."""
+        """Drop this object's memory of a ban deadline: the next :meth:`acquire` asks Redis
+        (which refuses while ``ban_until`` stands), so deleting the key lifts the ban."""
         self._ban.forget()
 
     def _try(self, plan: Plan, priority: str) -> Attempt:
@@ -432,10 +433,8 @@ class WeightBudget:
         self._clients.get().set(self.keys.lost, "0")
 
     def start_fresh_if_new(self) -> bool:
-        """:meth:`start_fresh`, but only on a Redis where this budget never counted (no
-        ``budget:lost`` marker yet; one SET NX, so counters found missing later are still
-        written off). True when it declared the windows fresh; False when a marker was there
-        or Redis could not be reached (then the normal rules apply)."""
+        """:meth:`start_fresh` only where this budget never counted (no ``budget:lost``
+        marker; one SET NX). True when it did; False when a marker exists or Redis is down."""
         try:
             return bool(self._clients.get().set(self.keys.lost, "0", nx=True))
         except REDIS_DOWN:
