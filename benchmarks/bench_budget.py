@@ -2,8 +2,11 @@
 
 On a private redis-server on a free loopback port, per call, sync and async:
 
-1. a bare PING round trip on the budget's own client (same pool, same connection);
-2. ``acquire(1)`` (one EVALSHA charging REQUEST_WEIGHT; limits far above the load).
+1. a bare PING round trip on the budget's own client (same pool, same connection): the
+   baseline of the target;
+2. ``acquire(1)`` (one EVALSHA charging REQUEST_WEIGHT; limits far above the load);
+3. for comparison only, PING sent the way ``acquire`` sends its command (encoded once,
+   written on a connection of the same pool): what the round trip alone costs on that path.
 
 Round-robin batches, median batch average per call. Then 8 processes each call the sync
 ``acquire(1)`` in a loop for a few seconds; the total rate is reported. Target (reported,
@@ -28,6 +31,7 @@ import redis
 from benchmarks.common import loop_name, private_redis, python_version, run_async, table
 
 BATCH = 200
+PING_PACKED = b"*1\r\n$4\r\nPING\r\n"
 ACQUIRE_MAX_PING = 1.5
 PROCESSES = 8
 # Far above anything the benchmark reaches: every acquire is granted.
@@ -58,6 +62,7 @@ def _prepare(url: str) -> None:
 
 def _bench_sync(url: str, rounds: int, warmup: int) -> dict[str, float]:
     from daemon.budget import WeightBudget
+    from daemon.budget._sync import _send_packed
 
     with WeightBudget.from_url(url) as budget:
         client = budget._clients.get()
@@ -66,6 +71,7 @@ def _bench_sync(url: str, rounds: int, warmup: int) -> dict[str, float]:
         runners: dict[str, Callable[[], None]] = {
             "ping": lambda: [ping() for _ in range(BATCH)] and None,
             "acquire": lambda: [acquire(1) for _ in range(BATCH)] and None,
+            "packed": lambda: [_send_packed(client, PING_PACKED) for _ in range(BATCH)] and None,
         }
         samples: dict[str, list[float]] = {k: [] for k in runners}
         for r in range(warmup + rounds):
@@ -80,6 +86,7 @@ def _bench_sync(url: str, rounds: int, warmup: int) -> dict[str, float]:
 
 async def _bench_async(url: str, rounds: int, warmup: int) -> dict[str, float]:
     from daemon.budget import AsyncWeightBudget
+    from daemon.budget._async import _send_packed
 
     async with AsyncWeightBudget.from_url(url) as budget:
         client = budget._clients.get()
@@ -94,9 +101,14 @@ async def _bench_async(url: str, rounds: int, warmup: int) -> dict[str, float]:
             for _ in range(BATCH):
                 await acquire(1)
 
+        async def run_packed() -> None:
+            for _ in range(BATCH):
+                await _send_packed(client, PING_PACKED)
+
         runners: dict[str, Callable[[], Awaitable[None]]] = {
             "ping": run_ping,
             "acquire": run_acquire,
+            "packed": run_packed,
         }
         samples: dict[str, list[float]] = {k: [] for k in runners}
         for r in range(warmup + rounds):
@@ -160,6 +172,10 @@ def main() -> int:
             [
                 ["PING round trip (same client)", *(f"{results[m]['ping']:.1f}" for m in modes)],
                 ["acquire(1) (1 EVALSHA)", *(f"{results[m]['acquire']:.1f}" for m in modes)],
+                [
+                    "PING pre-encoded (acquire path)",
+                    *(f"{results[m]['packed']:.1f}" for m in modes),
+                ],
             ],
         )
     )
@@ -172,7 +188,9 @@ def main() -> int:
         row.append(f"{ratio:.2f}x {'met' if met else 'MISSED'}")
         if not met:
             missed.append(f"{m} acquire / PING = {ratio:.2f}x")
-    print(table(["ratio", "target", *modes], [row]))
+    info: list[object] = ["acquire / pre-encoded PING", "(info)"]
+    info += [f"{results[m]['acquire'] / results[m]['packed']:.2f}x" for m in modes]
+    print(table(["ratio", "target", *modes], [row, info]))
     print()
     print(
         f"{PROCESSES} processes, sync acquire(1) in a loop for {args.seconds:g} s: "

@@ -26,14 +26,6 @@ from __future__ import annotations
 import logging
 
 from daemon.budget._async import AsyncWeightBudget, store_time_offset
-from daemon.budget._core import (
-    BanReport,
-    BudgetOptions,
-    BudgetStats,
-    BudgetUsage,
-    Grant,
-    WindowUsage,
-)
 from daemon.budget._sync import WeightBudget
 from daemon.budget._sync import store_time_offset as store_time_offset_sync
 from daemon.budget.errors import (
@@ -45,6 +37,8 @@ from daemon.budget.errors import (
 )
 from daemon.budget.keys import BudgetKeys, budget_keys
 from daemon.budget.limits import Limit, parse_rate_limits, rate_limits_json
+from daemon.budget.options import BudgetOptions
+from daemon.budget.results import BanReport, BudgetStats, BudgetUsage, Grant, WindowUsage
 
 logging.getLogger("symbold.budget").addHandler(logging.NullHandler())
 

@@ -6,89 +6,57 @@ from __future__ import annotations
 import asyncio  # unasync: remove
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio  # unasync: remove
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
-from daemon.budget._core import (
+from daemon.budget.errors import Banned, BudgetExhausted, BudgetUnavailable, BudgetValueError
+from daemon.budget.keys import BudgetKeys, budget_keys, check_account
+from daemon.budget.limits import parse_rate_limits, parse_usage_headers
+from daemon.budget.local import BanMemory, LocalLimiter
+from daemon.budget.options import (
+    MAX_OFFSET_MS,
     OFFSET_TTL_MS,
-    PLAN_CACHE_MAX,
-    BanReport,
+    REDIS_DOWN,
+    REDIS_RETRY_S,
     BudgetOptions,
-    BudgetStats,
-    BudgetUsage,
+    Headers,
+    connection_for,
+)
+from daemon.budget.plan import (
     Charge,
-    Counters,
-    Grant,
     LimitTable,
-    LocalLimiter,
     Plan,
+    PlanCache,
     acquire_args,
     ban_args,
+    ban_seconds,
     ban_text,
     jitter_seconds,
-    make_plan,
     observe_args,
     usage_args,
     usage_from,
 )
-from daemon.budget.errors import Banned, BudgetExhausted, BudgetUnavailable, BudgetValueError
-from daemon.budget.keys import BudgetKeys, budget_keys, check_account
-from daemon.budget.limits import (
-    Limit,
-    clamp_ban,
-    find_header,
-    parse_rate_limits,
-    parse_retry_after,
-    parse_usage_headers,
+from daemon.budget.results import (
+    Attempt,
+    BanReport,
+    BudgetStats,
+    BudgetUsage,
+    Counters,
+    Grant,
+    shared_from,
 )
 from daemon.budget.script import BANNED, GRANTED, OFFSET, SCRIPTS_BY_SHA
-from daemon.config.redis_target import parse_redis_url, resolve_redis_url
-from daemon.config.settings import MARKETS, Loaded, Settings, load_settings
+from daemon.config.redis_target import parse_redis_url
+from daemon.config.settings import MARKETS, Loaded, Settings
 from daemon.contract.keys import keys_for, market_keys
 from daemon.redis import clients as connections
 from daemon.redis.clients import ConnectionConfig, check_one_slot
 
 log = logging.getLogger("symbold.budget")
 _make_clients = connections.AsyncClients  # unasync: _make_clients = connections.SyncClient
-
-# Errors that mean "Redis cannot be used now" (the on_redis_down policy applies). Any other
-# Redis error (a script bug, a wrong password) propagates: it is not an outage.
-REDIS_DOWN: tuple[type[BaseException], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    OSError,
-)
-# Counters in ``budget:stats`` (see :meth:`AsyncWeightBudget.shared_stats`).
-SHARED_COUNTERS = ("waits", "denials", "bans_reported")
-# After a failed call, Redis is not tried again for this long (local decisions meanwhile), so
-# an outage does not cost every acquire a connect timeout.
-REDIS_RETRY_S = 0.5
-
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    granted: bool
-    now_ms: int
-    reset_ms: int
-    limit: Limit | None
-    local: bool
-
-
-def _config_for(loaded: Loaded | None) -> tuple[Loaded, ConnectionConfig]:
-    if loaded is None:
-        loaded = load_settings()
-    url = resolve_redis_url(loaded.settings.redis.url, loaded.redis_url_origin, loaded.environ)
-    return loaded, ConnectionConfig(url=url, settings=loaded.settings.redis)
 
 
 async def store_time_offset(client: redis.asyncio.Redis, key: str, offset_ms: int) -> None:
@@ -98,6 +66,26 @@ async def store_time_offset(client: redis.asyncio.Redis, key: str, offset_ms: in
     Redis server's own clock in the same step.
     """
     await client.set(key, str(int(offset_ms)), px=OFFSET_TTL_MS)
+
+
+async def _send_packed(client: redis.asyncio.Redis, packed: bytes) -> Any:
+    # The hot path: the command was encoded once (Plan.packed), so redis-py's per-call
+    # argument encoding and option handling are skipped; same pool, same connections, same
+    # health check. No retry here: after a connection error (not a timeout) the caller
+    # falls back to the client's own path, which has the configured retry.
+    # Any: the two flavours of redis-py type these calls differently (some untyped).
+    pool: Any = client.connection_pool
+    conn: Any = await pool.get_connection()
+    try:
+        await conn.send_packed_command((packed,))
+        return await conn.read_response()
+    except ResponseError:
+        raise  # an error reply was read whole: the connection is clean
+    except BaseException:
+        await conn.disconnect()  # a reply may be left unread on it
+        raise
+    finally:
+        await pool.release(conn)
 
 
 class AsyncWeightBudget:
@@ -139,13 +127,11 @@ class AsyncWeightBudget:
         self.account = check_account(account) if account is not None else None
         self._clients = _make_clients(config, decode=False)
         self._table = LimitTable.build(self.keys, self.options, ())
-        # (weight, priority, orders, account) -> Plan under self._table; cleared with it.
-        self._plans: dict[tuple[int, str, int, str | None], Plan] = {}
+        self._plans = PlanCache(self._table)
         self._limits_due = 0.0
         self._local = LocalLimiter(self.options.expected_processes)
         self._counters = Counters()
-        self._ban_mono = 0.0
-        self._ban_until = 0.0
+        self._ban = BanMemory()
         self._down_until = 0.0
 
     @classmethod
@@ -153,7 +139,7 @@ class AsyncWeightBudget:
         cls, loaded: Loaded | None = None, *, market: str = "spot", account: str | None = None
     ) -> AsyncWeightBudget:
         """A budget on the Redis the daemon uses (same settings file, same URL order)."""
-        loaded, config = _config_for(loaded)
+        loaded, config = connection_for(loaded)
         return cls(config, loaded.settings, market=market, account=account)
 
     @classmethod
@@ -172,9 +158,16 @@ class AsyncWeightBudget:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _eval(self, args: tuple[Any, ...]) -> Any:
+    async def _eval(self, args: tuple[Any, ...], packed: bytes | None = None) -> Any:
         client = self._clients.get()
         try:
+            if packed is not None and isinstance(client, redis.asyncio.Redis):
+                try:
+                    return await _send_packed(client, packed)
+                except redis.TimeoutError:
+                    raise  # a whole socket timeout was waited already: the policy decides now
+                except REDIS_DOWN:
+                    pass  # e.g. a stale connection: the client's path reconnects and retries
             return await client.execute_command("EVALSHA", *args)  # type: ignore[no-untyped-call]
         except NoScriptError:
             # First use on this server, or it restarted: load and run again.
@@ -204,23 +197,8 @@ class AsyncWeightBudget:
                 ", ".join(f"{c.limit.label}={c.limit.limit}" for c in table.caps),
             )
             self._table = table
-            self._plans = {}
+            self._plans = PlanCache(table)
         return table
-
-    def _plan(
-        self, table: LimitTable, weight: int, priority: str, orders: int, account: str | None
-    ) -> Plan:
-        if type(weight) is not int or type(orders) is not int:  # True == 1: no cache hit
-            return make_plan(table, weight, priority, orders, account)
-        key = (weight, priority, orders, account)
-        plan = self._plans.get(key)
-        if plan is None or table is not self._table:
-            plan = make_plan(table, weight, priority, orders, account)
-            if table is self._table:
-                if len(self._plans) >= PLAN_CACHE_MAX:
-                    self._plans.clear()
-                self._plans[key] = plan
-        return plan
 
     def stats(self) -> BudgetStats:
         """Counters of this object: grants, waits, denials, bans, local grants, Redis errors."""
@@ -248,8 +226,10 @@ class AsyncWeightBudget:
         """
         account = account if account is not None else self.account
         table = await self._limits()
-        plan = self._plan(table, weight, priority, orders, account)
-        self._check_local_ban()
+        plan = self._plans.get(table, weight, priority, orders, account)
+        if (banned := self._ban.current()) is not None:
+            self._counters.add("bans")
+            raise Banned(banned, self.market)
         allowed = self.options.max_wait if timeout is None else min(timeout, self.options.max_wait)
         deadline = time.monotonic() + max(0.0, allowed)
         while True:
@@ -262,11 +242,9 @@ class AsyncWeightBudget:
             if not wait or time.monotonic() + pause > deadline:
                 self._counters.add("denials")
                 await self._note("denials")
+                label = out.limit.label if out.limit is not None else ""
                 raise BudgetExhausted(
-                    out.reset_ms / 1000.0,
-                    weight,
-                    out.limit.label if out.limit is not None else "",
-                    self.market,
+                    out.reset_ms / 1000.0, weight, label, self.market, local=out.local
                 )
             self._counters.add("waits")
             await self._note("waits")
@@ -290,34 +268,24 @@ class AsyncWeightBudget:
             raw = await self._clients.get().execute_command("HGETALL", self.keys.stats)  # type: ignore[no-untyped-call]
         except REDIS_DOWN as exc:
             raise BudgetUnavailable(f"budget {self.market}: cannot read counters: {exc}") from exc
-        out = dict.fromkeys(SHARED_COUNTERS, 0)
-        items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-        for name, value in items:
-            key = name.decode() if isinstance(name, bytes) else str(name)
-            out[key] = int(value)
-        return out
+        return shared_from(raw)
 
-    def _check_local_ban(self) -> None:
-        if time.monotonic() < self._ban_mono:
-            self._counters.add("bans")
-            raise Banned(self._ban_until, self.market)
+    def forget_ban(self) -> None:
+        """Drop this object's memory of a ban deadline: the next :meth:`acquire` asks Redis
+        (which refuses while ``ban_until`` stands), so deleting the key lifts the ban."""
+        self._ban.forget()
 
-    def _remember_ban(self, until: float, now: float) -> None:
-        # Known deadline: later acquires of this process raise without asking Redis.
-        mono = time.monotonic() + max(0.0, until - now)
-        if mono > self._ban_mono:
-            self._ban_mono, self._ban_until = mono, until
-
-    async def _try(self, plan: Plan, priority: str) -> _Outcome:
+    async def _try(self, plan: Plan, priority: str) -> Attempt:
         charges = plan.charges
         if self._down_until and time.monotonic() < self._down_until:
             return self._fallback(None, charges, priority)
-        args = plan.args
+        args: tuple[Any, ...] = plan.args
+        packed: bytes | None = plan.packed
         if self._local.active:  # first call after an outage: hand the local spends back
             poison, extra = self._local.handback(charges)
-            args = acquire_args(self.keys, charges, priority, poison, extra)
+            args, packed = acquire_args(self.keys, charges, priority, poison, extra), None
         try:
-            reply = await self._eval(args)
+            reply = await self._eval(args, packed)
         except REDIS_DOWN as exc:
             return self._fallback(exc, charges, priority)
         code, now_ms, reset = int(reply[0]), int(reply[1]), int(reply[2])
@@ -333,17 +301,15 @@ class AsyncWeightBudget:
                 self.market,
             )
         if code == GRANTED:
-            return _Outcome(True, now_ms, 0, None, False)
+            return Attempt(True, now_ms, 0, None, False)
         if code == BANNED:
             until = ban_text(reply[3]) or now_ms / 1000.0
-            self._remember_ban(until, now_ms / 1000.0)
+            self._ban.remember(until, now_ms / 1000.0)
             self._counters.add("bans")
             raise Banned(until, self.market)
-        return _Outcome(False, now_ms, int(reply[3]), charges[int(reply[4]) - 1].caps.limit, False)
+        return Attempt(False, now_ms, int(reply[3]), charges[int(reply[4]) - 1].caps.limit, False)
 
-    def _fallback(
-        self, exc: BaseException | None, charges: list[Charge], priority: str
-    ) -> _Outcome:
+    def _fallback(self, exc: BaseException | None, charges: list[Charge], priority: str) -> Attempt:
         if exc is not None:
             self._counters.add("redis_errors")
             self._down_until = time.monotonic() + REDIS_RETRY_S
@@ -359,11 +325,7 @@ class AsyncWeightBudget:
                 type(exc).__name__ if exc is not None else "recent failure",
                 self.options.expected_processes,
             )
-        ok, now_ms, reset_ms = self._local.try_acquire(charges, priority)
-        blocking = None
-        if not ok:
-            blocking = max(charges, key=lambda c: c.caps.limit.interval_ms).caps.limit
-        return _Outcome(ok, now_ms, reset_ms, blocking, True)
+        return self._local.attempt(charges, priority)
 
     # -- observe and report -----------------------------------------------------------------
 
@@ -407,13 +369,7 @@ class AsyncWeightBudget:
         """:meth:`report_limited`, saying also whether Redis holds the deadline (``stored``)
         and Binance's clock at that moment (``now``), so a caller that keeps its own copy of
         the deadline can derive it from the same figure instead of writing a second one."""
-        if status not in (429, 418):
-            raise BudgetValueError(f"report_limited is for 429/418 answers, got status {status!r}")
-        if headers_or_retry_after is None or isinstance(headers_or_retry_after, int | float | str):
-            retry = parse_retry_after(headers_or_retry_after)
-        else:
-            retry = parse_retry_after(find_header(headers_or_retry_after, "Retry-After"))
-        seconds = clamp_ban(retry if retry is not None else self.options.ban_fallback)
+        seconds = ban_seconds(status, headers_or_retry_after, self.options.ban_fallback)
         self._counters.add("bans_reported")
         await self._note("bans_reported")
         stored = True
@@ -426,7 +382,7 @@ class AsyncWeightBudget:
             now = self._local.now_ms() / 1000.0
             until = now + seconds
             log.warning("budget %s: cannot store the ban in Redis (%s)", self.market, exc)
-        self._remember_ban(until, now)
+        self._ban.remember(until, now)
         log.warning(
             "budget %s: Binance answered %d; no calls until %.3f (%.0f s)",
             self.market,
@@ -460,20 +416,29 @@ class AsyncWeightBudget:
     async def record_server_time(self, server_time_ms: int) -> int:
         """Store Binance's clock offset to the Redis server's (``serverTime`` of a response
         just received, in ms); returns the offset in ms. The daemon calls this after each
-        exchangeInfo fetch; every budget then times windows by Binance's clock."""
+        exchangeInfo fetch; every budget then times windows by Binance's clock. An offset
+        over a day is returned but not stored (not a reading of Binance's clock)."""
         if isinstance(server_time_ms, bool) or not isinstance(server_time_ms, int):
             raise BudgetValueError(f"server_time_ms must be an int, got {server_time_ms!r}")
-        offset = int(
-            await self._eval((OFFSET.sha, 1, self.keys.time_offset, server_time_ms, OFFSET_TTL_MS))
-        )
+        key, ttl = self.keys.time_offset, OFFSET_TTL_MS
+        offset = int(await self._eval((OFFSET.sha, 1, key, server_time_ms, ttl, MAX_OFFSET_MS)))
         if abs(offset) > 60_000:
-            log.warning("budget %s: Binance and Redis clocks differ by %d ms", self.market, offset)
+            kept = "not stored" if abs(offset) > MAX_OFFSET_MS else "stored"
+            log.warning("budget %s: clocks differ by %d ms (%s)", self.market, offset, kept)
         return offset
 
     async def start_fresh(self) -> None:
         """Declare that nothing was spent in the current windows (first deployment, tests):
         without it, a budget whose counters are missing writes off the current short windows."""
         await self._clients.get().set(self.keys.lost, "0")
+
+    async def start_fresh_if_new(self) -> bool:
+        """:meth:`start_fresh` only where this budget never counted (no ``budget:lost``
+        marker; one SET NX). True when it did; False when a marker exists or Redis is down."""
+        try:
+            return bool(await self._clients.get().set(self.keys.lost, "0", nx=True))
+        except REDIS_DOWN:
+            return False
 
     async def aclose(self) -> None:
         """Close this loop's connections (call in the loop that used the budget)."""

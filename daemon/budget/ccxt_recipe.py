@@ -24,6 +24,7 @@ calls on one instance do not mix them up. ccxt itself is not imported here.
 from __future__ import annotations
 
 import contextvars
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -56,6 +57,42 @@ def _hook(exchange: Any) -> None:
     exchange.enableRateLimit = False  # the shared budget replaces ccxt's per-instance throttle
 
 
+@dataclass(slots=True)
+class _Call:
+    """One REST call through the budget: its cost, and the answer ccxt's hook catches while
+    the call runs inside ``with`` (status and headers; none when no answer came)."""
+
+    cost: Cost
+    box: dict[str, Any] = field(default_factory=dict)
+    token: contextvars.Token[dict[str, Any] | None] | None = None
+
+    def __enter__(self) -> _Call:
+        self.token = _answer.set(self.box)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token is not None:
+            _answer.reset(self.token)
+
+    @property
+    def headers(self) -> dict[str, Any] | None:
+        return self.box.get("headers")
+
+    @property
+    def limited(self) -> int | None:
+        """429 or 418 when Binance answered so."""
+        status = self.box.get("status")
+        return status if status in (429, 418) else None
+
+
+def _install(exchange: Any, weights: EndpointWeights | None, default: int) -> tuple[Any, Any]:
+    """Hook `exchange` and return (its own fetch, a function url, method -> :class:`_Call`)."""
+    table = weights or EndpointWeights(default)
+    fetch = exchange.fetch
+    _hook(exchange)
+    return fetch, lambda url, method: _Call(_cost(table, url, method))
+
+
 def use_budget(
     exchange: Any,
     budget: AsyncWeightBudget,
@@ -65,27 +102,22 @@ def use_budget(
     account: str | None = None,
 ) -> None:
     """Route every REST call of an asyncio ccxt exchange through `budget` (see module doc)."""
-    table = weights or EndpointWeights(budget.options.default_weight)
-    fetch = exchange.fetch
-    _hook(exchange)
+    fetch, start = _install(exchange, weights, budget.options.default_weight)
 
     async def budgeted_fetch(
         url: str, method: str = "GET", headers: Any = None, body: Any = None
     ) -> Any:
-        cost = _cost(table, url, method)
-        grant = await budget.acquire(
-            cost.weight, orders=cost.orders, priority=priority, account=account
-        )
-        box: dict[str, Any] = {}
-        token = _answer.set(box)
+        call = start(url, method)
+        w, n = call.cost.weight, call.cost.orders
+        grant = await budget.acquire(w, orders=n, priority=priority, account=account)
         try:
-            return await fetch(url, method, headers, body)
+            with call:
+                return await fetch(url, method, headers, body)
         finally:
-            _answer.reset(token)
-            if "headers" in box:
-                await budget.observe(box["headers"], grant=grant)
-                if box["status"] in (429, 418):
-                    await budget.report_limited(box["status"], box["headers"])
+            if call.headers is not None:
+                await budget.observe(call.headers, grant=grant)
+            if call.limited:
+                await budget.report_limited(call.limited, call.headers)
 
     exchange.fetch = budgeted_fetch
 
@@ -99,22 +131,19 @@ def use_budget_sync(
     account: str | None = None,
 ) -> None:
     """Blocking twin of :func:`use_budget`, for ``ccxt.binance`` and a WeightBudget."""
-    table = weights or EndpointWeights(budget.options.default_weight)
-    fetch = exchange.fetch
-    _hook(exchange)
+    fetch, start = _install(exchange, weights, budget.options.default_weight)
 
     def budgeted_fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-        cost = _cost(table, url, method)
+        call = start(url, method)
+        cost = call.cost
         grant = budget.acquire(cost.weight, orders=cost.orders, priority=priority, account=account)
-        box: dict[str, Any] = {}
-        token = _answer.set(box)
         try:
-            return fetch(url, method, headers, body)
+            with call:
+                return fetch(url, method, headers, body)
         finally:
-            _answer.reset(token)
-            if "headers" in box:
-                budget.observe(box["headers"], grant=grant)
-                if box["status"] in (429, 418):
-                    budget.report_limited(box["status"], box["headers"])
+            if call.headers is not None:
+                budget.observe(call.headers, grant=grant)
+            if call.limited:
+                budget.report_limited(call.limited, call.headers)
 
     exchange.fetch = budgeted_fetch

@@ -24,13 +24,23 @@ class Banned(BudgetError):
 
 class BudgetExhausted(BudgetError):
     """The weight does not fit in the current window and the caller would not (or could no
-    longer) wait. ``reset_at`` is when the blocking window ends, epoch seconds."""
+    longer) wait. ``reset_at`` is when the blocking window ends, epoch seconds. ``local`` is
+    True when the per-process fallback refused it (Redis could not be used)."""
 
-    def __init__(self, reset_at: float, weight: int, limit: str = "", market: str = "") -> None:
+    def __init__(
+        self,
+        reset_at: float,
+        weight: int,
+        limit: str = "",
+        market: str = "",
+        *,
+        local: bool = False,
+    ) -> None:
         self.reset_at = reset_at
         self.weight = weight
         self.limit = limit
         self.market = market
+        self.local = local
         what = f" {limit}" if limit else ""
         super().__init__(
             f"weight {weight} does not fit in the{what} window of {market or 'the budget'}; "

@@ -182,13 +182,16 @@ return out
 """
 )
 
-# KEYS: time_offset; ARGV: Binance server time (ms), ttl (ms)
-# Stores Binance minus Redis time. Reply: the offset (ms).
+# KEYS: time_offset; ARGV: Binance server time (ms), ttl (ms), largest offset stored (ms)
+# Stores Binance minus Redis time unless it is larger than the bound (then the time given is
+# not a reading of Binance's clock: a saved or replayed payload). Reply: the offset (ms).
 OFFSET_SOURCE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local offset = tonumber(ARGV[1]) - now
-redis.call('SET', KEYS[1], string.format('%.0f', offset), 'PX', ARGV[2])
+if math.abs(offset) <= tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], string.format('%.0f', offset), 'PX', ARGV[2])
+end
 return offset
 """
 

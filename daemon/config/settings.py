@@ -268,6 +268,9 @@ class BudgetSettings(_Frozen, frozen=True):
     max_wait: PositiveFloat = 60.0
     # Seconds between rereads of the published rateLimits from the meta hash.
     limits_refresh: PositiveFloat = 30.0
+    # Charge the daemon's own exchangeInfo fetches (symbold run, refresh, the Celery task) to
+    # the budget; false: they are not charged (they still honour a stored 429/418 deadline).
+    own_fetches: bool = True
     # Explicit limits replacing (or adding to) the published ones.
     limits: tuple[BudgetLimitSettings, ...] = ()
     spot: BudgetMarketOverrides = msgspec.field(default_factory=BudgetMarketOverrides)

@@ -21,10 +21,25 @@ HTTP attempt. What a caller may rely on:
   measured to that stored deadline; the caller must not store the ban again. When Redis
   could not take it, the plain ``RateLimited`` is raised and the caller stores it as before.
 - A ban already stored (:class:`~daemon.budget.Banned`) or a budget with no room within
-  ``[budget] max_wait`` (:class:`~daemon.budget.BudgetExhausted`) sends nothing and raises
+  `max_wait` (:class:`~daemon.budget.BudgetExhausted`) sends nothing and raises
   :class:`FetchDeferred` with ``until`` and ``wait``: "skipped, retry at T", like a stored
-  ban. Redis down under ``fail_closed`` (:class:`~daemon.budget.BudgetUnavailable`) raises
-  :class:`BudgetDown`, a retryable upstream failure.
+  ban. `max_wait` defaults to ``[budget] max_wait``; the refresh cycle passes 0 (never wait:
+  a full window is a skipped cycle). Redis down under ``fail_closed``
+  (:class:`~daemon.budget.BudgetUnavailable`) raises :class:`BudgetDown`, a retryable
+  upstream failure; under ``local`` the per-process share is used, and when that share
+  refuses (``BudgetExhausted.local``) the attempt goes out uncharged with a warning: Redis
+  is the problem then, and the cycle must meet it and report it (``redis_down``,
+  ``redis.write_refused``) instead of reporting a full budget.
+- The ban deadline in Redis is the authority: a deadline the budget object only remembers
+  from earlier is dropped first (:meth:`~daemon.budget.AsyncWeightBudget.forget_ban`), so
+  deleting ``ban_until`` lifts a ban for the daemon as the cycle promises.
+- `cold` (nothing is being served: no snapshot in Redis, none in memory): a budget that
+  never counted on this Redis (no ``budget:lost`` marker: a first deployment, or a Redis
+  that lost everything while no daemon held a snapshot) is declared fresh first
+  (:meth:`~daemon.budget.AsyncWeightBudget.start_fresh_if_new`) instead of writing off the
+  current minute, so a first start publishes at once and keeps refreshing. A budget with a
+  marker keeps every rule: a daemon holding a snapshot when Redis comes back empty skips
+  fetches for the rest of the written-off window and republishes what it holds.
 - With ``budget=None`` it is exactly ``fetch``. Budget bookkeeping after an answer
   (observe, the clock) never turns a good fetch into a failure: Redis errors there are logged.
 
@@ -165,18 +180,27 @@ def server_time_ms(body: bytes, headers: Headers = ()) -> int | None:
 
 
 async def fetch_with_budget(
-    budget: AsyncWeightBudget | None, session: aiohttp.ClientSession, cfg: SourceConfig
+    budget: AsyncWeightBudget | None,
+    session: aiohttp.ClientSession,
+    cfg: SourceConfig,
+    *,
+    max_wait: float | None = None,
+    cold: bool = False,
 ) -> FetchResult:
     """Fetch exchangeInfo as :func:`~daemon.upstream.fetch.fetch` does, charging each HTTP
-    attempt to `budget` (see the module docstring for every rule)."""
+    attempt to `budget`; wait at most `max_wait` seconds for room (default ``[budget]
+    max_wait``; 0: not at all). See the module docstring for every rule."""
     if budget is None:
         return await fetch(session, cfg)
     weight = endpoint_weight(cfg, budget.options.default_weight)
+    budget.forget_ban()
+    if cold:
+        await budget.start_fresh_if_new()
     failures: list[HostFailure] = []
     for base in cfg.base_urls:
         one = dataclasses.replace(cfg, base_urls=(base,))
         http = not _is_file(base)
-        grant = await _acquire(budget, weight) if http else None
+        grant = await _acquire(budget, weight, max_wait) if http else None
         try:
             result = await fetch(session, one)
         except AllHostsFailed as err:  # this one host failed in a way worth the next one
@@ -199,12 +223,25 @@ async def fetch_with_budget(
     raise AllHostsFailed(tuple(failures))
 
 
-async def _acquire(budget: AsyncWeightBudget, weight: int) -> Grant:
+async def _acquire(budget: AsyncWeightBudget, weight: int, max_wait: float | None) -> Grant | None:
     try:
-        return await budget.acquire(weight, priority=PRIORITY)
+        if max_wait is None:
+            return await budget.acquire(weight, priority=PRIORITY)
+        return await budget.acquire(
+            weight, priority=PRIORITY, wait=max_wait > 0, timeout=max(0.0, max_wait)
+        )
     except Banned as exc:
         raise FetchDeferred("rate-limit ban", exc.until) from None
     except BudgetExhausted as exc:
+        if exc.local:
+            # The budget cannot use Redis (refusing writes, paused, gone) and its per-process
+            # fallback said no. The cycle would meet the same Redis problem and must report
+            # it (redis_down, redis.write_refused), not hide it behind "budget exhausted".
+            log.warning(
+                "budget %s: Redis unusable and the local share is spent; fetching uncharged",
+                budget.market,
+            )
+            return None
         raise FetchDeferred("weight budget exhausted", exc.reset_at, limit=exc.limit) from None
     except BudgetUnavailable as exc:
         raise BudgetDown(str(exc)) from None

@@ -32,6 +32,7 @@ import aiohttp
 import redis
 import redis.asyncio
 
+from daemon.budget import AsyncWeightBudget
 from daemon.config.settings import (
     GuardSettings,
     MarketName,
@@ -45,6 +46,7 @@ from daemon.contract.meta import HeldRow, SnapshotMeta
 from daemon.contract.record import SymbolRecord
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
+from daemon.refresh.budgeted import FetchDeferred, SharedBan, fetch_with_budget
 from daemon.snapshot import diff as snapshot_diff
 from daemon.snapshot import listing, normalize, payload
 from daemon.snapshot.guards import ShrinkStreak, judge
@@ -64,7 +66,6 @@ from daemon.upstream.fetch import (
     RateLimited,
     SourceConfig,
     UpstreamError,
-    fetch,
 )
 
 
@@ -161,8 +162,11 @@ class MarketRefresher:
         client: redis.asyncio.Redis,
         session: aiohttp.ClientSession,
         eviction: str = "warn",
+        budget: AsyncWeightBudget | None = None,
     ) -> None:
         self.name = name
+        # The market's shared request-weight budget; None: fetches are not charged.
+        self.budget = budget
         self.eviction = eviction
         self.eviction_policy: str | None = None
         self._eviction_checked = -math.inf
@@ -198,6 +202,7 @@ class MarketRefresher:
         session: aiohttp.ClientSession,
         market: MarketSettings | None = None,
         keys: MarketKeys | None = None,
+        budget: AsyncWeightBudget | None = None,
     ) -> MarketRefresher:
         """The refresher of market `name` under `settings` (`market` and `keys` override the
         settings' own, e.g. for a benchmark's private key prefix)."""
@@ -211,6 +216,7 @@ class MarketRefresher:
             client=client,
             session=session,
             eviction=settings.redis.eviction,
+            budget=budget,
         )
 
     async def refresh_once(self) -> CycleResult:
@@ -248,15 +254,17 @@ class MarketRefresher:
         ban = self._shared_ban(state, now)
         if ban > now:
             self.ban_until = ban
-            try:
-                await self._keep_serving(state)
-            except RECOVERABLE as exc:
-                return self._redis_failed(exc, started)
-            self.log.warning("refresh.skipped", reason="rate-limit ban", wait_s=round(ban - now, 1))
-            return CycleResult(self.name, Outcome.SKIPPED, reason="rate-limit ban", wait=ban - now)
+            return await self._skipped("rate-limit ban", ban - now, state, started)
 
         try:
-            fetched = await fetch(self.session, self.source)
+            # Never wait for the budget inside a cycle: a full window is a skipped cycle.
+            # Nothing served at all: a budget new to this Redis starts fresh (first start).
+            cold = self.held is None and not (state.has_symbols or state.has_last_good)
+            fetched = await fetch_with_budget(
+                self.budget, self.session, self.source, max_wait=0.0, cold=cold
+            )
+        except FetchDeferred as deferred:  # the shared budget says not now: nothing was sent
+            return await self._skipped(deferred.reason, deferred.wait, state, started)
         except UpstreamError as err:
             if err.used_weight is not None:
                 self.used_weight = err.used_weight
@@ -269,6 +277,16 @@ class MarketRefresher:
         except RECOVERABLE as exc:
             return self._redis_failed(exc, started)
         return result
+
+    async def _skipped(
+        self, reason: str, wait: float, state: StoredState, started: float
+    ) -> CycleResult:
+        try:
+            await self._keep_serving(state)
+        except RECOVERABLE as exc:
+            return self._redis_failed(exc, started)
+        self.log.warning("refresh.skipped", reason=reason, wait_s=round(wait, 1))
+        return CycleResult(self.name, Outcome.SKIPPED, reason=reason, wait=wait)
 
     def _shared_ban(self, state: StoredState, now: float) -> float:
         """The ban deadline to honour: the stored one, re-read every cycle (so deleting the key
@@ -566,7 +584,7 @@ class MarketRefresher:
             permanent=permanent,
         )
         try:
-            if isinstance(err, RateLimited):
+            if isinstance(err, RateLimited) and not isinstance(err, SharedBan):
                 self._ban_unsaved = True
                 await self.store.set_ban(self.ban_until)
                 self._ban_unsaved = False

@@ -221,8 +221,9 @@ class Service:
             except (BudgetError, ConfigError) as exc:
                 self.log.warning("budget.unavailable", market=name, error=str(exc))
         for name in markets:
+            budget = self.budgets.get(name) if s.budget.own_fetches else None
             refresher = MarketRefresher.for_market(
-                s, name, client=self._client, session=self._session
+                s, name, client=self._client, session=self._session, budget=budget
             )
             old = previous.get(name)
             if old is not None and old.store.keys == refresher.store.keys:

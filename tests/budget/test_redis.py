@@ -90,6 +90,15 @@ def test_time_offset_moves_the_windows(budget: WeightBudget) -> None:
     assert budget.usage().now > usage.now + 3590
 
 
+def test_a_server_time_days_away_is_not_stored(budget: WeightBudget) -> None:
+    """A saved or replayed payload's serverTime is no reading of Binance's clock: it must not
+    shift every process's windows by years."""
+    usage = budget.usage()
+    offset = budget.record_server_time(1_700_000_000_000)  # a fixed time, years ago
+    assert offset < -86_400_000
+    assert budget.usage().now == pytest.approx(usage.now, abs=60)
+
+
 def test_waiting_acquire_returns_after_the_window_rolls(redis_url: str) -> None:
     import redis
 

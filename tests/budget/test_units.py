@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from daemon.budget._core import BudgetOptions, LimitTable, check_request
 from daemon.budget.errors import BudgetValueError
 from daemon.budget.keys import budget_keys
 from daemon.budget.limits import (
@@ -23,6 +22,8 @@ from daemon.budget.limits import (
     window_end,
     window_start,
 )
+from daemon.budget.options import BudgetOptions
+from daemon.budget.plan import LimitTable, check_request
 from daemon.budget.weights import EndpointWeights
 from daemon.config.settings import ConfigError, load_settings
 from daemon.contract.keys import market_keys
