@@ -123,7 +123,10 @@ class Reporter:
 
     async def _look_in_redis(self, markets: set[str]) -> None:
         for lp in self.loops():
-            if lp.refresher.name not in markets:
+            # A cycle in flight may already have written Redis without holding the snapshot
+            # yet; its end sets `cycled`, so wait for it rather than announce a snapshot
+            # this process cannot describe.
+            if lp.refresher.name not in markets or not lp.idle.is_set():
                 continue
             with contextlib.suppress(TimeoutError, *RECOVERABLE):
                 at = await asyncio.wait_for(lp.refresher.store.refreshed_at(), _LOOK_TIMEOUT)

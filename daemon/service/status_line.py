@@ -16,8 +16,11 @@ def market_text(
 ) -> str:
     """One market's part of the line (pure)."""
     name = verdict.market
-    if verdict.age is None or count is None:
+    if verdict.age is None:
         text = f"{name}: no snapshot yet, {verdict.word}"
+    elif count is None:
+        # Fresh in Redis (another daemon's, or ours from before a restart), not held here.
+        text = f"{name}: snapshot in Redis, {duration(verdict.age)} old, {verdict.word}"
     else:
         text = f"{name}: {count} symbols, {duration(verdict.age)} old, {verdict.word}"
         if not verdict.fresh:
