@@ -25,8 +25,6 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 
 import aiohttp
 import redis
@@ -44,7 +42,9 @@ from daemon.contract.keys import MarketKeys, keys_for
 from daemon.contract.meta import HeldRow, SnapshotMeta
 from daemon.contract.record import SymbolRecord
 from daemon.logs import get_logger, scrub_text
-from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
+from daemon.redis.errors import RECOVERABLE, ProblemKind
+from daemon.refresh.report import log_held, redis_failed
+from daemon.refresh.result import CycleResult, Outcome, source_config
 from daemon.snapshot import diff as snapshot_diff
 from daemon.snapshot import listing, normalize, payload
 from daemon.snapshot.guards import ShrinkStreak, judge
@@ -62,84 +62,17 @@ from daemon.snapshot.store import (
 from daemon.upstream.fetch import (
     FetchResult,
     RateLimited,
-    SourceConfig,
     UpstreamError,
     fetch,
 )
 
-
-class Outcome(StrEnum):
-    """What one cycle did: exactly one of these."""
-
-    ACCEPTED = "accepted"  # a new snapshot was written
-    UNCHANGED = "unchanged"  # the reply matched what Redis holds; the snapshot is current
-    REJECTED = "rejected"  # a guard held the reply back (malformed, empty, shrunk)
-    FAILED = "error"  # upstream or Redis failed; `problem` is set when it was Redis
-    SKIPPED = "skipped"  # not attempted: a rate-limit ban (`wait`) or a cycle already running
-    FENCED = "fenced"  # another daemon holds the market's lease; Redis refused our write
-
+# The result types live in daemon.refresh.result; callers may keep importing them from here.
+__all__ = ["CycleResult", "MarketRefresher", "Outcome", "source_config"]
 
 # Log when the used request weight passes this share of the announced limit.
 WEIGHT_WARN_SHARE = 0.8
 # How often (seconds) a cycle asks INFO for the eviction policy (the first cycle always does).
 EVICTION_CHECK_INTERVAL = 30.0
-# Held rows named in one log line (all of them are in meta's held_rows).
-_HELD_LOGGED = 20
-
-
-@dataclass(frozen=True, slots=True)
-class CycleResult:
-    """What one cycle did: `outcome`, plus for a Redis failure the :class:`ProblemKind`.
-
-    `accepted` and `unchanged` both mean the snapshot is current (`ok`).
-    """
-
-    market: str
-    outcome: Outcome
-    reason: str = ""
-    version: str | None = None
-    count: int = 0
-    listed: int = 0
-    duration_ms: float = 0.0
-    # Seconds until a rate-limit ban ends (the scheduler waits at least that long).
-    wait: float | None = None
-    # A failed cycle: whether trying again soon may help (403/451 upstream say no).
-    retryable: bool = True
-    # A failed cycle caused by Redis: what kind of problem (daemon.redis.errors).
-    problem: ProblemKind | None = None
-    # What changed, when an accepted snapshot replaced a different one.
-    diff: snapshot_diff.SnapshotDiff | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in (Outcome.ACCEPTED, Outcome.UNCHANGED)
-
-    @property
-    def redis_down(self) -> bool:
-        """The cycle failed because of Redis (of any problem kind)."""
-        return self.problem is not None
-
-    @property
-    def permanent(self) -> bool:
-        """A failure that retrying soon will not fix."""
-        return not self.retryable
-
-    @property
-    def fenced(self) -> bool:
-        return self.outcome is Outcome.FENCED
-
-
-def source_config(market: MarketSettings, upstream: UpstreamSettings) -> SourceConfig:
-    """The fetcher's view of a market's settings."""
-    return SourceConfig(
-        base_urls=tuple(market.base_urls),
-        path=market.path,
-        timeout_total=upstream.timeout_total,
-        timeout_connect=upstream.timeout_connect,
-        timeout_read=upstream.timeout_read,
-        max_body_bytes=upstream.max_body_bytes,
-        user_agent=upstream.user_agent,
-    )
 
 
 class MarketRefresher:
@@ -238,7 +171,7 @@ class MarketRefresher:
             state = await self.store.read_state()
             refused = await self._check_eviction()
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         if refused is not None:
             return refused
         if state.wrong_types and not state.repair_requested:
@@ -251,7 +184,7 @@ class MarketRefresher:
             try:
                 await self._keep_serving(state)
             except RECOVERABLE as exc:
-                return self._redis_failed(exc, started)
+                return redis_failed(self.log, self.name, exc, started)
             self.log.warning("refresh.skipped", reason="rate-limit ban", wait_s=round(ban - now, 1))
             return CycleResult(self.name, Outcome.SKIPPED, reason="rate-limit ban", wait=ban - now)
 
@@ -267,7 +200,7 @@ class MarketRefresher:
         try:
             result = await self._accept_or_reject(fetched, state, started)
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         return result
 
     def _shared_ban(self, state: StoredState, now: float) -> float:
@@ -335,7 +268,7 @@ class MarketRefresher:
         try:
             await self.store.mark_corrupt(wrong)
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         return CycleResult(
             self.name,
             Outcome.FAILED,
@@ -384,7 +317,7 @@ class MarketRefresher:
                 confirm=self.guards.confirm_shrink,
             )
             held_rows = kept.verdicts.held
-            self._log_held(kept.verdicts.held, kept.verdicts.confirmed)
+            log_held(self.log, kept.verdicts.held, kept.verdicts.confirmed)
             if held_rows:
                 names = {row.symbol for row in held_rows}
                 statuses = self.market.list_statuses
@@ -502,23 +435,6 @@ class MarketRefresher:
         )
         return listing.build_snapshot(records, listed, encoded)
 
-    def _log_held(self, held: tuple[HeldRow, ...], confirmed: tuple[HeldRow, ...]) -> None:
-        if held:
-            self.log.warning(
-                "refresh.rows_held",
-                held=len(held),
-                rows=[f"{row.symbol}: {row.reason} ({row.seen} seen)" for row in held][
-                    :_HELD_LOGGED
-                ],
-                action="serving the previous row for each",
-            )
-        if confirmed:
-            self.log.error(
-                "refresh.rows_confirmed",
-                confirmed=len(confirmed),
-                rows=[f"{row.symbol}: {row.reason}" for row in confirmed][:_HELD_LOGGED],
-            )
-
     async def _reject(
         self,
         reason: str,
@@ -573,38 +489,13 @@ class MarketRefresher:
             await self.store.record_failure(outcome="error", error=message, token=new_token())
             await self._keep_serving(state)
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         return CycleResult(
             self.name,
             Outcome.FAILED,
             reason=message,
             wait=wait,
             retryable=not permanent,
-            duration_ms=(time.perf_counter() - started) * 1000.0,
-        )
-
-    def _redis_failed(self, exc: BaseException, started: float) -> CycleResult:
-        problem = classify(exc)
-        if problem.kind is ProblemKind.CONFIGURATION:
-            # Wrong password or an ACL refusal: a person has to act, retrying cannot fix it.
-            self.log.error(
-                "redis.auth_failed",
-                error=problem.message,
-                reason=problem.reason,
-                action="fix the Redis credentials or ACL",
-            )
-        elif problem.reason in ("readonly", "oom"):
-            # Reachable, but refusing writes (a replica after failover, maxmemory noeviction).
-            self.log.error("redis.write_refused", error=problem.message)
-        elif problem.kind is ProblemKind.DATA:
-            self.log.error("redis.bad_data", error=problem.message, reason=problem.reason)
-        else:
-            self.log.warning("redis.unavailable", error=problem.message)
-        return CycleResult(
-            self.name,
-            Outcome.FAILED,
-            reason=f"redis: {problem.message}",
-            problem=problem.kind,
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
 

@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import WatchError
 
 from daemon.contract.keys import MarketKeys
 from daemon.contract.meta import (
-    HeldRow,
     MetaError,
-    MetaFields,
     SnapshotMeta,
     decode_timestamp,
     encode_timestamp,
@@ -47,6 +43,26 @@ from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
 from daemon.snapshot.listing import SnapshotBlobs
+from daemon.snapshot.state import (
+    HeldSnapshot,
+    SnapshotCorrupt,
+    StoredState,
+    evicts,
+    new_token,
+    read_state,
+)
+
+# The shared types live in daemon.snapshot.state; they stay importable from here.
+__all__ = [
+    "MAX_BAN",
+    "ONCE_KEEP",
+    "HeldSnapshot",
+    "SnapshotCorrupt",
+    "SnapshotStore",
+    "StoredState",
+    "evicts",
+    "new_token",
+]
 
 # Count one event exactly once: the token is in the set only if this event was counted already.
 # The set keeps the newest ONCE_KEEP tokens: a retried transaction is re-sent within seconds,
@@ -76,72 +92,16 @@ _WATCH_RETRIES = 3
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True, slots=True)
-class StoredState:
-    """What Redis holds for a market, read in one round trip before a cycle."""
-
-    version: str | None
-    listed: int | None
-    streak: ShrinkStreak
-    has_symbols: bool
-    has_last_good: bool
-    has_by_symbol: bool
-    ban_until: float | None
-    server_time: int | None = None
-    # Keys holding a type the store never writes: key name -> the type found.
-    wrong_types: Mapping[str, str] = field(default_factory=dict)
-    # A previous cycle found wrong-type keys and asked for a full rewrite (see mark_corrupt).
-    repair_requested: bool = False
-    # Rows the last commit held back (kept serving the previous row), with their streaks.
-    held_rows: tuple[HeldRow, ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        return self.has_symbols and self.has_last_good and self.has_by_symbol
-
-
-# The meta fields a cycle needs before it starts (see read_state).
-_STATE_FIELDS = ("version", "listed", "shrink_version", "shrink_count", "server_time", "held_rows")
-_REPAIR_TTL = 7 * 24 * 3600
+def _mapping(fields: Mapping[str, Any]) -> Any:
+    # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
+    return fields
 
 
 class _NotPrevious(Exception):
     """Redis does not hold the snapshot an incremental write was based on."""
 
 
-class SnapshotCorrupt(Exception):
-    """A snapshot key holds a type the store never writes (e.g. ``by_symbol`` is a list).
-
-    Nothing was written. ``keys`` names each such key with what it holds. Not a Redis error:
-    Redis is reachable and answered; its data is wrong. :meth:`SnapshotStore.commit` with
-    ``repair=True`` replaces those keys.
-    """
-
-    def __init__(self, keys: Mapping[str, str]) -> None:
-        self.keys = dict(keys)
-        shown = ", ".join(f"{name} is a {kind}" for name, kind in sorted(self.keys.items()))
-        super().__init__(f"snapshot keys of the wrong type: {shown}")
-
-
-def _is_wrongtype(exc: BaseException) -> bool:
-    # A pipeline wraps it: "Command # 1 (HMGET ...) of pipeline caused error: (WRONGTYPE ...".
-    return isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc)
-
-
-def evicts(policy: str) -> bool:
-    """Whether Redis may evict snapshot keys under ``maxmemory-policy`` `policy`: every
-    ``allkeys-*`` policy, and every ``volatile-*`` one (``symbols`` has a TTL)."""
-    return policy.startswith(("allkeys-", "volatile-"))
-
-
-def new_token() -> str:
-    """A one-time token for an event to be counted (create it before the first attempt)."""
-    return uuid.uuid4().hex
-
-
-def _mapping(fields: Mapping[str, Any]) -> Any:
-    # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
-    return fields
+_REPAIR_TTL = 7 * 24 * 3600
 
 
 class SnapshotStore:
@@ -204,76 +164,8 @@ class SnapshotStore:
 
     async def read_state(self) -> StoredState:
         """One non-transactional round trip: meta fields, key existence and types, the ban
-        deadline, a pending repair. A key of the wrong type does not make it fail: it is
-        reported in ``wrong_types`` (and reads as absent)."""
-        k = self.keys
-        expected = self.expected_types()
-        try:
-            replies = await self._state_replies(expected, set())
-        except ResponseError as exc:
-            if not _is_wrongtype(exc):
-                raise
-            # Rare: learn which keys are of the wrong type, then read around them. (Errors
-            # are not returned in place: a cluster pipeline retries a moved or failed node
-            # only when it may raise.)
-            names = [*expected, k.ban_until]
-            kinds = await self._types(names)
-            skip = {
-                name
-                for name, kind in zip(names, kinds, strict=True)
-                if kind not in ("none", expected.get(name, "string"))
-            }
-            replies = await self._state_replies(expected, skip)
-        values, has_sym, has_lg, has_bs, ban, repair = replies[:6]
-        wrong: dict[str, str] = {}
-        for (name, want), kind in zip(expected.items(), replies[6:], strict=True):
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-            if kind not in ("none", want):
-                wrong[name] = kind
-        meta = MetaFields.from_hash(dict(zip(_STATE_FIELDS, values, strict=True)))
-        return StoredState(
-            version=meta.version,
-            listed=meta.listed,
-            streak=ShrinkStreak(version=meta.shrink_version, count=meta.shrink_count),
-            has_symbols=bool(has_sym) and k.symbols not in wrong,
-            has_last_good=bool(has_lg) and k.last_good not in wrong,
-            has_by_symbol=bool(has_bs) and k.by_symbol not in wrong,
-            ban_until=decode_timestamp(ban),
-            server_time=meta.server_time,
-            held_rows=meta.held_rows,
-            wrong_types=wrong,
-            repair_requested=bool(repair),
-        )
-
-    async def _state_replies(self, expected: Mapping[str, str], skip: set[str]) -> list[Any]:
-        k = self.keys
-        pipe = self.client.pipeline(transaction=False)
-        if k.meta in skip:
-            pipe.echo(b"")  # a placeholder keeps the reply positions
-        else:
-            pipe.hmget(k.meta, _STATE_FIELDS)
-        pipe.exists(k.symbols)
-        pipe.exists(k.last_good)
-        pipe.exists(k.by_symbol)
-        if k.ban_until in skip:
-            pipe.echo(b"")
-        else:
-            pipe.get(k.ban_until)
-        pipe.exists(self.repair_key)
-        for name in expected:
-            pipe.type(name)
-        replies: list[Any] = await pipe.execute()
-        if k.meta in skip:
-            replies[0] = [None] * len(_STATE_FIELDS)
-        if k.ban_until in skip:
-            replies[4] = None
-        return replies
-
-    async def _types(self, names: list[str]) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.type(name)
-        return [t.decode() if isinstance(t, bytes) else str(t) for t in await pipe.execute()]
+        deadline, a pending repair (see :func:`daemon.snapshot.state.read_state`)."""
+        return await read_state(self.client, self.keys, self.expected_types(), self.repair_key)
 
     async def mark_corrupt(self, wrong: Mapping[str, str]) -> None:
         """Ask the next commit (of this or any other process) for a full rewrite that
@@ -576,11 +468,3 @@ class SnapshotStore:
         until = min(until, now + MAX_BAN) if not math.isnan(until) else now
         ttl_ms = max(1, int((until - now) * 1000))
         await self.client.set(self.keys.ban_until, encode_timestamp(until), px=ttl_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class HeldSnapshot:
-    """The last accepted snapshot, kept in memory to republish if Redis loses it."""
-
-    blobs: SnapshotBlobs
-    meta: SnapshotMeta

@@ -28,17 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
 import io
 import math
 import os
-import random
-import re
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Final
 
 import aiohttp
@@ -46,7 +42,31 @@ from aiohttp import hdrs
 from aiohttp.http_exceptions import ContentEncodingError, ContentLengthError, TransferEncodingError
 from yarl import URL
 
-from daemon.redaction import redact_endpoint
+from daemon.upstream.errors import (
+    AllHostsFailed,
+    BadBody,
+    BodyTooLarge,
+    FileSourceError,
+    Forbidden,
+    HostFailure,
+    LegalRestriction,
+    RateLimited,
+    ServerError,
+    TransportError,
+    UnexpectedStatus,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from daemon.upstream.headers import (
+    MAX_RETRY_AFTER,
+    USED_WEIGHT_HEADER,
+    banned_until,
+    parse_retry_after,
+    parse_used_weight,
+    redact_url,
+    retry_delay,
+    snippet_text,
+)
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -78,21 +98,9 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 """Default cap on a body after decompression. A full modern spot reply is about 17 MB."""
 
-MAX_RETRY_AFTER: Final = 3 * 24 * 3600.0
-"""Longest wait we honour: Binance IP bans escalate up to 3 days."""
-
-USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
-
 _CHUNK: Final = 64 * 1024
 _ERROR_SNIPPET_BYTES: Final = 2048
-_ERROR_SNIPPET_CHARS: Final = 200
 _ERROR_SNIPPET_WAIT: Final = 1.0
-_DELAY_SECONDS: Final = re.compile(r"\d{1,15}(\.\d{1,9})?")
-_WEIGHT: Final = re.compile(r"\d{1,15}")
-# Binance's 418 body: "... IP banned until 1694185561976. Please use WebSocket Streams ..."
-_BANNED_UNTIL: Final = re.compile(rb"banned until (\d{12,14})")
-
-
 # --------------------------------------------------------------------------------------------
 # configuration and results
 
@@ -133,18 +141,6 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class HostFailure:
-    """Why one base URL failed: enough to log, no traceback or body kept alive."""
-
-    url: str
-    kind: str
-    message: str
-    retryable: bool
-    status: int | None
-    elapsed_ms: float
-
-
-@dataclass(frozen=True, slots=True)
 class FetchResult:
     """A successful fetch.
 
@@ -160,222 +156,6 @@ class FetchResult:
     used_weight: int | None
     elapsed_ms: float
     attempts: tuple[HostFailure, ...] = ()
-
-
-# --------------------------------------------------------------------------------------------
-# errors
-
-
-class UpstreamError(Exception):
-    """Base of every error ``fetch`` raises.
-
-    ``kind``: short stable name (see subclasses); ``retryable``: a later attempt may succeed;
-    ``next_host``: whether ``fetch`` moves on to the next base URL after it (internal policy,
-    exposed for transparency); ``attempts``: hosts that failed before this one, when ``fetch``
-    stopped early on this error.
-    """
-
-    kind: str = "upstream"
-    retryable: bool = True
-    next_host: bool = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str | None = None,
-        status: int | None = None,
-        used_weight: int | None = None,
-        kind: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.url = url
-        self.status = status
-        self.used_weight = used_weight
-        if kind is not None:
-            self.kind = kind
-        self.attempts: tuple[HostFailure, ...] = ()
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class TransportError(UpstreamError):
-    """Could not connect, or the connection broke before a response (kind ``connection``)."""
-
-    kind = "connection"
-
-
-class UpstreamTimeout(TransportError):
-    """Connect, read or total timeout (kind ``timeout``)."""
-
-    kind = "timeout"
-
-
-class ServerError(UpstreamError):
-    """A 5xx from Binance or a proxy in front of it (kind ``server_error``)."""
-
-    kind = "server_error"
-
-
-class UnexpectedStatus(UpstreamError):
-    """Any other non-200 status (3xx, 404, ...): most likely a wrong URL (kind ``http_status``)."""
-
-    kind = "http_status"
-    retryable = False
-
-
-class BadBody(UpstreamError):
-    """The body did not arrive intact: kind ``truncated`` or ``bad_encoding`` (corrupt gzip)."""
-
-    kind = "bad_body"
-
-
-class BodyTooLarge(UpstreamError):
-    """The body grew past ``max_body_bytes`` (kind ``body_too_large``): raise the cap or alert."""
-
-    kind = "body_too_large"
-    retryable = False
-    # Every host serves the same payload: if it outgrew the cap on one, it has on all, and each
-    # further try would download up to the cap again.
-    next_host = False
-
-
-class FileSourceError(UpstreamError):
-    """A ``file:`` URL could not be read (kind ``file``)."""
-
-    kind = "file"
-    retryable = False
-
-
-class RateLimited(UpstreamError):
-    """429 (kind ``rate_limited``) or 418 IP ban (kind ``banned``).
-
-    ``retry_after``: seconds to wait, from ``Retry-After`` or, failing that, the "banned until"
-    time in a Binance error body; clamped to 0..``MAX_RETRY_AFTER``; None if neither said.
-    Limits are per IP, so ``fetch`` does not try the other hosts.
-    """
-
-    kind = "rate_limited"
-    next_host = False
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str | None,
-        status: int,
-        used_weight: int | None,
-        retry_after: float | None,
-    ) -> None:
-        super().__init__(
-            message,
-            url=url,
-            status=status,
-            used_weight=used_weight,
-            kind="banned" if status == 418 else "rate_limited",
-        )
-        self.retry_after = retry_after
-
-
-class Forbidden(UpstreamError):
-    """403: a WAF block. Permanent until a human looks (kind ``forbidden``)."""
-
-    kind = "forbidden"
-    retryable = False
-    next_host = False
-
-
-class LegalRestriction(UpstreamError):
-    """451: Binance refuses this location. Permanent (kind ``legal_restriction``)."""
-
-    kind = "legal_restriction"
-    retryable = False
-    next_host = False
-
-
-class AllHostsFailed(UpstreamError):
-    """Every base URL failed; ``failures`` has one entry per host, in order.
-
-    ``retryable`` is True if any host's failure was.
-    """
-
-    kind = "all_hosts_failed"
-
-    def __init__(self, failures: tuple[HostFailure, ...]) -> None:
-        reasons = "; ".join(f"{f.url} -> {f.kind}: {f.message}" for f in failures)
-        super().__init__(f"all {len(failures)} upstream hosts failed: {reasons}")
-        self.failures = failures
-        self.attempts = failures
-        self.retryable = any(f.retryable for f in failures)
-
-
-# --------------------------------------------------------------------------------------------
-# pure helpers
-
-
-def redact_url(url: str | URL) -> str:
-    """``url`` for messages: no user/password, no fragment, secret-looking query values masked
-    (the rules of :func:`daemon.redaction.redact_endpoint`)."""
-    return redact_endpoint(str(url))
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP-date.
-
-    Returns None when absent or unparsable; otherwise clamped to 0..``MAX_RETRY_AFTER``
-    (a date in the past gives 0). ``now`` (epoch seconds) is for tests.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if _DELAY_SECONDS.fullmatch(text):
-        seconds = float(text)
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are GMT
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def parse_used_weight(value: str | None) -> int | None:
-    """``X-MBX-USED-WEIGHT-1M`` as an int; None when absent or not a plain non-negative integer."""
-    if value is None:
-        return None
-    text = value.strip()
-    return int(text) if _WEIGHT.fullmatch(text) else None
-
-
-def retry_delay(
-    retry_after: float | None,
-    attempt: int,
-    *,
-    base: float,
-    cap: float,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before the next try.
-
-    With ``retry_after`` (the server said): exactly that, clamped to 0..``MAX_RETRY_AFTER``.
-    The backoff ``cap`` does not shorten it: waiting less than a ban makes the ban longer.
-    Without: full-jitter exponential backoff, uniform in
-    ``[0, min(cap, base * 2**attempt)]``, ``attempt`` counting consecutive failures from 0.
-    ``rng`` makes it deterministic in tests. No I/O, no clock.
-    """
-    if retry_after is not None and not math.isnan(retry_after):
-        return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
-    # min(..., 64): 2.0**attempt overflows for a very long outage; the cap applies long before.
-    ceiling = max(0.0, min(cap, base * 2.0 ** min(max(attempt, 0), 64)))
-    return rng.uniform(0.0, ceiling) if rng is not None else random.uniform(0.0, ceiling)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,13 +368,13 @@ async def _status_error(
     status = resp.status
     snippet = await _error_snippet(resp)
     detail = f"HTTP {status}"
-    text = _snippet_text(snippet)
+    text = snippet_text(snippet)
     if text:
         detail = f"{detail}: {text}"
     if status in (418, 429):
         retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
         if retry_after is None:
-            retry_after = _banned_until(snippet)
+            retry_after = banned_until(snippet)
         wait = "unknown" if retry_after is None else f"{retry_after:g}s"
         weight = "unknown" if used_weight is None else str(used_weight)
         return RateLimited(
@@ -624,24 +404,6 @@ async def _error_snippet(resp: aiohttp.ClientResponse) -> bytes:
             return await resp.content.read(_ERROR_SNIPPET_BYTES)
     except (aiohttp.ClientError, TimeoutError):
         return b""
-
-
-def _snippet_text(snippet: bytes) -> str:
-    text = snippet.decode("utf-8", errors="replace")
-    if text.lstrip().startswith("<"):
-        text = re.sub(r"<[^>]*>", " ", text)  # an HTML error page: keep its words
-    text = " ".join(text.split())
-    if len(text) > _ERROR_SNIPPET_CHARS:
-        text = text[:_ERROR_SNIPPET_CHARS] + "..."
-    return text
-
-
-def _banned_until(snippet: bytes, *, now: float | None = None) -> float | None:
-    match = _BANNED_UNTIL.search(snippet)
-    if match is None:
-        return None
-    seconds = int(match.group(1)) / 1000.0 - (time.time() if now is None else now)
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 async def _fetch_file(base: str, cfg: SourceConfig, started: float) -> FetchResult:
