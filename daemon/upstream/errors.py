@@ -2,13 +2,16 @@
 
 Each error carries ``kind`` (a short stable name for logs and metrics), ``retryable``,
 ``next_host`` (whether ``fetch`` tries the next base URL after it), ``url`` (redacted),
-``status`` and ``used_weight``. Nothing here does I/O.
+``status``, ``used_weight`` and ``headers``. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
+
+Headers: TypeAlias = tuple[tuple[str, str], ...]
+"""Response headers as (name, value) pairs in the order received, repeats kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +47,16 @@ class UpstreamError(Exception):
         status: int | None = None,
         used_weight: int | None = None,
         kind: str | None = None,
+        headers: Headers | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.url = url
         self.status = status
         self.used_weight = used_weight
+        # The response headers when an HTTP answer arrived (any status); None otherwise.
+        # Never part of the message: a header may carry a cookie.
+        self.headers = headers
         if kind is not None:
             self.kind = kind
         self.attempts: tuple[HostFailure, ...] = ()

@@ -14,10 +14,13 @@ What a caller may rely on:
   ``.retryable`` (whether trying again later may help; 403/451 say no), ``.url`` (redacted),
   ``.status`` and ``.used_weight``. ``RateLimited`` adds ``.retry_after`` (seconds, clamped to
   0..3 days, or None). ``AllHostsFailed`` adds ``.failures``, one ``HostFailure`` per host.
-- Memory is bounded by ``max_body_bytes`` counted after decompression: the body is read in chunks
-  and refused as soon as it grows past the cap, so a gzip bomb costs about the cap, not its expanded
-  size. This relies on aiohttp's own bounded decompression (aiohttp >= 3.13.3,
-  GHSA-6mq8-rvhq-8wgg); the tests check it with a 200 MB bomb.
+- Memory is bounded by ``max_body_bytes`` counted after decompression: the body is read as sent
+  (compressed or not) in chunks and refused once it grows past the cap, then a gzip/deflate body
+  is inflated in a worker thread that stops at the cap, so a gzip bomb costs about the cap, not
+  its expanded size (the tests check it with a 200 MB bomb). Inflating there, not in aiohttp,
+  keeps the event loop free while a 17 MB reply is decompressed (zlib releases the GIL).
+- ``FetchResult.headers`` and ``UpstreamError.headers`` hold the response headers of an HTTP
+  answer as (name, value) pairs (None for ``file:`` sources and when no answer arrived).
 - No message or ``url`` attribute carries URL credentials or secret-looking query values
   (see ``redact_url``).
 
@@ -34,8 +37,9 @@ import os
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import hdrs
@@ -48,6 +52,7 @@ from daemon.upstream.errors import (
     BodyTooLarge,
     FileSourceError,
     Forbidden,
+    Headers,
     HostFailure,
     LegalRestriction,
     RateLimited,
@@ -147,7 +152,8 @@ class FetchResult:
     ``url`` is the redacted URL that answered; ``status`` is 200 (also for ``file:``);
     ``used_weight`` is ``X-MBX-USED-WEIGHT-1M`` (None if absent, unparsable, or a file);
     ``elapsed_ms`` is the time of the successful attempt alone; ``attempts`` lists the hosts
-    that failed before it, in order.
+    that failed before it, in order; ``headers`` holds the response headers as (name, value)
+    pairs (None for a ``file:`` source).
     """
 
     body: bytes = field(repr=False)  # up to tens of MB: never in a repr or a log line
@@ -156,6 +162,8 @@ class FetchResult:
     used_weight: int | None
     elapsed_ms: float
     attempts: tuple[HostFailure, ...] = ()
+    # The answer's response headers as (name, value) pairs; None for a file: source.
+    headers: Headers | None = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,8 +182,9 @@ def make_session(cfg: SourceConfig, *, limit: int = 4) -> aiohttp.ClientSession:
         connector=connector,
         timeout=_client_timeout(cfg),
         headers={hdrs.USER_AGENT: cfg.user_agent},
-        # Kept on: aiohttp decompresses in bounded steps and we cap the decompressed total.
-        auto_decompress=True,
+        # fetch inflates the body itself, off the event loop (see _inflate); it also asks for
+        # that per request, so a session built elsewhere works too.
+        auto_decompress=False,
         raise_for_status=False,
         # No proxies or .netrc picked up from the environment behind the operator's back.
         trust_env=False,
@@ -190,9 +199,6 @@ async def fetch(session: aiohttp.ClientSession, cfg: SourceConfig) -> FetchResul
     host failed for a reason worth trying elsewhere. Worst-case duration is about
     ``len(base_urls) * timeout_total``. Cancellation propagates untouched.
     """
-    if not session.auto_decompress:
-        # We would hand compressed bytes to the decoder and count the cap on the wrong size.
-        raise ValueError("fetch needs a session with auto_decompress=True (see make_session)")
     failures: list[HostFailure] = []
     for base in cfg.base_urls:
         started = time.perf_counter()
@@ -289,17 +295,22 @@ async def _fetch_http(
             timeout=_client_timeout(cfg),
             # Binance does not redirect; a redirect means a portal or a wrong URL, so report it.
             allow_redirects=False,
+            # Inflating 17 MB in the event loop would stall it for tens of ms: _inflate does it
+            # in a thread (zlib releases the GIL), with the cap on the inflated size.
+            auto_decompress=False,
         ) as resp:
+            answer = tuple(resp.headers.items())
             used_weight = parse_used_weight(resp.headers.get(USED_WEIGHT_HEADER))
             if resp.status != 200:
-                raise await _status_error(resp, shown, used_weight)
-            body = await _read_capped(resp, cfg.max_body_bytes, shown, used_weight)
+                raise await _status_error(resp, shown, used_weight, answer)
+            body = await _read_capped(resp, cfg.max_body_bytes, shown, used_weight, answer)
             return FetchResult(
                 body=body,
                 url=shown,
                 status=resp.status,
                 used_weight=used_weight,
                 elapsed_ms=_ms_since(started),
+                headers=answer,
             )
     # TimeoutError first: aiohttp's ServerTimeoutError is both a TimeoutError and a ClientError.
     except TimeoutError as exc:
@@ -330,40 +341,97 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _read_capped(
-    resp: aiohttp.ClientResponse, cap: int, shown: str, used_weight: int | None
+    resp: aiohttp.ClientResponse,
+    cap: int,
+    shown: str,
+    used_weight: int | None,
+    answer: Headers,
 ) -> bytes:
     encoding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    context: dict[str, Any] = {
+        "url": shown,
+        "status": resp.status,
+        "used_weight": used_weight,
+        "headers": answer,
+    }
+    plain = encoding in ("", "identity")
+    if not plain and encoding not in _WBITS:
+        raise BadBody(
+            f"bad body from {shown}: unsupported Content-Encoding {encoding[:40]!r}",
+            kind="bad_encoding",
+            **context,
+        )
     declared = resp.content_length
     # Without compression the declared length is the body size: refuse before reading a byte.
-    if declared is not None and encoding in ("", "identity") and declared > cap:
+    if declared is not None and plain and declared > cap:
         raise BodyTooLarge(
-            f"body from {shown} declares {declared} bytes, over max_body_bytes={cap}",
-            url=shown,
-            status=resp.status,
-            used_weight=used_weight,
+            f"body from {shown} declares {declared} bytes, over max_body_bytes={cap}", **context
         )
     # BytesIO.getvalue() hands over its buffer without a copy when nothing else shares it, so
     # a 17 MB body does not briefly cost 34 MB as b"".join or bytes(bytearray) would.
     buf = io.BytesIO()
     size = 0
-    # resp.content yields decompressed bytes; aiohttp inflates a bounded amount at a time and
-    # pauses the socket when we stop reading, so stopping at the cap bounds memory.
+    # The bytes as sent (compressed or not); a compressed body larger than the cap would
+    # inflate past it too. aiohttp pauses the socket when we stop reading.
     async for chunk in resp.content.iter_chunked(_CHUNK):
         size += len(chunk)
         if size > cap:
             buf.close()  # free the partial body now, not when the traceback is dropped
-            raise BodyTooLarge(
-                f"body from {shown} exceeds max_body_bytes={cap} after decompression",
-                url=shown,
-                status=resp.status,
-                used_weight=used_weight,
-            )
+            raise BodyTooLarge(f"body from {shown} exceeds max_body_bytes={cap}", **context)
         buf.write(chunk)
-    return buf.getvalue()
+    if plain:
+        return buf.getvalue()
+    sent = buf.getvalue()
+    buf.close()
+    # zlib releases the GIL while it inflates, so the event loop keeps running meanwhile.
+    body = await asyncio.to_thread(_inflate, sent, _WBITS[encoding], cap)
+    if body is None:
+        raise BodyTooLarge(
+            f"body from {shown} exceeds max_body_bytes={cap} after decompression", **context
+        )
+    if isinstance(body, str):
+        raise BadBody(f"bad body from {shown}: {body}", kind="bad_encoding", **context)
+    return body
+
+
+# zlib window bits per Content-Encoding: 16 + 15 reads a gzip member; 32 + 15 reads a zlib
+# stream (or gzip: some servers label a zlib stream "deflate", others send it raw, see below).
+_WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + 15}
+
+
+def _inflate(data: bytes, wbits: int, cap: int) -> bytes | str | None:
+    """`data` inflated; None when the result would exceed `cap` bytes; a message (str) when
+    the stream is corrupt or ends early. Memory stays about `cap`, whatever `data` expands to:
+    zlib stops at ``max_length``. Runs in a worker thread."""
+    if wbits == 32 + 15 and data and not _zlib_header(data):
+        wbits = -zlib.MAX_WBITS  # "deflate" sent as a raw deflate stream (no zlib header)
+    parts: list[bytes] = []
+    size = 0
+    rest = data
+    try:
+        # A gzip body may hold several members one after another; each is inflated in turn.
+        while rest:
+            inflater = zlib.decompressobj(wbits)
+            part = inflater.decompress(rest, cap + 1 - size)
+            size += len(part)
+            if size > cap or inflater.unconsumed_tail:
+                return None
+            parts.append(part)
+            if not inflater.eof:
+                return "compressed stream ends early"
+            rest = inflater.unused_data
+    except zlib.error as exc:
+        return f"corrupt compressed stream ({exc})"
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _zlib_header(data: bytes) -> bool:
+    # RFC 1950: compression method 8, and the first two bytes read big-endian divide by 31.
+    return len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
 
 
 async def _status_error(
-    resp: aiohttp.ClientResponse, shown: str, used_weight: int | None
+    resp: aiohttp.ClientResponse, shown: str, used_weight: int | None, answer: Headers
 ) -> UpstreamError:
     status = resp.status
     snippet = await _error_snippet(resp)
@@ -383,6 +451,7 @@ async def _status_error(
             status=status,
             used_weight=used_weight,
             retry_after=retry_after,
+            headers=answer,
         )
     cls: type[UpstreamError]
     if status == 403:
@@ -393,7 +462,13 @@ async def _status_error(
         cls = ServerError
     else:
         cls = UnexpectedStatus
-    return cls(f"{shown} answered {detail}", url=shown, status=status, used_weight=used_weight)
+    return cls(
+        f"{shown} answered {detail}",
+        url=shown,
+        status=status,
+        used_weight=used_weight,
+        headers=answer,
+    )
 
 
 async def _error_snippet(resp: aiohttp.ClientResponse) -> bytes:
@@ -401,8 +476,18 @@ async def _error_snippet(resp: aiohttp.ClientResponse) -> bytes:
     # bounded in size and time, and never turns one error into another.
     try:
         async with asyncio.timeout(_ERROR_SNIPPET_WAIT):
-            return await resp.content.read(_ERROR_SNIPPET_BYTES)
+            head = await resp.content.read(_ERROR_SNIPPET_BYTES)
     except (aiohttp.ClientError, TimeoutError):
+        return b""
+    wbits = _WBITS.get(resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower())
+    if wbits is None:
+        return head
+    if wbits == 32 + 15 and head and not _zlib_header(head):
+        wbits = -zlib.MAX_WBITS
+    try:
+        # The start of a compressed stream inflates on its own; a few KB, so in the loop.
+        return zlib.decompressobj(wbits).decompress(head, _ERROR_SNIPPET_BYTES)
+    except zlib.error:
         return b""
 
 

@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from daemon.upstream.fetch import (
+    _WBITS,
     DEFAULT_MAX_BODY_BYTES,
     MAX_RETRY_AFTER,
     AllHostsFailed,
@@ -42,6 +43,7 @@ from daemon.upstream.fetch import (
     UnexpectedStatus,
     UpstreamError,
     UpstreamTimeout,
+    _inflate,
     fetch,
     make_session,
     parse_retry_after,
@@ -443,10 +445,76 @@ async def test_fetch_used_weight_parsed_or_none(
     assert (await fetch(session, make_cfg(fake.url))).used_weight is None
 
 
-async def test_fetch_refuses_a_session_that_does_not_decompress(fake: FakeBinance) -> None:
-    async with aiohttp.ClientSession(auto_decompress=False) as plain:
-        with pytest.raises(ValueError, match="auto_decompress"):
-            await fetch(plain, make_cfg(fake.url))
+@pytest.mark.parametrize("auto_decompress", [True, False])
+async def test_fetch_inflates_itself_whatever_the_session_says(
+    fake: FakeBinance, auto_decompress: bool
+) -> None:
+    # fetch asks aiohttp per request for the bytes as sent and inflates them itself (off the
+    # loop), so a session built with aiohttp's default (auto_decompress=True) works as well.
+    payload = small_exchange_info(tuple(f"S{i}USDT" for i in range(300)))
+    fake.set_payload(SPOT, payload)
+    fake.gzip = "always"
+    async with aiohttp.ClientSession(auto_decompress=auto_decompress) as any_session:
+        assert (await fetch(any_session, make_cfg(fake.url))).body == payload
+
+
+async def test_fetch_result_and_errors_carry_the_response_headers(
+    fake: FakeBinance, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    fake.used_weight = 41
+    result = await fetch(session, make_cfg(fake.url))
+    assert result.headers is not None
+    names = {name.lower(): value for name, value in result.headers}
+    assert names["x-mbx-used-weight-1m"] == "41"
+    assert "headers" not in repr(result)  # a header may carry a cookie: never in a repr
+
+    fake.set_mode(SPOT, Fault.rate_limited(7))
+    with pytest.raises(RateLimited) as info:
+        await fetch(session, make_cfg(fake.url))
+    assert info.value.headers is not None
+    assert ("Retry-After", "7") in info.value.headers
+
+    saved = tmp_path / "payload.json"
+    saved.write_bytes(small_exchange_info())
+    assert (await fetch(session, make_cfg(saved.as_uri()))).headers is None
+    missing = tmp_path / "absent.json"
+    with pytest.raises(AllHostsFailed) as failed:
+        await fetch(session, make_cfg(missing.as_uri()))
+    assert failed.value.headers is None
+
+
+def _gzip_members(*parts: bytes) -> bytes:
+    return b"".join(gzip.compress(part) for part in parts)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+GZ, DF = _WBITS["gzip"], _WBITS["deflate"]
+
+
+@pytest.mark.parametrize(
+    ("encoded", "wbits", "cap", "expected"),
+    [
+        pytest.param(gzip.compress(b"x" * 1000), GZ, 1000, b"x" * 1000, id="gzip"),
+        pytest.param(_gzip_members(b"ab", b"cd"), GZ, 10, b"abcd", id="2-members"),
+        pytest.param(zlib.compress(b"y" * 99), DF, 99, b"y" * 99, id="zlib"),
+        pytest.param(_raw_deflate(b"z" * 50), DF, 50, b"z" * 50, id="raw-deflate"),
+        pytest.param(gzip.compress(b"x" * 1001), GZ, 1000, None, id="over-cap"),
+        pytest.param(_gzip_members(b"a" * 6, b"b" * 6), GZ, 11, None, id="members-over"),
+        pytest.param(gzip.compress(b"x" * 5000)[:-30], GZ, 10**6, "ends early", id="cut"),
+        pytest.param(b"\x1f\x8b not gzip at all", GZ, 10**6, "corrupt", id="corrupt"),
+    ],
+)
+def test_inflate(encoded: bytes, wbits: int, cap: int, expected: bytes | str | None) -> None:
+    got = _inflate(encoded, wbits, cap)
+    if isinstance(expected, str):
+        assert isinstance(got, str)
+        assert expected in got
+    else:
+        assert got == expected
 
 
 # ============================================================================================
