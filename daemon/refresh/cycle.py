@@ -20,6 +20,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import socket
@@ -281,7 +282,9 @@ class MarketRefresher:
         self, fetched: FetchResult, state: StoredState, started: float
     ) -> CycleResult:
         try:
-            norm = normalize.normalize(fetched.body, market=self.name, memo=self.memo)
+            # The CPU work of a cycle runs in a worker thread, in steps short enough that the
+            # event loop (health answers, watchdog pings, other markets) keeps its turn.
+            norm, blobs = await asyncio.to_thread(self._derive, fetched.body)
         except payload.PayloadError as err:
             return await self._reject(f"malformed reply: {err}", state, started, None)
         self._check_weight(fetched, norm.weight_limit)
@@ -295,7 +298,6 @@ class MarketRefresher:
             )
         repair = bool(state.wrong_types) or state.repair_requested
         records, encoded = norm.records, norm.encoded
-        blobs = self._blobs(records, encoded)
         unchanged = state.version == blobs.version and not repair
         held_rows: tuple[HeldRow, ...] = ()
         unusable = 0  # held rows the listing would have had
@@ -309,7 +311,8 @@ class MarketRefresher:
                 old = {}
             # Only rows that differ from the served ones are judged (the rest were judged
             # when they were first served).
-            kept = hold_rows(
+            kept = await asyncio.to_thread(
+                hold_rows,
                 records,
                 encoded,
                 old,
@@ -324,10 +327,10 @@ class MarketRefresher:
                 unusable = sum(
                     1 for rec in records if rec.symbol in names and rec.status in statuses
                 )
-                blobs = self._blobs(kept.records, kept.encoded)
+                blobs = await asyncio.to_thread(self._blobs, kept.records, kept.encoded)
                 unchanged = state.version == blobs.version and not repair
-            if not unchanged:
-                diff = snapshot_diff.diff_snapshots(old, blobs.by_symbol) if old else None
+            if not unchanged and old:
+                diff = await asyncio.to_thread(snapshot_diff.diff_snapshots, old, blobs.by_symbol)
 
         last_listed = self.held.meta.listed if self.held is not None else state.listed
         last_server_time = (
@@ -423,6 +426,12 @@ class MarketRefresher:
             listed=blobs.listed,
             duration_ms=duration_ms,
         )
+
+    def _derive(self, body: bytes) -> tuple[normalize.Normalized, listing.SnapshotBlobs]:
+        """Records and snapshot blobs of a reply (runs in a worker thread; one at a time per
+        market, which is what makes the row memo safe there)."""
+        norm = normalize.normalize(body, market=self.name, memo=self.memo)
+        return norm, self._blobs(norm.records, norm.encoded)
 
     def _blobs(
         self, records: tuple[SymbolRecord, ...], encoded: Mapping[str, tuple[bytes, bytes]]
