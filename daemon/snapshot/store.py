@@ -22,15 +22,17 @@ What a reader may rely on:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from daemon.contract.keys import MarketKeys
 from daemon.contract.meta import (
@@ -95,6 +97,18 @@ _encode = msgspec.json.Encoder().encode
 def _mapping(fields: Mapping[str, Any]) -> Any:
     # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
     return fields
+
+
+# Fields per HSET when a whole by_symbol hash is staged (see SnapshotStore._stage): small
+# enough that packing one batch is a short step for the event loop.
+_STAGING_BATCH = 200
+# A staging key outlives any transaction by far, and still goes away on its own.
+_STAGING_TTL_MS = 600_000
+
+
+class _StagingLost(WatchError):
+    """The staging hash vanished before the transaction (expired, deleted): the write is
+    refused like one whose watched keys changed."""
 
 
 class _NotPrevious(Exception):
@@ -190,14 +204,71 @@ class SnapshotStore:
         raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.by_symbol))
         return {name.decode(): value for name, value in raw.items()}
 
+    def _staging_name(self) -> str | None:
+        """A fresh staging key in the same cluster slot as ``by_symbol`` (None when
+        ``by_symbol`` names no hash tag, so no other name is sure to share its slot)."""
+        name = self.keys.by_symbol
+        opened = name.find("{")
+        closed = name.find("}", opened + 1)
+        if opened < 0 or closed <= opened + 1:
+            return None
+        return f"{name}:staging:{uuid.uuid4().hex}"
+
+    async def _stage(self, by_symbol: Mapping[str, bytes]) -> str | None:
+        """Write a whole ``by_symbol`` hash under a fresh staging key, a batch of fields per
+        round trip, before the transaction; the transaction renames it into place.
+
+        Why: redis-py packs a command in one pure-Python call, and one HSET of every record
+        (thousands of fields, MBs) would hold the event loop for tens of ms; batches let it
+        run in between. Readers never see the staging key. It expires by itself
+        (:data:`_STAGING_TTL_MS`) should this process die before the rename. Returns None
+        (the transaction then writes the hash itself) when there is nothing to stage or no
+        staging name shares ``by_symbol``'s cluster slot.
+        """
+        name = self._staging_name()
+        if name is None or not by_symbol:
+            return None
+        items = list(by_symbol.items())
+        for start in range(0, len(items), _STAGING_BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(name, mapping=_mapping(dict(items[start : start + _STAGING_BATCH])))
+            pipe.pexpire(name, _STAGING_TTL_MS)
+            await pipe.execute()
+        return name
+
+    async def _drop_staging(self, name: str) -> None:
+        # After a refused or failed transaction the staging key is left over; after a
+        # successful one it is gone already. Best effort: it expires anyway.
+        with contextlib.suppress(RedisError):
+            await self.client.delete(name)
+
+    def _replace_by_symbol(
+        self, pipe: Pipeline, staged: str | None, by_symbol: Mapping[str, bytes]
+    ) -> None:
+        k = self.keys
+        if staged is None:
+            pipe.delete(k.by_symbol)
+            if by_symbol:
+                pipe.hset(k.by_symbol, mapping=_mapping(by_symbol))
+            return
+        # RENAME replaces by_symbol whole (whatever it held) and keeps the staging TTL:
+        # PERSIST drops it, as by_symbol never expires.
+        pipe.rename(staged, k.by_symbol)
+        pipe.persist(k.by_symbol)
+
     async def _transact(
         self,
         fill: Callable[[Pipeline], None],
         *,
         expect_version: str | None = None,
         repair: bool = False,
+        staged: str | None = None,
     ) -> None:
         """Run one MULTI/EXEC that `fill` builds, all or nothing.
+
+        `staged` names a staging hash (see :meth:`_stage`) that `fill` renames into place: it
+        is WATCHed and must exist, so the rename can never fail inside EXEC (a command that
+        fails there would leave the others applied).
 
         Every key the store writes is WATCHed and its type checked first: a key of the wrong
         type raises :class:`SnapshotCorrupt` before anything is queued (with `repair`, such
@@ -212,9 +283,11 @@ class SnapshotStore:
         watched = list(self.expected_types())
         if self.fence is not None:
             watched.append(self.fence.key)
+        if staged is not None:
+            watched.append(staged)
         for attempt in range(_WATCH_RETRIES + 1):
             try:
-                await self._watched_attempt(fill, watched, expect_version, repair)
+                await self._watched_attempt(fill, watched, expect_version, repair, staged)
             except WatchError:
                 # From EXEC (a watched key changed) or from any command after WATCH on a
                 # connection that dropped. Either nothing was applied, or (a reply lost after
@@ -230,10 +303,13 @@ class SnapshotStore:
         watched: list[str],
         expect_version: str | None,
         repair: bool,
+        staged: str | None = None,
     ) -> None:
         expected = self.expected_types()
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(*watched)
+            if staged is not None and not await pipe.exists(staged):
+                raise _StagingLost(staged)
             found = await pipe.eval(_TYPES, len(expected), *expected)
             wrong = {
                 name: kind.decode() if isinstance(kind, bytes) else str(kind)
@@ -331,8 +407,7 @@ class SnapshotStore:
             else:
                 pipe.set(k.last_good, blobs.symbols_json)
                 pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
-                pipe.delete(k.by_symbol)
-                pipe.hset(k.by_symbol, mapping=_mapping(blobs.by_symbol))
+                self._replace_by_symbol(pipe, staged, blobs.by_symbol)
             # The list goes out twice rather than as one SET plus a server-side COPY: COPY of
             # a multi-MB value costs Redis ~10x a SET (fresh pages), and every reader's command
             # queues behind it. An unchanged list only has its expiry renewed.
@@ -357,11 +432,17 @@ class SnapshotStore:
                 # As a raw command: redis-py's cluster pipelines refuse the publish() method.
                 pipe.execute_command("PUBLISH", k.events, event)
 
-        await self._transact(
-            fill,
-            expect_version=previous.version if previous is not None else None,
-            repair=repair,
-        )
+        staged = await self._stage(blobs.by_symbol) if previous is None else None
+        try:
+            await self._transact(
+                fill,
+                expect_version=previous.version if previous is not None else None,
+                repair=repair,
+                staged=staged,
+            )
+        finally:
+            if staged is not None:
+                await self._drop_staging(staged)
 
     async def record_failure(
         self,
@@ -399,8 +480,7 @@ class SnapshotStore:
             if held is not None:
                 pipe.set(k.last_good, held.blobs.symbols_json)
                 pipe.set(k.symbols, held.blobs.symbols_json, ex=self.cache_ttl)
-                pipe.delete(k.by_symbol)
-                pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
+                self._replace_by_symbol(pipe, staged, held.blobs.by_symbol)
                 pipe.set(k.refreshed_at, encode_timestamp(held.meta.fetched_at), nx=True)
                 # Not last_error: a failed cycle recorded why just before falling back, and
                 # the held snapshot's empty one must not erase it. Filled in if meta lost it.
@@ -417,7 +497,12 @@ class SnapshotStore:
                 pipe.hset(k.meta, "stale", "1")
             self._count(pipe, "fallback_used", token)
 
-        await self._transact(fill)
+        staged = await self._stage(held.blobs.by_symbol) if held is not None else None
+        try:
+            await self._transact(fill, staged=staged)
+        finally:
+            if staged is not None:
+                await self._drop_staging(staged)
         return "memory" if held is not None else "last_good"
 
     async def refreshed_at(self) -> float | None:
