@@ -116,6 +116,8 @@ class MarketRefresher:
         self.last_result: CycleResult | None = None
         # Rows seen in the previous payload: unchanged rows are not decoded again.
         self.memo = normalize.RowMemo()
+        # The blobs the memo's rows gave last time, under which market settings.
+        self._derived: tuple[MarketSettings, listing.SnapshotBlobs] | None = None
         # From the last successful fetch, for metrics.
         self.fetch_ms: float | None = None
         self.used_weight: int | None = None
@@ -431,7 +433,14 @@ class MarketRefresher:
         """Records and snapshot blobs of a reply (runs in a worker thread; one at a time per
         market, which is what makes the row memo safe there)."""
         norm = normalize.normalize(body, market=self.name, memo=self.memo)
-        return norm, self._blobs(norm.records, norm.encoded)
+        last = self._derived
+        if norm.same_rows and last is not None and last[0] is self.market:
+            # The same rows as last time under the same listing settings: the same listing,
+            # JSON and version, so they are not rebuilt (most cycles are like this).
+            return norm, last[1]
+        blobs = self._blobs(norm.records, norm.encoded)
+        self._derived = (self.market, blobs)
+        return norm, blobs
 
     def _blobs(
         self, records: tuple[SymbolRecord, ...], encoded: Mapping[str, tuple[bytes, bytes]]

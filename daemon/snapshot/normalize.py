@@ -86,6 +86,9 @@ class Normalized:
     """Rows decoded in this call (the rest came from the memo unchanged)."""
     rate_limits: tuple[RateLimit, ...] = ()
     """The payload's ``rateLimits`` entries, in upstream order (empty if absent or odd)."""
+    same_rows: bool = False
+    """Every row has the same bytes, at the same position, as in the memo's previous payload
+    (so ``records`` and ``encoded`` equal the previous call's); False without a memo."""
 
 
 def is_acceptable_symbol(name: str) -> bool:
@@ -397,6 +400,7 @@ def _normalize(
             records.append(record)
             encoded[record.symbol] = (outcome.blob, outcome.digest)
         del rows  # this chunk's bytes go now, not when the loop ends
+    same_rows = moved is None and i == len(previous) > 0
     memo.digests, memo.outcomes = digests, outcomes
 
     return Normalized(
@@ -411,4 +415,5 @@ def _normalize(
         encoded=encoded,
         processed=processed,
         rate_limits=tuple(info.rate_limits),
+        same_rows=same_rows,
     )

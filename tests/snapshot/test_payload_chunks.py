@@ -95,10 +95,16 @@ def test_normalize_keeps_digests_not_rows_and_reuses_unchanged_rows() -> None:
     memo = RowMemo()
     first = normalize(payload, market="spot", memo=memo)
     assert first.processed == 400
+    assert not first.same_rows  # nothing to compare with yet
+    again = normalize(payload, market="spot", memo=memo)
+    assert again.same_rows
+    assert again.processed == 0
+    assert again.records == first.records
     assert all(isinstance(d, bytes) and len(d) == 16 for d in memo.digests)
     rows[7] = make_row("S7USDT", status="BREAK")
     second = normalize(compact_json(_body(rows)), market="spot", memo=memo)
     assert second.processed == 1
+    assert not second.same_rows
     assert second.records == normalize(compact_json(_body(rows)), market="spot").records
     # A record's filters do not keep its row's bytes alive (the memo drops rows).
     assert all(bytes(rec.filters_raw).startswith(b"[") for rec in second.records)
