@@ -44,6 +44,7 @@ from daemon.contract.meta import HeldRow, SnapshotMeta
 from daemon.contract.record import SymbolRecord
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.errors import RECOVERABLE, ProblemKind
+from daemon.refresh.eviction import EvictionWatch
 from daemon.refresh.report import log_held, redis_failed
 from daemon.refresh.result import CycleResult, Outcome, source_config
 from daemon.snapshot import diff as snapshot_diff
@@ -57,7 +58,6 @@ from daemon.snapshot.store import (
     SnapshotCorrupt,
     SnapshotStore,
     StoredState,
-    evicts,
     new_token,
 )
 from daemon.upstream.fetch import (
@@ -72,8 +72,6 @@ __all__ = ["CycleResult", "MarketRefresher", "Outcome", "source_config"]
 
 # Log when the used request weight passes this share of the announced limit.
 WEIGHT_WARN_SHARE = 0.8
-# How often (seconds) a cycle asks INFO for the eviction policy (the first cycle always does).
-EVICTION_CHECK_INTERVAL = 30.0
 
 
 class MarketRefresher:
@@ -98,8 +96,7 @@ class MarketRefresher:
     ) -> None:
         self.name = name
         self.eviction = eviction
-        self.eviction_policy: str | None = None
-        self._eviction_checked = -math.inf
+        self._eviction = EvictionWatch(eviction, get_logger("symbold.refresh").bind(market=name))
         self.market = market
         self.upstream = upstream
         self.guards = guards
@@ -123,6 +120,11 @@ class MarketRefresher:
         self.used_weight: int | None = None
         self._running = False
         self.log = get_logger("symbold.refresh").bind(market=name)
+
+    @property
+    def eviction_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy`` as last seen (None: not known)."""
+        return self._eviction.policy
 
     @classmethod
     def for_market(
@@ -172,7 +174,7 @@ class MarketRefresher:
     async def _cycle(self, started: float) -> CycleResult:
         try:
             state = await self.store.read_state()
-            refused = await self._check_eviction()
+            refused = await self._eviction.check(self.store, self.name)
         except RECOVERABLE as exc:
             return redis_failed(self.log, self.name, exc, started)
         if refused is not None:
@@ -224,39 +226,6 @@ class MarketRefresher:
         else:
             self.ban_until = ban
         return ban
-
-    async def _check_eviction(self) -> CycleResult | None:
-        """Warn (or, with eviction = "refuse", stop this cycle) when Redis may evict keys.
-
-        Asks INFO at most every EVICTION_CHECK_INTERVAL; logs when the policy is first seen or
-        changes. A server that does not tell (INFO refused by an ACL) is not checked."""
-        mono = time.monotonic()
-        if mono - self._eviction_checked >= EVICTION_CHECK_INTERVAL:
-            self._eviction_checked = mono
-            try:
-                policy = await self.store.eviction_policy()
-            except redis.ResponseError:
-                policy = None
-            if policy != self.eviction_policy and policy is not None and evicts(policy):
-                level = self.log.error if self.eviction == "refuse" else self.log.warning
-                level(
-                    "redis.eviction_policy",
-                    policy=policy,
-                    action="refusing to write" if self.eviction == "refuse" else "warning only",
-                    reason="Redis may evict snapshot keys: readers would see listed symbols "
-                    "vanish; set maxmemory-policy noeviction",
-                )
-            self.eviction_policy = policy
-        policy = self.eviction_policy
-        if self.eviction == "refuse" and policy is not None and evicts(policy):
-            return CycleResult(
-                self.name,
-                Outcome.FAILED,
-                reason=f"redis: maxmemory-policy {policy} may evict snapshot keys",
-                problem=ProblemKind.CONFIGURATION,
-                retryable=False,
-            )
-        return None
 
     async def _corrupt(self, wrong: Mapping[str, str], started: float) -> CycleResult:
         """A snapshot key of the wrong type: nothing was written; report it as data

@@ -22,17 +22,15 @@ What a reader may rely on:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
 from daemon.contract.keys import MarketKeys
 from daemon.contract.meta import (
@@ -45,6 +43,7 @@ from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
 from daemon.snapshot.listing import SnapshotBlobs
+from daemon.snapshot.staging import StagingLost, drop, stage
 from daemon.snapshot.state import (
     HeldSnapshot,
     SnapshotCorrupt,
@@ -97,18 +96,6 @@ _encode = msgspec.json.Encoder().encode
 def _mapping(fields: Mapping[str, Any]) -> Any:
     # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
     return fields
-
-
-# Fields per HSET when a whole by_symbol hash is staged (see SnapshotStore._stage): small
-# enough that packing one batch is a short step for the event loop.
-_STAGING_BATCH = 200
-# A staging key outlives any transaction by far, and still goes away on its own.
-_STAGING_TTL_MS = 600_000
-
-
-class _StagingLost(WatchError):
-    """The staging hash vanished before the transaction (expired, deleted): the write is
-    refused like one whose watched keys changed."""
 
 
 class _NotPrevious(Exception):
@@ -204,43 +191,9 @@ class SnapshotStore:
         raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.by_symbol))
         return {name.decode(): value for name, value in raw.items()}
 
-    def _staging_name(self) -> str | None:
-        """A fresh staging key in the same cluster slot as ``by_symbol`` (None when
-        ``by_symbol`` names no hash tag, so no other name is sure to share its slot)."""
-        name = self.keys.by_symbol
-        opened = name.find("{")
-        closed = name.find("}", opened + 1)
-        if opened < 0 or closed <= opened + 1:
-            return None
-        return f"{name}:staging:{uuid.uuid4().hex}"
-
     async def _stage(self, by_symbol: Mapping[str, bytes]) -> str | None:
-        """Write a whole ``by_symbol`` hash under a fresh staging key, a batch of fields per
-        round trip, before the transaction; the transaction renames it into place.
-
-        Why: redis-py packs a command in one pure-Python call, and one HSET of every record
-        (thousands of fields, MBs) would hold the event loop for tens of ms; batches let it
-        run in between. Readers never see the staging key. It expires by itself
-        (:data:`_STAGING_TTL_MS`) should this process die before the rename. Returns None
-        (the transaction then writes the hash itself) when there is nothing to stage or no
-        staging name shares ``by_symbol``'s cluster slot.
-        """
-        name = self._staging_name()
-        if name is None or not by_symbol:
-            return None
-        items = list(by_symbol.items())
-        for start in range(0, len(items), _STAGING_BATCH):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(name, mapping=_mapping(dict(items[start : start + _STAGING_BATCH])))
-            pipe.pexpire(name, _STAGING_TTL_MS)
-            await pipe.execute()
-        return name
-
-    async def _drop_staging(self, name: str) -> None:
-        # After a refused or failed transaction the staging key is left over; after a
-        # successful one it is gone already. Best effort: it expires anyway.
-        with contextlib.suppress(RedisError):
-            await self.client.delete(name)
+        """Stage a whole ``by_symbol`` hash (see :func:`daemon.snapshot.staging.stage`)."""
+        return await stage(self.client, self.keys.by_symbol, by_symbol)
 
     def _replace_by_symbol(
         self, pipe: Pipeline, staged: str | None, by_symbol: Mapping[str, bytes]
@@ -309,7 +262,7 @@ class SnapshotStore:
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(*watched)
             if staged is not None and not await pipe.exists(staged):
-                raise _StagingLost(staged)
+                raise StagingLost(staged)
             found = await pipe.eval(_TYPES, len(expected), *expected)
             wrong = {
                 name: kind.decode() if isinstance(kind, bytes) else str(kind)
@@ -442,7 +395,7 @@ class SnapshotStore:
             )
         finally:
             if staged is not None:
-                await self._drop_staging(staged)
+                await drop(self.client, staged)
 
     async def record_failure(
         self,
@@ -502,7 +455,7 @@ class SnapshotStore:
             await self._transact(fill, staged=staged)
         finally:
             if staged is not None:
-                await self._drop_staging(staged)
+                await drop(self.client, staged)
         return "memory" if held is not None else "last_good"
 
     async def refreshed_at(self) -> float | None:

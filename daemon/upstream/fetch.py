@@ -72,6 +72,7 @@ from daemon.upstream.headers import (
     retry_delay,
     snippet_text,
 )
+from daemon.upstream.inflate import WBITS, inflate, zlib_header
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -182,7 +183,7 @@ def make_session(cfg: SourceConfig, *, limit: int = 4) -> aiohttp.ClientSession:
         connector=connector,
         timeout=_client_timeout(cfg),
         headers={hdrs.USER_AGENT: cfg.user_agent},
-        # fetch inflates the body itself, off the event loop (see _inflate); it also asks for
+        # fetch inflates the body itself, off the event loop (see inflate); it also asks for
         # that per request, so a session built elsewhere works too.
         auto_decompress=False,
         raise_for_status=False,
@@ -295,7 +296,7 @@ async def _fetch_http(
             timeout=_client_timeout(cfg),
             # Binance does not redirect; a redirect means a portal or a wrong URL, so report it.
             allow_redirects=False,
-            # Inflating 17 MB in the event loop would stall it for tens of ms: _inflate does it
+            # Inflating 17 MB in the event loop would stall it for tens of ms: inflate does it
             # in a thread (zlib releases the GIL), with the cap on the inflated size.
             auto_decompress=False,
         ) as resp:
@@ -355,7 +356,7 @@ async def _read_capped(
         "headers": answer,
     }
     plain = encoding in ("", "identity")
-    if not plain and encoding not in _WBITS:
+    if not plain and encoding not in WBITS:
         raise BadBody(
             f"bad body from {shown}: unsupported Content-Encoding {encoding[:40]!r}",
             kind="bad_encoding",
@@ -384,7 +385,7 @@ async def _read_capped(
     sent = buf.getvalue()
     buf.close()
     # zlib releases the GIL while it inflates, so the event loop keeps running meanwhile.
-    body = await asyncio.to_thread(_inflate, sent, _WBITS[encoding], cap)
+    body = await asyncio.to_thread(inflate, sent, WBITS[encoding], cap)
     if body is None:
         raise BodyTooLarge(
             f"body from {shown} exceeds max_body_bytes={cap} after decompression", **context
@@ -392,42 +393,6 @@ async def _read_capped(
     if isinstance(body, str):
         raise BadBody(f"bad body from {shown}: {body}", kind="bad_encoding", **context)
     return body
-
-
-# zlib window bits per Content-Encoding: 16 + 15 reads a gzip member; 32 + 15 reads a zlib
-# stream (or gzip: some servers label a zlib stream "deflate", others send it raw, see below).
-_WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + 15}
-
-
-def _inflate(data: bytes, wbits: int, cap: int) -> bytes | str | None:
-    """`data` inflated; None when the result would exceed `cap` bytes; a message (str) when
-    the stream is corrupt or ends early. Memory stays about `cap`, whatever `data` expands to:
-    zlib stops at ``max_length``. Runs in a worker thread."""
-    if wbits == 32 + 15 and data and not _zlib_header(data):
-        wbits = -zlib.MAX_WBITS  # "deflate" sent as a raw deflate stream (no zlib header)
-    parts: list[bytes] = []
-    size = 0
-    rest = data
-    try:
-        # A gzip body may hold several members one after another; each is inflated in turn.
-        while rest:
-            inflater = zlib.decompressobj(wbits)
-            part = inflater.decompress(rest, cap + 1 - size)
-            size += len(part)
-            if size > cap or inflater.unconsumed_tail:
-                return None
-            parts.append(part)
-            if not inflater.eof:
-                return "compressed stream ends early"
-            rest = inflater.unused_data
-    except zlib.error as exc:
-        return f"corrupt compressed stream ({exc})"
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _zlib_header(data: bytes) -> bool:
-    # RFC 1950: compression method 8, and the first two bytes read big-endian divide by 31.
-    return len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
 
 
 async def _status_error(
@@ -479,10 +444,10 @@ async def _error_snippet(resp: aiohttp.ClientResponse) -> bytes:
             head = await resp.content.read(_ERROR_SNIPPET_BYTES)
     except (aiohttp.ClientError, TimeoutError):
         return b""
-    wbits = _WBITS.get(resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower())
+    wbits = WBITS.get(resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower())
     if wbits is None:
         return head
-    if wbits == 32 + 15 and head and not _zlib_header(head):
+    if wbits == 32 + 15 and head and not zlib_header(head):
         wbits = -zlib.MAX_WBITS
     try:
         # The start of a compressed stream inflates on its own; a few KB, so in the loop.

@@ -26,7 +26,6 @@ import aiohttp
 import pytest
 
 from daemon.upstream.fetch import (
-    _WBITS,
     DEFAULT_MAX_BODY_BYTES,
     MAX_RETRY_AFTER,
     AllHostsFailed,
@@ -43,7 +42,6 @@ from daemon.upstream.fetch import (
     UnexpectedStatus,
     UpstreamError,
     UpstreamTimeout,
-    _inflate,
     fetch,
     make_session,
     parse_retry_after,
@@ -51,6 +49,7 @@ from daemon.upstream.fetch import (
     redact_url,
     retry_delay,
 )
+from daemon.upstream.inflate import WBITS, inflate
 from tests.support.fake_binance import (
     SPOT,
     USDM,
@@ -492,7 +491,7 @@ def _raw_deflate(data: bytes) -> bytes:
     return packer.compress(data) + packer.flush()
 
 
-GZ, DF = _WBITS["gzip"], _WBITS["deflate"]
+GZ, DF = WBITS["gzip"], WBITS["deflate"]
 
 
 @pytest.mark.parametrize(
@@ -509,7 +508,7 @@ GZ, DF = _WBITS["gzip"], _WBITS["deflate"]
     ],
 )
 def test_inflate(encoded: bytes, wbits: int, cap: int, expected: bytes | str | None) -> None:
-    got = _inflate(encoded, wbits, cap)
+    got = inflate(encoded, wbits, cap)
     if isinstance(expected, str):
         assert isinstance(got, str)
         assert expected in got
