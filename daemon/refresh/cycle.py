@@ -20,18 +20,12 @@ Rules it keeps:
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import ctypes
-import ctypes.util
 import dataclasses
-import functools
 import math
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
 
 import aiohttp
 import redis
@@ -53,6 +47,7 @@ from daemon.redis.errors import RECOVERABLE, ProblemKind
 from daemon.refresh.eviction import EvictionWatch
 from daemon.refresh.report import log_held, redis_failed
 from daemon.refresh.result import CycleResult, Outcome, source_config
+from daemon.refresh.worker import off_loop
 from daemon.snapshot import diff as snapshot_diff
 from daemon.snapshot import listing, normalize, payload
 from daemon.snapshot.guards import ShrinkStreak, judge
@@ -78,42 +73,6 @@ __all__ = ["CycleResult", "MarketRefresher", "Outcome", "source_config"]
 
 # Log when the used request weight passes this share of the announced limit.
 WEIGHT_WARN_SHARE = 0.8
-
-
-T = TypeVar("T")
-
-# One worker thread for every market's CPU work, created on first use. One, not the default
-# pool: glibc gives each thread that allocates its own malloc arena, and records built by a
-# different pool thread each cycle left several payloads' worth of freed arenas in RSS.
-_cpu: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-# glibc's mallopt parameter number for the mmap threshold, and the value we fix it at.
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = 1024 * 1024
-
-
-def _fixed_mmap_threshold() -> None:
-    """Keep glibc serving blocks of 1 MB and more from mmap, so a freed multi-MB body or
-    listing goes back to the OS. By default glibc raises that threshold to the size of each
-    such block freed (up to 32 MB), after which a 17 MB body comes from the heap and its hole
-    stays in RSS (measured: about 0.6 payloads more kept after each later cycle). A no-op
-    where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
-
-
-async def _off_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """`fn(*args, **kwargs)` in the refresh worker thread; the loop runs meanwhile."""
-    global _cpu
-    if _cpu is None:
-        _fixed_mmap_threshold()
-        _cpu = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="symbold-refresh")
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_cpu, functools.partial(fn, *args, **kwargs))
 
 
 class MarketRefresher:
@@ -301,7 +260,7 @@ class MarketRefresher:
         try:
             # The CPU work of a cycle runs in a worker thread, in steps short enough that the
             # event loop (health answers, watchdog pings, other markets) keeps its turn.
-            norm, blobs = await _off_loop(self._derive, box)
+            norm, blobs = await off_loop(self._derive, box)
         except payload.PayloadError as err:
             return await self._reject(f"malformed reply: {err}", state, started, None)
         self._check_weight(fetched, norm.weight_limit)
@@ -328,7 +287,7 @@ class MarketRefresher:
                 old = {}
             # Only rows that differ from the served ones are judged (the rest were judged
             # when they were first served).
-            kept = await _off_loop(
+            kept = await off_loop(
                 hold_rows,
                 records,
                 encoded,
@@ -344,10 +303,10 @@ class MarketRefresher:
                 unusable = sum(
                     1 for rec in records if rec.symbol in names and rec.status in statuses
                 )
-                blobs = await _off_loop(self._blobs, kept.records, kept.encoded)
+                blobs = await off_loop(self._blobs, kept.records, kept.encoded)
                 unchanged = state.version == blobs.version and not repair
             if not unchanged and old:
-                diff = await _off_loop(snapshot_diff.diff_snapshots, old, blobs.by_symbol)
+                diff = await off_loop(snapshot_diff.diff_snapshots, old, blobs.by_symbol)
 
         last_listed = self.held.meta.listed if self.held is not None else state.listed
         last_server_time = (
