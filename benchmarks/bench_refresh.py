@@ -411,7 +411,9 @@ class FloorWriter:
 
     async def fetch(self, i: int) -> bytes:
         path = self.paths[i % 2] if self.alternate else self.paths[0]
-        async with self.session.get(self.url + path) as resp:
+        # aiohttp inflates the body here, in the loop, as the floor always did (the daemon's
+        # session leaves that to fetch, which inflates in a worker thread).
+        async with self.session.get(self.url + path, auto_decompress=True) as resp:
             resp.raise_for_status()
             return await resp.read()
 
@@ -620,7 +622,7 @@ class SeedStyle:
         return None
 
     async def run(self, i: int) -> None:
-        async with self.session.get(self.urls[i % 2]) as resp:
+        async with self.session.get(self.urls[i % 2], auto_decompress=True) as resp:
             resp.raise_for_status()
             body = await resp.read()
         data = json.loads(body)

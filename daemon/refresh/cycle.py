@@ -20,13 +20,12 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 
 import aiohttp
 import redis
@@ -45,8 +44,12 @@ from daemon.contract.keys import MarketKeys, keys_for
 from daemon.contract.meta import HeldRow, SnapshotMeta
 from daemon.contract.record import SymbolRecord
 from daemon.logs import get_logger, scrub_text
-from daemon.redis.errors import RECOVERABLE, ProblemKind, classify
+from daemon.redis.errors import RECOVERABLE, ProblemKind
 from daemon.refresh.budgeted import FetchDeferred, SharedBan, fetch_with_budget
+from daemon.refresh.eviction import EvictionWatch
+from daemon.refresh.report import log_held, redis_failed
+from daemon.refresh.result import CycleResult, Outcome, source_config
+from daemon.refresh.worker import off_loop
 from daemon.snapshot import diff as snapshot_diff
 from daemon.snapshot import listing, normalize, payload
 from daemon.snapshot.guards import ShrinkStreak, judge
@@ -58,89 +61,19 @@ from daemon.snapshot.store import (
     SnapshotCorrupt,
     SnapshotStore,
     StoredState,
-    evicts,
     new_token,
 )
 from daemon.upstream.fetch import (
     FetchResult,
     RateLimited,
-    SourceConfig,
     UpstreamError,
 )
 
-
-class Outcome(StrEnum):
-    """What one cycle did: exactly one of these."""
-
-    ACCEPTED = "accepted"  # a new snapshot was written
-    UNCHANGED = "unchanged"  # the reply matched what Redis holds; the snapshot is current
-    REJECTED = "rejected"  # a guard held the reply back (malformed, empty, shrunk)
-    FAILED = "error"  # upstream or Redis failed; `problem` is set when it was Redis
-    SKIPPED = "skipped"  # not attempted: a rate-limit ban (`wait`) or a cycle already running
-    FENCED = "fenced"  # another daemon holds the market's lease; Redis refused our write
-
+# The result types live in daemon.refresh.result; callers may keep importing them from here.
+__all__ = ["CycleResult", "MarketRefresher", "Outcome", "source_config"]
 
 # Log when the used request weight passes this share of the announced limit.
 WEIGHT_WARN_SHARE = 0.8
-# How often (seconds) a cycle asks INFO for the eviction policy (the first cycle always does).
-EVICTION_CHECK_INTERVAL = 30.0
-# Held rows named in one log line (all of them are in meta's held_rows).
-_HELD_LOGGED = 20
-
-
-@dataclass(frozen=True, slots=True)
-class CycleResult:
-    """What one cycle did: `outcome`, plus for a Redis failure the :class:`ProblemKind`.
-
-    `accepted` and `unchanged` both mean the snapshot is current (`ok`).
-    """
-
-    market: str
-    outcome: Outcome
-    reason: str = ""
-    version: str | None = None
-    count: int = 0
-    listed: int = 0
-    duration_ms: float = 0.0
-    # Seconds until a rate-limit ban ends (the scheduler waits at least that long).
-    wait: float | None = None
-    # A failed cycle: whether trying again soon may help (403/451 upstream say no).
-    retryable: bool = True
-    # A failed cycle caused by Redis: what kind of problem (daemon.redis.errors).
-    problem: ProblemKind | None = None
-    # What changed, when an accepted snapshot replaced a different one.
-    diff: snapshot_diff.SnapshotDiff | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in (Outcome.ACCEPTED, Outcome.UNCHANGED)
-
-    @property
-    def redis_down(self) -> bool:
-        """The cycle failed because of Redis (of any problem kind)."""
-        return self.problem is not None
-
-    @property
-    def permanent(self) -> bool:
-        """A failure that retrying soon will not fix."""
-        return not self.retryable
-
-    @property
-    def fenced(self) -> bool:
-        return self.outcome is Outcome.FENCED
-
-
-def source_config(market: MarketSettings, upstream: UpstreamSettings) -> SourceConfig:
-    """The fetcher's view of a market's settings."""
-    return SourceConfig(
-        base_urls=tuple(market.base_urls),
-        path=market.path,
-        timeout_total=upstream.timeout_total,
-        timeout_connect=upstream.timeout_connect,
-        timeout_read=upstream.timeout_read,
-        max_body_bytes=upstream.max_body_bytes,
-        user_agent=upstream.user_agent,
-    )
 
 
 class MarketRefresher:
@@ -168,8 +101,7 @@ class MarketRefresher:
         # The market's shared request-weight budget; None: fetches are not charged.
         self.budget = budget
         self.eviction = eviction
-        self.eviction_policy: str | None = None
-        self._eviction_checked = -math.inf
+        self._eviction = EvictionWatch(eviction, get_logger("symbold.refresh").bind(market=name))
         self.market = market
         self.upstream = upstream
         self.guards = guards
@@ -186,11 +118,18 @@ class MarketRefresher:
         self.last_result: CycleResult | None = None
         # Rows seen in the previous payload: unchanged rows are not decoded again.
         self.memo = normalize.RowMemo()
+        # The blobs the memo's rows gave last time, under which market settings.
+        self._derived: tuple[MarketSettings, listing.SnapshotBlobs] | None = None
         # From the last successful fetch, for metrics.
         self.fetch_ms: float | None = None
         self.used_weight: int | None = None
         self._running = False
         self.log = get_logger("symbold.refresh").bind(market=name)
+
+    @property
+    def eviction_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy`` as last seen (None: not known)."""
+        return self._eviction.policy
 
     @classmethod
     def for_market(
@@ -242,9 +181,9 @@ class MarketRefresher:
     async def _cycle(self, started: float) -> CycleResult:
         try:
             state = await self.store.read_state()
-            refused = await self._check_eviction()
+            refused = await self._eviction.check(self.store, self.name)
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         if refused is not None:
             return refused
         if state.wrong_types and not state.repair_requested:
@@ -273,9 +212,13 @@ class MarketRefresher:
         self.used_weight = fetched.used_weight
 
         try:
-            result = await self._accept_or_reject(fetched, state, started)
+            # The body goes to the worker in a box it empties, and the result kept here has
+            # none: the multi-MB body is freed once decoded, not at the end of the cycle.
+            box = [fetched.body]
+            fetched = dataclasses.replace(fetched, body=b"")
+            result = await self._accept_or_reject(fetched, box, state, started)
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         return result
 
     async def _skipped(
@@ -284,7 +227,7 @@ class MarketRefresher:
         try:
             await self._keep_serving(state)
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         self.log.warning("refresh.skipped", reason=reason, wait_s=round(wait, 1))
         return CycleResult(self.name, Outcome.SKIPPED, reason=reason, wait=wait)
 
@@ -307,39 +250,6 @@ class MarketRefresher:
             self.ban_until = ban
         return ban
 
-    async def _check_eviction(self) -> CycleResult | None:
-        """Warn (or, with eviction = "refuse", stop this cycle) when Redis may evict keys.
-
-        Asks INFO at most every EVICTION_CHECK_INTERVAL; logs when the policy is first seen or
-        changes. A server that does not tell (INFO refused by an ACL) is not checked."""
-        mono = time.monotonic()
-        if mono - self._eviction_checked >= EVICTION_CHECK_INTERVAL:
-            self._eviction_checked = mono
-            try:
-                policy = await self.store.eviction_policy()
-            except redis.ResponseError:
-                policy = None
-            if policy != self.eviction_policy and policy is not None and evicts(policy):
-                level = self.log.error if self.eviction == "refuse" else self.log.warning
-                level(
-                    "redis.eviction_policy",
-                    policy=policy,
-                    action="refusing to write" if self.eviction == "refuse" else "warning only",
-                    reason="Redis may evict snapshot keys: readers would see listed symbols "
-                    "vanish; set maxmemory-policy noeviction",
-                )
-            self.eviction_policy = policy
-        policy = self.eviction_policy
-        if self.eviction == "refuse" and policy is not None and evicts(policy):
-            return CycleResult(
-                self.name,
-                Outcome.FAILED,
-                reason=f"redis: maxmemory-policy {policy} may evict snapshot keys",
-                problem=ProblemKind.CONFIGURATION,
-                retryable=False,
-            )
-        return None
-
     async def _corrupt(self, wrong: Mapping[str, str], started: float) -> CycleResult:
         """A snapshot key of the wrong type: nothing was written; report it as data
         corruption and ask the next cycle for a full rewrite."""
@@ -353,7 +263,7 @@ class MarketRefresher:
         try:
             await self.store.mark_corrupt(wrong)
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         return CycleResult(
             self.name,
             Outcome.FAILED,
@@ -363,10 +273,12 @@ class MarketRefresher:
         )
 
     async def _accept_or_reject(
-        self, fetched: FetchResult, state: StoredState, started: float
+        self, fetched: FetchResult, box: list[bytes], state: StoredState, started: float
     ) -> CycleResult:
         try:
-            norm = normalize.normalize(fetched.body, market=self.name, memo=self.memo)
+            # The CPU work of a cycle runs in a worker thread, in steps short enough that the
+            # event loop (health answers, watchdog pings, other markets) keeps its turn.
+            norm, blobs = await off_loop(self._derive, box)
         except payload.PayloadError as err:
             return await self._reject(f"malformed reply: {err}", state, started, None)
         self._check_weight(fetched, norm.weight_limit)
@@ -380,7 +292,6 @@ class MarketRefresher:
             )
         repair = bool(state.wrong_types) or state.repair_requested
         records, encoded = norm.records, norm.encoded
-        blobs = self._blobs(records, encoded)
         unchanged = state.version == blobs.version and not repair
         held_rows: tuple[HeldRow, ...] = ()
         unusable = 0  # held rows the listing would have had
@@ -394,7 +305,8 @@ class MarketRefresher:
                 old = {}
             # Only rows that differ from the served ones are judged (the rest were judged
             # when they were first served).
-            kept = hold_rows(
+            kept = await off_loop(
+                hold_rows,
                 records,
                 encoded,
                 old,
@@ -402,17 +314,17 @@ class MarketRefresher:
                 confirm=self.guards.confirm_shrink,
             )
             held_rows = kept.verdicts.held
-            self._log_held(kept.verdicts.held, kept.verdicts.confirmed)
+            log_held(self.log, kept.verdicts.held, kept.verdicts.confirmed)
             if held_rows:
                 names = {row.symbol for row in held_rows}
                 statuses = self.market.list_statuses
                 unusable = sum(
                     1 for rec in records if rec.symbol in names and rec.status in statuses
                 )
-                blobs = self._blobs(kept.records, kept.encoded)
+                blobs = await off_loop(self._blobs, kept.records, kept.encoded)
                 unchanged = state.version == blobs.version and not repair
-            if not unchanged:
-                diff = snapshot_diff.diff_snapshots(old, blobs.by_symbol) if old else None
+            if not unchanged and old:
+                diff = await off_loop(snapshot_diff.diff_snapshots, old, blobs.by_symbol)
 
         last_listed = self.held.meta.listed if self.held is not None else state.listed
         last_server_time = (
@@ -509,6 +421,19 @@ class MarketRefresher:
             duration_ms=duration_ms,
         )
 
+    def _derive(self, box: list[bytes]) -> tuple[normalize.Normalized, listing.SnapshotBlobs]:
+        """Records and snapshot blobs of the reply in `box`, which it empties (runs in the
+        worker thread; one cycle at a time per market is what makes the row memo safe)."""
+        norm = normalize.normalize(box.pop(), market=self.name, memo=self.memo)
+        last = self._derived
+        if norm.same_rows and last is not None and last[0] is self.market:
+            # The same rows as last time under the same listing settings: the same listing,
+            # JSON and version, so they are not rebuilt (most cycles are like this).
+            return norm, last[1]
+        blobs = self._blobs(norm.records, norm.encoded)
+        self._derived = (self.market, blobs)
+        return norm, blobs
+
     def _blobs(
         self, records: tuple[SymbolRecord, ...], encoded: Mapping[str, tuple[bytes, bytes]]
     ) -> listing.SnapshotBlobs:
@@ -519,23 +444,6 @@ class MarketRefresher:
             pinned=self.market.pinned,
         )
         return listing.build_snapshot(records, listed, encoded)
-
-    def _log_held(self, held: tuple[HeldRow, ...], confirmed: tuple[HeldRow, ...]) -> None:
-        if held:
-            self.log.warning(
-                "refresh.rows_held",
-                held=len(held),
-                rows=[f"{row.symbol}: {row.reason} ({row.seen} seen)" for row in held][
-                    :_HELD_LOGGED
-                ],
-                action="serving the previous row for each",
-            )
-        if confirmed:
-            self.log.error(
-                "refresh.rows_confirmed",
-                confirmed=len(confirmed),
-                rows=[f"{row.symbol}: {row.reason}" for row in confirmed][:_HELD_LOGGED],
-            )
 
     async def _reject(
         self,
@@ -591,38 +499,13 @@ class MarketRefresher:
             await self.store.record_failure(outcome="error", error=message, token=new_token())
             await self._keep_serving(state)
         except RECOVERABLE as exc:
-            return self._redis_failed(exc, started)
+            return redis_failed(self.log, self.name, exc, started)
         return CycleResult(
             self.name,
             Outcome.FAILED,
             reason=message,
             wait=wait,
             retryable=not permanent,
-            duration_ms=(time.perf_counter() - started) * 1000.0,
-        )
-
-    def _redis_failed(self, exc: BaseException, started: float) -> CycleResult:
-        problem = classify(exc)
-        if problem.kind is ProblemKind.CONFIGURATION:
-            # Wrong password or an ACL refusal: a person has to act, retrying cannot fix it.
-            self.log.error(
-                "redis.auth_failed",
-                error=problem.message,
-                reason=problem.reason,
-                action="fix the Redis credentials or ACL",
-            )
-        elif problem.reason in ("readonly", "oom"):
-            # Reachable, but refusing writes (a replica after failover, maxmemory noeviction).
-            self.log.error("redis.write_refused", error=problem.message)
-        elif problem.kind is ProblemKind.DATA:
-            self.log.error("redis.bad_data", error=problem.message, reason=problem.reason)
-        else:
-            self.log.warning("redis.unavailable", error=problem.message)
-        return CycleResult(
-            self.name,
-            Outcome.FAILED,
-            reason=f"redis: {problem.message}",
-            problem=problem.kind,
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
 

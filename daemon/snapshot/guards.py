@@ -70,55 +70,41 @@ def judge(
     `last_server_time` the served snapshot's: going back by more than
     :data:`SERVER_TIME_SLACK_MS` needs confirmation like a shrink.
     """
-    verdict = _judge_shrink(listed, count, version, last_listed, streak, max_shrink, confirm_shrink)
-    if not verdict.accept or verdict.confirmed_shrink:
-        return verdict
+    if count == 0 or listed == 0:
+        return Verdict(False, "empty", ShrinkStreak())
+    if last_listed is None or last_listed == 0:
+        return Verdict(True, "first", ShrinkStreak())
+    # A shrink and a serverTime that went back are both held until the same content (version)
+    # was seen confirm_shrink times in a row; the shrink is checked first.
+    seen = streak.count + 1 if streak.version == version else 1
+    confirmed = seen >= confirm_shrink
+    waiting = ShrinkStreak(version=version, count=seen)
+    # Losing exactly `max_shrink` is allowed, but last * (1 - max_shrink) can land a hair above
+    # the whole number in binary floating point (10 * (1 - 0.7) == 3.0000000000000004). The
+    # slack absorbs that rounding; it cannot change a verdict on a whole listed count otherwise.
+    if listed < last_listed * (1.0 - max_shrink) - _FLOOR_SLACK:
+        if confirmed:
+            return Verdict(True, "shrink_confirmed", ShrinkStreak(), confirmed_shrink=True)
+        return Verdict(
+            False,
+            f"shrink: {listed} listed vs {last_listed} last good "
+            f"(more than {max_shrink:.0%} lost; {seen}/{confirm_shrink} confirmations)",
+            waiting,
+        )
     if (
         server_time is None
         or last_server_time is None
         or server_time >= last_server_time - SERVER_TIME_SLACK_MS
     ):
-        return verdict
-    seen = streak.count + 1 if streak.version == version else 1
-    if seen >= confirm_shrink:
+        return Verdict(True, "ok", ShrinkStreak())
+    if confirmed:
         return Verdict(True, "server_time_confirmed", ShrinkStreak(), confirmed_shrink=True)
     back = (last_server_time - server_time) / 1000.0
     return Verdict(
         False,
         f"serverTime went back {back:.0f} s from the snapshot served "
         f"({seen}/{confirm_shrink} confirmations)",
-        ShrinkStreak(version=version, count=seen),
-    )
-
-
-def _judge_shrink(
-    listed: int,
-    count: int,
-    version: str,
-    last_listed: int | None,
-    streak: ShrinkStreak,
-    max_shrink: float,
-    confirm_shrink: int,
-) -> Verdict:
-    if count == 0 or listed == 0:
-        return Verdict(False, "empty", ShrinkStreak())
-    if last_listed is None or last_listed == 0:
-        return Verdict(True, "first", ShrinkStreak())
-    # Losing exactly `max_shrink` is allowed, but last * (1 - max_shrink) can land a hair above
-    # the whole number in binary floating point (10 * (1 - 0.7) == 3.0000000000000004). The
-    # slack absorbs that rounding; it cannot change a verdict on a whole listed count otherwise.
-    floor = last_listed * (1.0 - max_shrink) - _FLOOR_SLACK
-    if listed >= floor:
-        return Verdict(True, "ok", ShrinkStreak())
-    seen = streak.count + 1 if streak.version == version else 1
-    new_streak = ShrinkStreak(version=version, count=seen)
-    if seen >= confirm_shrink:
-        return Verdict(True, "shrink_confirmed", ShrinkStreak(), confirmed_shrink=True)
-    return Verdict(
-        False,
-        f"shrink: {listed} listed vs {last_listed} last good "
-        f"(more than {max_shrink:.0%} lost; {seen}/{confirm_shrink} confirmations)",
-        new_streak,
+        waiting,
     )
 
 

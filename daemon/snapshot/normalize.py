@@ -17,7 +17,7 @@ this module validates rows and builds :class:`~daemon.contract.SymbolRecord` val
 
 import hashlib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Final
@@ -28,12 +28,15 @@ from daemon.contract.ratelimits import RateLimit, request_weight_limit
 from daemon.contract.record import MAX_SYMBOL_LENGTH, SymbolRecord, encode_record
 from daemon.snapshot.payload import (
     EMPTY_LIST,
+    ExchangeInfo,
     Row,
     RowFilter,
+    SplitFailed,
     decode_loose,
     decode_payload,
     decode_row,
     decode_row_filters,
+    decode_rows_in_chunks,
     lenient_filters,
     lenient_row,
 )
@@ -83,6 +86,9 @@ class Normalized:
     """Rows decoded in this call (the rest came from the memo unchanged)."""
     rate_limits: tuple[RateLimit, ...] = ()
     """The payload's ``rateLimits`` entries, in upstream order (empty if absent or odd)."""
+    same_rows: bool = False
+    """Every row has the same bytes, at the same position, as in the memo's previous payload
+    (so ``records`` and ``encoded`` equal the previous call's); False without a memo."""
 
 
 def is_acceptable_symbol(name: str) -> bool:
@@ -231,9 +237,9 @@ def _record(
         notional.max_notional if notional else None,
         permissions,
         row.order_types,
-        # Rows are decoded from their own small bytes object (the memo key), so this Raw
-        # points into that row, never into the multi-MB payload.
-        filters_raw,
+        # Its own copy: a Raw decoded from a row points into that row's bytes, which would
+        # then stay alive as long as the record (a memo keeps records, not rows).
+        filters_raw.copy(),
         row.contract_type,
         row.delivery_date,
         row.onboard_date,
@@ -252,32 +258,33 @@ class _RowOutcome:
 
 
 class RowMemo:
-    """What earlier calls learnt about each upstream row, keyed by the row's exact bytes.
+    """What earlier calls learnt about each upstream row, keyed by a digest of its bytes.
 
     Pass the same memo to successive :func:`normalize` calls of one market: a row whose
-    bytes did not change since the previous payload costs a dict lookup, and its record,
-    JSON and digest are reused as they are. After each call the memo holds the rows of that
-    payload only, so it never grows beyond one payload. Not thread-safe.
+    bytes did not change since the previous payload costs a hash and a comparison, and its
+    record, JSON and digest are reused as they are. After each call the memo holds the rows
+    of that payload only, and only their digests (16 bytes each), never the row bytes: it
+    costs about the records' size, not the payload's. Not thread-safe (one cycle of a market
+    at a time, in whichever thread runs it).
     """
 
     def __init__(self) -> None:
-        # The previous payload's rows (each its own bytes) and what each became, by
-        # position: payloads keep their row order, so comparing row i with row i finds the
-        # unchanged ones without copying or hashing them.
-        self.raws: list[msgspec.Raw] = []
+        # The previous payload's row digests and what each row became, by position: payloads
+        # keep their row order, so comparing row i with row i finds the unchanged ones.
+        self.digests: list[bytes] = []
         self.outcomes: list[_RowOutcome] = []
         self.permissions = _PermissionMemo()
 
-    def by_bytes(self) -> dict[bytes, _RowOutcome]:
+    def by_digest(self) -> dict[bytes, _RowOutcome]:
         """The previous rows keyed by content, for a payload whose rows moved."""
-        return {bytes(raw): out for raw, out in zip(self.raws, self.outcomes, strict=True)}
+        return dict(zip(self.digests, self.outcomes, strict=True))
 
 
 _DROPPED: Final = _RowOutcome(None, b"", b"", None, False)
 _DROPPED_LENIENT: Final = _RowOutcome(None, b"", b"", None, True)
 
 
-def digest(blob: bytes) -> bytes:
+def digest(blob: bytes | msgspec.Raw) -> bytes:
     # sha256 runs on the CPU's SHA extensions where present: about twice blake2b's speed here.
     return hashlib.sha256(blob).digest()[:16]
 
@@ -330,58 +337,75 @@ def normalize(
     JSON number where a decimal string is expected) is re-read leniently: usable values are
     kept (a JSON number as its exact source text), unusable ones become ``None``/empty, and a
     ``filters`` value that is not an array is replaced by ``[]``.
+
+    Meant to run in a worker thread: no single C call covers more than a chunk of the
+    payload (see :func:`~daemon.snapshot.payload.decode_rows_in_chunks`), so the event loop
+    gets the GIL back between chunks and rows.
     """
-    info = decode_payload(payload)
     memo = memo if memo is not None else RowMemo()
-    previous, known = memo.raws, memo.outcomes
+    if isinstance(payload, bytes):
+        try:
+            info, chunks = decode_rows_in_chunks(payload)
+            return _normalize(info, chunks, market, memo)
+        except SplitFailed:
+            pass  # not laid out as Binance does: decode it whole (memo untouched so far)
+    info = decode_payload(payload)
+    return _normalize(info, iter((info.symbols,)), market, memo)
+
+
+def _normalize(
+    info: ExchangeInfo, chunks: Iterator[list[msgspec.Raw]], market: str, memo: RowMemo
+) -> Normalized:
+    previous, known = memo.digests, memo.outcomes
     moved: dict[bytes, _RowOutcome] | None = None
+    digests: list[bytes] = []
     outcomes: list[_RowOutcome] = []
     records: list[SymbolRecord] = []
     encoded: dict[str, tuple[bytes, bytes]] = {}
     refused: list[str] = []
     dropped = duplicates = lenient = processed = 0
-    rows = info.symbols
-    # The memo keeps each row as its own small bytes, never as a slice of the payload, so the
-    # multi-MB body can be freed once this call returns.
-    kept: list[msgspec.Raw] = []
-    for i, raw in enumerate(rows):
-        if i < len(previous) and previous[i] == raw:
-            outcome = known[i]
-            kept.append(previous[i])
-        else:
-            if moved is None:
-                # A row edited in place (the next row still lines up) needs no index by
-                # content; rows that moved (a listing or delisting shifted them) do.
-                in_place = i + 1 < len(rows) and i + 1 < len(previous)
-                moved = {} if in_place and previous[i + 1] == rows[i + 1] else memo.by_bytes()
-            row_bytes = bytes(raw)
-            kept.append(msgspec.Raw(row_bytes))
-            found = moved.get(row_bytes)
-            if found is None:
-                found = _process_row(row_bytes, market, memo.permissions)
-                moved[row_bytes] = found  # a repeated row in this payload is decoded once
-                processed += 1
-            outcome = found
-        outcomes.append(outcome)
-        if outcome.lenient:
-            lenient += 1
-        record = outcome.record
-        if record is None:
-            if outcome.refused is not None:
-                refused.append(outcome.refused)
+    i = 0
+    for rows in chunks:
+        for raw in rows:
+            # Hashing a row (a few KB) releases the GIL; the memo keeps 16 bytes per row.
+            row_digest = digest(raw)
+            digests.append(row_digest)
+            if i < len(previous) and previous[i] == row_digest:
+                outcome = known[i]
             else:
-                dropped += 1
-            continue
-        if record.symbol in encoded:
-            duplicates += 1
-            continue
-        records.append(record)
-        encoded[record.symbol] = (outcome.blob, outcome.digest)
-    memo.raws, memo.outcomes = kept, outcomes
+                if moved is None:
+                    # A row edited in place needs no index by content; rows that moved (a
+                    # listing or delisting shifted them) do. Built once, on the first change.
+                    moved = memo.by_digest()
+                found = moved.get(row_digest)
+                if found is None:
+                    found = _process_row(bytes(raw), market, memo.permissions)
+                    moved[row_digest] = found  # a repeated row in this payload is decoded once
+                    processed += 1
+                outcome = found
+            i += 1
+            outcomes.append(outcome)
+            if outcome.lenient:
+                lenient += 1
+            record = outcome.record
+            if record is None:
+                if outcome.refused is not None:
+                    refused.append(outcome.refused)
+                else:
+                    dropped += 1
+                continue
+            if record.symbol in encoded:
+                duplicates += 1
+                continue
+            records.append(record)
+            encoded[record.symbol] = (outcome.blob, outcome.digest)
+        del rows  # this chunk's bytes go now, not when the loop ends
+    same_rows = moved is None and i == len(previous) > 0
+    memo.digests, memo.outcomes = digests, outcomes
 
     return Normalized(
         records=tuple(records),
-        rows=len(info.symbols),
+        rows=i,
         dropped=dropped,
         refused=tuple(refused),
         duplicates=duplicates,
@@ -391,4 +415,5 @@ def normalize(
         encoded=encoded,
         processed=processed,
         rate_limits=tuple(info.rate_limits),
+        same_rows=same_rows,
     )

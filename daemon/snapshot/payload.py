@@ -9,6 +9,7 @@ unexpected shape is it redone row by row over ``msgspec.Raw`` slices, so one odd
 that row, never the refresh. Turning rows into records is :mod:`daemon.snapshot.normalize`.
 """
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import msgspec
@@ -17,14 +18,17 @@ from daemon.contract.ratelimits import RateLimit
 
 __all__ = [
     "EMPTY_LIST",
+    "ROW_CHUNK_BYTES",
     "ExchangeInfo",
     "PayloadError",
     "Row",
     "RowFilter",
+    "SplitFailed",
     "decode_loose",
     "decode_payload",
     "decode_row",
     "decode_row_filters",
+    "decode_rows_in_chunks",
     "lenient_filters",
     "lenient_row",
 ]
@@ -177,6 +181,85 @@ def decode_payload(payload: bytes | bytearray | memoryview) -> ExchangeInfo:
         # `$.symbols`" or "Object missing required field `symbols`".
         raise PayloadError(f"exchangeInfo payload has an unusable shape: {exc}") from exc
     return ExchangeInfo(symbols=bare.symbols)
+
+
+# Rows follow each other as `},{"symbol":"` in every exchangeInfo Binance sends (compact JSON,
+# `symbol` first). Only a hint where to cut: every piece is checked by decoding it.
+_ROW_SEPARATOR: Final = b'},{"symbol":"'
+_SYMBOLS_OPEN: Final = b'"symbols":['
+_RAW_LIST_DECODER: Final = msgspec.json.Decoder(list[msgspec.Raw])
+ROW_CHUNK_BYTES: Final = 512 * 1024
+"""About how many payload bytes one decode call of :func:`decode_rows_in_chunks` covers."""
+
+
+class SplitFailed(Exception):
+    """The payload is not laid out as Binance lays it out: decode it whole instead."""
+
+
+def decode_rows_in_chunks(
+    payload: bytes, chunk_bytes: int = ROW_CHUNK_BYTES
+) -> tuple[ExchangeInfo, Iterator[list[msgspec.Raw]]]:
+    """The payload's header and its rows, decoded a chunk of about `chunk_bytes` at a time.
+
+    Gives the same header and rows as :func:`decode_payload` (the header's ``symbols`` are
+    the last chunk's rows; the iterator yields every chunk's rows in order, that one last),
+    but no single decode call covers more than about `chunk_bytes`, so a worker thread that
+    runs it lets the event loop take the GIL between chunks (msgspec holds it for one call).
+    Each chunk's rows point into a copy of that chunk only, freed with them.
+
+    Raises :class:`SplitFailed`, at once or while iterating, when the payload is not laid
+    out as expected (then :func:`decode_payload` on the whole payload is the answer, also
+    for a payload that is not valid JSON).
+    """
+    start = payload.find(_SYMBOLS_OPEN)
+    if start < 0 or len(payload) <= chunk_bytes:
+        raise SplitFailed
+    opened = start + len(_SYMBOLS_OPEN)
+    head = payload[:opened]
+    # The header with an empty `symbols` closed right there must be a whole JSON object whose
+    # `symbols` is empty: then the `[` is the top-level symbols array and not a nested one.
+    try:
+        bare = _BARE_DECODER.decode(head + b"]}")
+    except msgspec.DecodeError:
+        raise SplitFailed from None
+    if bare.symbols:
+        raise SplitFailed
+    cuts: list[int] = []  # offsets of the `,` between the last row of a chunk and the next
+    at = opened
+    while True:
+        cut = payload.find(_ROW_SEPARATOR, at + chunk_bytes)
+        if cut < 0:
+            break
+        cuts.append(cut + 1)
+        at = cut + 2
+    last = cuts[-1] + 1 if cuts else opened
+    try:
+        # The header with only the last chunk's rows: header fields are read as the whole
+        # payload would give them, and the rows there end where the symbols array ends.
+        info = decode_payload(head + payload[last:])
+    except PayloadError:
+        raise SplitFailed from None
+    return info, _chunks(payload, opened, cuts, info)
+
+
+def _chunks(
+    payload: bytes, opened: int, cuts: list[int], info: ExchangeInfo
+) -> Iterator[list[msgspec.Raw]]:
+    view = memoryview(payload)
+    begin = opened
+    for cut in cuts:
+        # "[" + the piece + "]" in one copy (a bytes concatenation would copy it twice).
+        piece = bytearray(cut - begin + 2)
+        piece[0], piece[-1] = 0x5B, 0x5D
+        piece[1:-1] = view[begin:cut]
+        try:
+            # Each piece must be a comma-separated run of whole JSON values; together with
+            # the header check above, the pieces are exactly the rows of the whole payload.
+            yield _RAW_LIST_DECODER.decode(piece)
+        except msgspec.DecodeError:
+            raise SplitFailed from None
+        begin = cut + 1
+    yield info.symbols
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import WatchError
 
 from daemon.contract.keys import MarketKeys
 from daemon.contract.meta import (
-    HeldRow,
     MetaError,
-    MetaFields,
     SnapshotMeta,
     decode_timestamp,
     encode_timestamp,
@@ -47,6 +43,27 @@ from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
 from daemon.snapshot.listing import SnapshotBlobs
+from daemon.snapshot.staging import StagingLost, drop, stage
+from daemon.snapshot.state import (
+    HeldSnapshot,
+    SnapshotCorrupt,
+    StoredState,
+    evicts,
+    new_token,
+    read_state,
+)
+
+# The shared types live in daemon.snapshot.state; they stay importable from here.
+__all__ = [
+    "MAX_BAN",
+    "ONCE_KEEP",
+    "HeldSnapshot",
+    "SnapshotCorrupt",
+    "SnapshotStore",
+    "StoredState",
+    "evicts",
+    "new_token",
+]
 
 # Count one event exactly once: the token is in the set only if this event was counted already.
 # The set keeps the newest ONCE_KEEP tokens: a retried transaction is re-sent within seconds,
@@ -76,72 +93,16 @@ _WATCH_RETRIES = 3
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True, slots=True)
-class StoredState:
-    """What Redis holds for a market, read in one round trip before a cycle."""
-
-    version: str | None
-    listed: int | None
-    streak: ShrinkStreak
-    has_symbols: bool
-    has_last_good: bool
-    has_by_symbol: bool
-    ban_until: float | None
-    server_time: int | None = None
-    # Keys holding a type the store never writes: key name -> the type found.
-    wrong_types: Mapping[str, str] = field(default_factory=dict)
-    # A previous cycle found wrong-type keys and asked for a full rewrite (see mark_corrupt).
-    repair_requested: bool = False
-    # Rows the last commit held back (kept serving the previous row), with their streaks.
-    held_rows: tuple[HeldRow, ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        return self.has_symbols and self.has_last_good and self.has_by_symbol
-
-
-# The meta fields a cycle needs before it starts (see read_state).
-_STATE_FIELDS = ("version", "listed", "shrink_version", "shrink_count", "server_time", "held_rows")
-_REPAIR_TTL = 7 * 24 * 3600
+def _mapping(fields: Mapping[str, Any]) -> Any:
+    # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
+    return fields
 
 
 class _NotPrevious(Exception):
     """Redis does not hold the snapshot an incremental write was based on."""
 
 
-class SnapshotCorrupt(Exception):
-    """A snapshot key holds a type the store never writes (e.g. ``by_symbol`` is a list).
-
-    Nothing was written. ``keys`` names each such key with what it holds. Not a Redis error:
-    Redis is reachable and answered; its data is wrong. :meth:`SnapshotStore.commit` with
-    ``repair=True`` replaces those keys.
-    """
-
-    def __init__(self, keys: Mapping[str, str]) -> None:
-        self.keys = dict(keys)
-        shown = ", ".join(f"{name} is a {kind}" for name, kind in sorted(self.keys.items()))
-        super().__init__(f"snapshot keys of the wrong type: {shown}")
-
-
-def _is_wrongtype(exc: BaseException) -> bool:
-    # A pipeline wraps it: "Command # 1 (HMGET ...) of pipeline caused error: (WRONGTYPE ...".
-    return isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc)
-
-
-def evicts(policy: str) -> bool:
-    """Whether Redis may evict snapshot keys under ``maxmemory-policy`` `policy`: every
-    ``allkeys-*`` policy, and every ``volatile-*`` one (``symbols`` has a TTL)."""
-    return policy.startswith(("allkeys-", "volatile-"))
-
-
-def new_token() -> str:
-    """A one-time token for an event to be counted (create it before the first attempt)."""
-    return uuid.uuid4().hex
-
-
-def _mapping(fields: Mapping[str, Any]) -> Any:
-    # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
-    return fields
+_REPAIR_TTL = 7 * 24 * 3600
 
 
 class SnapshotStore:
@@ -204,76 +165,8 @@ class SnapshotStore:
 
     async def read_state(self) -> StoredState:
         """One non-transactional round trip: meta fields, key existence and types, the ban
-        deadline, a pending repair. A key of the wrong type does not make it fail: it is
-        reported in ``wrong_types`` (and reads as absent)."""
-        k = self.keys
-        expected = self.expected_types()
-        try:
-            replies = await self._state_replies(expected, set())
-        except ResponseError as exc:
-            if not _is_wrongtype(exc):
-                raise
-            # Rare: learn which keys are of the wrong type, then read around them. (Errors
-            # are not returned in place: a cluster pipeline retries a moved or failed node
-            # only when it may raise.)
-            names = [*expected, k.ban_until]
-            kinds = await self._types(names)
-            skip = {
-                name
-                for name, kind in zip(names, kinds, strict=True)
-                if kind not in ("none", expected.get(name, "string"))
-            }
-            replies = await self._state_replies(expected, skip)
-        values, has_sym, has_lg, has_bs, ban, repair = replies[:6]
-        wrong: dict[str, str] = {}
-        for (name, want), kind in zip(expected.items(), replies[6:], strict=True):
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-            if kind not in ("none", want):
-                wrong[name] = kind
-        meta = MetaFields.from_hash(dict(zip(_STATE_FIELDS, values, strict=True)))
-        return StoredState(
-            version=meta.version,
-            listed=meta.listed,
-            streak=ShrinkStreak(version=meta.shrink_version, count=meta.shrink_count),
-            has_symbols=bool(has_sym) and k.symbols not in wrong,
-            has_last_good=bool(has_lg) and k.last_good not in wrong,
-            has_by_symbol=bool(has_bs) and k.by_symbol not in wrong,
-            ban_until=decode_timestamp(ban),
-            server_time=meta.server_time,
-            held_rows=meta.held_rows,
-            wrong_types=wrong,
-            repair_requested=bool(repair),
-        )
-
-    async def _state_replies(self, expected: Mapping[str, str], skip: set[str]) -> list[Any]:
-        k = self.keys
-        pipe = self.client.pipeline(transaction=False)
-        if k.meta in skip:
-            pipe.echo(b"")  # a placeholder keeps the reply positions
-        else:
-            pipe.hmget(k.meta, _STATE_FIELDS)
-        pipe.exists(k.symbols)
-        pipe.exists(k.last_good)
-        pipe.exists(k.by_symbol)
-        if k.ban_until in skip:
-            pipe.echo(b"")
-        else:
-            pipe.get(k.ban_until)
-        pipe.exists(self.repair_key)
-        for name in expected:
-            pipe.type(name)
-        replies: list[Any] = await pipe.execute()
-        if k.meta in skip:
-            replies[0] = [None] * len(_STATE_FIELDS)
-        if k.ban_until in skip:
-            replies[4] = None
-        return replies
-
-    async def _types(self, names: list[str]) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.type(name)
-        return [t.decode() if isinstance(t, bytes) else str(t) for t in await pipe.execute()]
+        deadline, a pending repair (see :func:`daemon.snapshot.state.read_state`)."""
+        return await read_state(self.client, self.keys, self.expected_types(), self.repair_key)
 
     async def mark_corrupt(self, wrong: Mapping[str, str]) -> None:
         """Ask the next commit (of this or any other process) for a full rewrite that
@@ -298,14 +191,37 @@ class SnapshotStore:
         raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.by_symbol))
         return {name.decode(): value for name, value in raw.items()}
 
+    async def _stage(self, by_symbol: Mapping[str, bytes]) -> str | None:
+        """Stage a whole ``by_symbol`` hash (see :func:`daemon.snapshot.staging.stage`)."""
+        return await stage(self.client, self.keys.by_symbol, by_symbol)
+
+    def _replace_by_symbol(
+        self, pipe: Pipeline, staged: str | None, by_symbol: Mapping[str, bytes]
+    ) -> None:
+        k = self.keys
+        if staged is None:
+            pipe.delete(k.by_symbol)
+            if by_symbol:
+                pipe.hset(k.by_symbol, mapping=_mapping(by_symbol))
+            return
+        # RENAME replaces by_symbol whole (whatever it held) and keeps the staging TTL:
+        # PERSIST drops it, as by_symbol never expires.
+        pipe.rename(staged, k.by_symbol)
+        pipe.persist(k.by_symbol)
+
     async def _transact(
         self,
         fill: Callable[[Pipeline], None],
         *,
         expect_version: str | None = None,
         repair: bool = False,
+        staged: str | None = None,
     ) -> None:
         """Run one MULTI/EXEC that `fill` builds, all or nothing.
+
+        `staged` names a staging hash (see :meth:`_stage`) that `fill` renames into place: it
+        is WATCHed and must exist, so the rename can never fail inside EXEC (a command that
+        fails there would leave the others applied).
 
         Every key the store writes is WATCHed and its type checked first: a key of the wrong
         type raises :class:`SnapshotCorrupt` before anything is queued (with `repair`, such
@@ -320,9 +236,11 @@ class SnapshotStore:
         watched = list(self.expected_types())
         if self.fence is not None:
             watched.append(self.fence.key)
+        if staged is not None:
+            watched.append(staged)
         for attempt in range(_WATCH_RETRIES + 1):
             try:
-                await self._watched_attempt(fill, watched, expect_version, repair)
+                await self._watched_attempt(fill, watched, expect_version, repair, staged)
             except WatchError:
                 # From EXEC (a watched key changed) or from any command after WATCH on a
                 # connection that dropped. Either nothing was applied, or (a reply lost after
@@ -338,10 +256,13 @@ class SnapshotStore:
         watched: list[str],
         expect_version: str | None,
         repair: bool,
+        staged: str | None = None,
     ) -> None:
         expected = self.expected_types()
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(*watched)
+            if staged is not None and not await pipe.exists(staged):
+                raise StagingLost(staged)
             found = await pipe.eval(_TYPES, len(expected), *expected)
             wrong = {
                 name: kind.decode() if isinstance(kind, bytes) else str(kind)
@@ -439,8 +360,7 @@ class SnapshotStore:
             else:
                 pipe.set(k.last_good, blobs.symbols_json)
                 pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
-                pipe.delete(k.by_symbol)
-                pipe.hset(k.by_symbol, mapping=_mapping(blobs.by_symbol))
+                self._replace_by_symbol(pipe, staged, blobs.by_symbol)
             # The list goes out twice rather than as one SET plus a server-side COPY: COPY of
             # a multi-MB value costs Redis ~10x a SET (fresh pages), and every reader's command
             # queues behind it. An unchanged list only has its expiry renewed.
@@ -465,11 +385,17 @@ class SnapshotStore:
                 # As a raw command: redis-py's cluster pipelines refuse the publish() method.
                 pipe.execute_command("PUBLISH", k.events, event)
 
-        await self._transact(
-            fill,
-            expect_version=previous.version if previous is not None else None,
-            repair=repair,
-        )
+        staged = await self._stage(blobs.by_symbol) if previous is None else None
+        try:
+            await self._transact(
+                fill,
+                expect_version=previous.version if previous is not None else None,
+                repair=repair,
+                staged=staged,
+            )
+        finally:
+            if staged is not None:
+                await drop(self.client, staged)
 
     async def record_failure(
         self,
@@ -507,8 +433,7 @@ class SnapshotStore:
             if held is not None:
                 pipe.set(k.last_good, held.blobs.symbols_json)
                 pipe.set(k.symbols, held.blobs.symbols_json, ex=self.cache_ttl)
-                pipe.delete(k.by_symbol)
-                pipe.hset(k.by_symbol, mapping=_mapping(held.blobs.by_symbol))
+                self._replace_by_symbol(pipe, staged, held.blobs.by_symbol)
                 pipe.set(k.refreshed_at, encode_timestamp(held.meta.fetched_at), nx=True)
                 # Not last_error: a failed cycle recorded why just before falling back, and
                 # the held snapshot's empty one must not erase it. Filled in if meta lost it.
@@ -525,7 +450,12 @@ class SnapshotStore:
                 pipe.hset(k.meta, "stale", "1")
             self._count(pipe, "fallback_used", token)
 
-        await self._transact(fill)
+        staged = await self._stage(held.blobs.by_symbol) if held is not None else None
+        try:
+            await self._transact(fill, staged=staged)
+        finally:
+            if staged is not None:
+                await drop(self.client, staged)
         return "memory" if held is not None else "last_good"
 
     async def refreshed_at(self) -> float | None:
@@ -576,11 +506,3 @@ class SnapshotStore:
         until = min(until, now + MAX_BAN) if not math.isnan(until) else now
         ttl_ms = max(1, int((until - now) * 1000))
         await self.client.set(self.keys.ban_until, encode_timestamp(until), px=ttl_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class HeldSnapshot:
-    """The last accepted snapshot, kept in memory to republish if Redis loses it."""
-
-    blobs: SnapshotBlobs
-    meta: SnapshotMeta

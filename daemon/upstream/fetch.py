@@ -14,10 +14,13 @@ What a caller may rely on:
   ``.retryable`` (whether trying again later may help; 403/451 say no), ``.url`` (redacted),
   ``.status`` and ``.used_weight``. ``RateLimited`` adds ``.retry_after`` (seconds, clamped to
   0..3 days, or None). ``AllHostsFailed`` adds ``.failures``, one ``HostFailure`` per host.
-- Memory is bounded by ``max_body_bytes`` counted after decompression: the body is read in chunks
-  and refused as soon as it grows past the cap, so a gzip bomb costs about the cap, not its expanded
-  size. This relies on aiohttp's own bounded decompression (aiohttp >= 3.13.3,
-  GHSA-6mq8-rvhq-8wgg); the tests check it with a 200 MB bomb.
+- Memory is bounded by ``max_body_bytes`` counted after decompression: the body is read as sent
+  (compressed or not) in chunks and refused once it grows past the cap, then a gzip/deflate body
+  is inflated in a worker thread that stops at the cap, so a gzip bomb costs about the cap, not
+  its expanded size (the tests check it with a 200 MB bomb). Inflating there, not in aiohttp,
+  keeps the event loop free while a 17 MB reply is decompressed (zlib releases the GIL).
+- ``FetchResult.headers`` and ``UpstreamError.headers`` hold the response headers of an HTTP
+  answer as (name, value) pairs (None for ``file:`` sources and when no answer arrived).
 - No message or ``url`` attribute carries URL credentials or secret-looking query values
   (see ``redact_url``).
 
@@ -28,25 +31,48 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
 import io
 import math
 import os
-import random
-import re
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
-from datetime import UTC
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import hdrs
 from aiohttp.http_exceptions import ContentEncodingError, ContentLengthError, TransferEncodingError
 from yarl import URL
 
-from daemon.redaction import redact_endpoint
+from daemon.upstream.errors import (
+    AllHostsFailed,
+    BadBody,
+    BodyTooLarge,
+    FileSourceError,
+    Forbidden,
+    Headers,
+    HostFailure,
+    LegalRestriction,
+    RateLimited,
+    ServerError,
+    TransportError,
+    UnexpectedStatus,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from daemon.upstream.headers import (
+    MAX_RETRY_AFTER,
+    USED_WEIGHT_HEADER,
+    banned_until,
+    parse_retry_after,
+    parse_used_weight,
+    redact_url,
+    retry_delay,
+    snippet_text,
+)
+from daemon.upstream.inflate import WBITS, inflate, zlib_header
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -78,21 +104,9 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 """Default cap on a body after decompression. A full modern spot reply is about 17 MB."""
 
-MAX_RETRY_AFTER: Final = 3 * 24 * 3600.0
-"""Longest wait we honour: Binance IP bans escalate up to 3 days."""
-
-USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
-
 _CHUNK: Final = 64 * 1024
 _ERROR_SNIPPET_BYTES: Final = 2048
-_ERROR_SNIPPET_CHARS: Final = 200
 _ERROR_SNIPPET_WAIT: Final = 1.0
-_DELAY_SECONDS: Final = re.compile(r"\d{1,15}(\.\d{1,9})?")
-_WEIGHT: Final = re.compile(r"\d{1,15}")
-# Binance's 418 body: "... IP banned until 1694185561976. Please use WebSocket Streams ..."
-_BANNED_UNTIL: Final = re.compile(rb"banned until (\d{12,14})")
-
-
 # --------------------------------------------------------------------------------------------
 # configuration and results
 
@@ -133,25 +147,14 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class HostFailure:
-    """Why one base URL failed: enough to log, no traceback or body kept alive."""
-
-    url: str
-    kind: str
-    message: str
-    retryable: bool
-    status: int | None
-    elapsed_ms: float
-
-
-@dataclass(frozen=True, slots=True)
 class FetchResult:
     """A successful fetch.
 
     ``url`` is the redacted URL that answered; ``status`` is 200 (also for ``file:``);
     ``used_weight`` is ``X-MBX-USED-WEIGHT-1M`` (None if absent, unparsable, or a file);
     ``elapsed_ms`` is the time of the successful attempt alone; ``attempts`` lists the hosts
-    that failed before it, in order.
+    that failed before it, in order; ``headers`` holds the response headers as (name, value)
+    pairs (None for a ``file:`` source).
     """
 
     body: bytes = field(repr=False)  # up to tens of MB: never in a repr or a log line
@@ -160,222 +163,8 @@ class FetchResult:
     used_weight: int | None
     elapsed_ms: float
     attempts: tuple[HostFailure, ...] = ()
-
-
-# --------------------------------------------------------------------------------------------
-# errors
-
-
-class UpstreamError(Exception):
-    """Base of every error ``fetch`` raises.
-
-    ``kind``: short stable name (see subclasses); ``retryable``: a later attempt may succeed;
-    ``next_host``: whether ``fetch`` moves on to the next base URL after it (internal policy,
-    exposed for transparency); ``attempts``: hosts that failed before this one, when ``fetch``
-    stopped early on this error.
-    """
-
-    kind: str = "upstream"
-    retryable: bool = True
-    next_host: bool = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str | None = None,
-        status: int | None = None,
-        used_weight: int | None = None,
-        kind: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.url = url
-        self.status = status
-        self.used_weight = used_weight
-        if kind is not None:
-            self.kind = kind
-        self.attempts: tuple[HostFailure, ...] = ()
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class TransportError(UpstreamError):
-    """Could not connect, or the connection broke before a response (kind ``connection``)."""
-
-    kind = "connection"
-
-
-class UpstreamTimeout(TransportError):
-    """Connect, read or total timeout (kind ``timeout``)."""
-
-    kind = "timeout"
-
-
-class ServerError(UpstreamError):
-    """A 5xx from Binance or a proxy in front of it (kind ``server_error``)."""
-
-    kind = "server_error"
-
-
-class UnexpectedStatus(UpstreamError):
-    """Any other non-200 status (3xx, 404, ...): most likely a wrong URL (kind ``http_status``)."""
-
-    kind = "http_status"
-    retryable = False
-
-
-class BadBody(UpstreamError):
-    """The body did not arrive intact: kind ``truncated`` or ``bad_encoding`` (corrupt gzip)."""
-
-    kind = "bad_body"
-
-
-class BodyTooLarge(UpstreamError):
-    """The body grew past ``max_body_bytes`` (kind ``body_too_large``): raise the cap or alert."""
-
-    kind = "body_too_large"
-    retryable = False
-    # Every host serves the same payload: if it outgrew the cap on one, it has on all, and each
-    # further try would download up to the cap again.
-    next_host = False
-
-
-class FileSourceError(UpstreamError):
-    """A ``file:`` URL could not be read (kind ``file``)."""
-
-    kind = "file"
-    retryable = False
-
-
-class RateLimited(UpstreamError):
-    """429 (kind ``rate_limited``) or 418 IP ban (kind ``banned``).
-
-    ``retry_after``: seconds to wait, from ``Retry-After`` or, failing that, the "banned until"
-    time in a Binance error body; clamped to 0..``MAX_RETRY_AFTER``; None if neither said.
-    Limits are per IP, so ``fetch`` does not try the other hosts.
-    """
-
-    kind = "rate_limited"
-    next_host = False
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str | None,
-        status: int,
-        used_weight: int | None,
-        retry_after: float | None,
-    ) -> None:
-        super().__init__(
-            message,
-            url=url,
-            status=status,
-            used_weight=used_weight,
-            kind="banned" if status == 418 else "rate_limited",
-        )
-        self.retry_after = retry_after
-
-
-class Forbidden(UpstreamError):
-    """403: a WAF block. Permanent until a human looks (kind ``forbidden``)."""
-
-    kind = "forbidden"
-    retryable = False
-    next_host = False
-
-
-class LegalRestriction(UpstreamError):
-    """451: Binance refuses this location. Permanent (kind ``legal_restriction``)."""
-
-    kind = "legal_restriction"
-    retryable = False
-    next_host = False
-
-
-class AllHostsFailed(UpstreamError):
-    """Every base URL failed; ``failures`` has one entry per host, in order.
-
-    ``retryable`` is True if any host's failure was.
-    """
-
-    kind = "all_hosts_failed"
-
-    def __init__(self, failures: tuple[HostFailure, ...]) -> None:
-        reasons = "; ".join(f"{f.url} -> {f.kind}: {f.message}" for f in failures)
-        super().__init__(f"all {len(failures)} upstream hosts failed: {reasons}")
-        self.failures = failures
-        self.attempts = failures
-        self.retryable = any(f.retryable for f in failures)
-
-
-# --------------------------------------------------------------------------------------------
-# pure helpers
-
-
-def redact_url(url: str | URL) -> str:
-    """``url`` for messages: no user/password, no fragment, secret-looking query values masked
-    (the rules of :func:`daemon.redaction.redact_endpoint`)."""
-    return redact_endpoint(str(url))
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP-date.
-
-    Returns None when absent or unparsable; otherwise clamped to 0..``MAX_RETRY_AFTER``
-    (a date in the past gives 0). ``now`` (epoch seconds) is for tests.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if _DELAY_SECONDS.fullmatch(text):
-        seconds = float(text)
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are GMT
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def parse_used_weight(value: str | None) -> int | None:
-    """``X-MBX-USED-WEIGHT-1M`` as an int; None when absent or not a plain non-negative integer."""
-    if value is None:
-        return None
-    text = value.strip()
-    return int(text) if _WEIGHT.fullmatch(text) else None
-
-
-def retry_delay(
-    retry_after: float | None,
-    attempt: int,
-    *,
-    base: float,
-    cap: float,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before the next try.
-
-    With ``retry_after`` (the server said): exactly that, clamped to 0..``MAX_RETRY_AFTER``.
-    The backoff ``cap`` does not shorten it: waiting less than a ban makes the ban longer.
-    Without: full-jitter exponential backoff, uniform in
-    ``[0, min(cap, base * 2**attempt)]``, ``attempt`` counting consecutive failures from 0.
-    ``rng`` makes it deterministic in tests. No I/O, no clock.
-    """
-    if retry_after is not None and not math.isnan(retry_after):
-        return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
-    # min(..., 64): 2.0**attempt overflows for a very long outage; the cap applies long before.
-    ceiling = max(0.0, min(cap, base * 2.0 ** min(max(attempt, 0), 64)))
-    return rng.uniform(0.0, ceiling) if rng is not None else random.uniform(0.0, ceiling)
+    # The answer's response headers as (name, value) pairs; None for a file: source.
+    headers: Headers | None = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,8 +183,9 @@ def make_session(cfg: SourceConfig, *, limit: int = 4) -> aiohttp.ClientSession:
         connector=connector,
         timeout=_client_timeout(cfg),
         headers={hdrs.USER_AGENT: cfg.user_agent},
-        # Kept on: aiohttp decompresses in bounded steps and we cap the decompressed total.
-        auto_decompress=True,
+        # fetch inflates the body itself, off the event loop (see inflate); it also asks for
+        # that per request, so a session built elsewhere works too.
+        auto_decompress=False,
         raise_for_status=False,
         # No proxies or .netrc picked up from the environment behind the operator's back.
         trust_env=False,
@@ -410,9 +200,6 @@ async def fetch(session: aiohttp.ClientSession, cfg: SourceConfig) -> FetchResul
     host failed for a reason worth trying elsewhere. Worst-case duration is about
     ``len(base_urls) * timeout_total``. Cancellation propagates untouched.
     """
-    if not session.auto_decompress:
-        # We would hand compressed bytes to the decoder and count the cap on the wrong size.
-        raise ValueError("fetch needs a session with auto_decompress=True (see make_session)")
     failures: list[HostFailure] = []
     for base in cfg.base_urls:
         started = time.perf_counter()
@@ -509,17 +296,22 @@ async def _fetch_http(
             timeout=_client_timeout(cfg),
             # Binance does not redirect; a redirect means a portal or a wrong URL, so report it.
             allow_redirects=False,
+            # Inflating 17 MB in the event loop would stall it for tens of ms: inflate does it
+            # in a thread (zlib releases the GIL), with the cap on the inflated size.
+            auto_decompress=False,
         ) as resp:
+            answer = tuple(resp.headers.items())
             used_weight = parse_used_weight(resp.headers.get(USED_WEIGHT_HEADER))
             if resp.status != 200:
-                raise await _status_error(resp, shown, used_weight)
-            body = await _read_capped(resp, cfg.max_body_bytes, shown, used_weight)
+                raise await _status_error(resp, shown, used_weight, answer)
+            body = await _read_capped(resp, cfg.max_body_bytes, shown, used_weight, answer)
             return FetchResult(
                 body=body,
                 url=shown,
                 status=resp.status,
                 used_weight=used_weight,
                 elapsed_ms=_ms_since(started),
+                headers=answer,
             )
     # TimeoutError first: aiohttp's ServerTimeoutError is both a TimeoutError and a ClientError.
     except TimeoutError as exc:
@@ -550,51 +342,72 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _read_capped(
-    resp: aiohttp.ClientResponse, cap: int, shown: str, used_weight: int | None
+    resp: aiohttp.ClientResponse,
+    cap: int,
+    shown: str,
+    used_weight: int | None,
+    answer: Headers,
 ) -> bytes:
     encoding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    context: dict[str, Any] = {
+        "url": shown,
+        "status": resp.status,
+        "used_weight": used_weight,
+        "headers": answer,
+    }
+    plain = encoding in ("", "identity")
+    if not plain and encoding not in WBITS:
+        raise BadBody(
+            f"bad body from {shown}: unsupported Content-Encoding {encoding[:40]!r}",
+            kind="bad_encoding",
+            **context,
+        )
     declared = resp.content_length
     # Without compression the declared length is the body size: refuse before reading a byte.
-    if declared is not None and encoding in ("", "identity") and declared > cap:
+    if declared is not None and plain and declared > cap:
         raise BodyTooLarge(
-            f"body from {shown} declares {declared} bytes, over max_body_bytes={cap}",
-            url=shown,
-            status=resp.status,
-            used_weight=used_weight,
+            f"body from {shown} declares {declared} bytes, over max_body_bytes={cap}", **context
         )
     # BytesIO.getvalue() hands over its buffer without a copy when nothing else shares it, so
     # a 17 MB body does not briefly cost 34 MB as b"".join or bytes(bytearray) would.
     buf = io.BytesIO()
     size = 0
-    # resp.content yields decompressed bytes; aiohttp inflates a bounded amount at a time and
-    # pauses the socket when we stop reading, so stopping at the cap bounds memory.
+    # The bytes as sent (compressed or not); a compressed body larger than the cap would
+    # inflate past it too. aiohttp pauses the socket when we stop reading.
     async for chunk in resp.content.iter_chunked(_CHUNK):
         size += len(chunk)
         if size > cap:
             buf.close()  # free the partial body now, not when the traceback is dropped
-            raise BodyTooLarge(
-                f"body from {shown} exceeds max_body_bytes={cap} after decompression",
-                url=shown,
-                status=resp.status,
-                used_weight=used_weight,
-            )
+            raise BodyTooLarge(f"body from {shown} exceeds max_body_bytes={cap}", **context)
         buf.write(chunk)
-    return buf.getvalue()
+    if plain:
+        return buf.getvalue()
+    sent = buf.getvalue()
+    buf.close()
+    # zlib releases the GIL while it inflates, so the event loop keeps running meanwhile.
+    body = await asyncio.to_thread(inflate, sent, WBITS[encoding], cap)
+    if body is None:
+        raise BodyTooLarge(
+            f"body from {shown} exceeds max_body_bytes={cap} after decompression", **context
+        )
+    if isinstance(body, str):
+        raise BadBody(f"bad body from {shown}: {body}", kind="bad_encoding", **context)
+    return body
 
 
 async def _status_error(
-    resp: aiohttp.ClientResponse, shown: str, used_weight: int | None
+    resp: aiohttp.ClientResponse, shown: str, used_weight: int | None, answer: Headers
 ) -> UpstreamError:
     status = resp.status
     snippet = await _error_snippet(resp)
     detail = f"HTTP {status}"
-    text = _snippet_text(snippet)
+    text = snippet_text(snippet)
     if text:
         detail = f"{detail}: {text}"
     if status in (418, 429):
         retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
         if retry_after is None:
-            retry_after = _banned_until(snippet)
+            retry_after = banned_until(snippet)
         wait = "unknown" if retry_after is None else f"{retry_after:g}s"
         weight = "unknown" if used_weight is None else str(used_weight)
         return RateLimited(
@@ -603,6 +416,7 @@ async def _status_error(
             status=status,
             used_weight=used_weight,
             retry_after=retry_after,
+            headers=answer,
         )
     cls: type[UpstreamError]
     if status == 403:
@@ -613,7 +427,13 @@ async def _status_error(
         cls = ServerError
     else:
         cls = UnexpectedStatus
-    return cls(f"{shown} answered {detail}", url=shown, status=status, used_weight=used_weight)
+    return cls(
+        f"{shown} answered {detail}",
+        url=shown,
+        status=status,
+        used_weight=used_weight,
+        headers=answer,
+    )
 
 
 async def _error_snippet(resp: aiohttp.ClientResponse) -> bytes:
@@ -621,27 +441,19 @@ async def _error_snippet(resp: aiohttp.ClientResponse) -> bytes:
     # bounded in size and time, and never turns one error into another.
     try:
         async with asyncio.timeout(_ERROR_SNIPPET_WAIT):
-            return await resp.content.read(_ERROR_SNIPPET_BYTES)
+            head = await resp.content.read(_ERROR_SNIPPET_BYTES)
     except (aiohttp.ClientError, TimeoutError):
         return b""
-
-
-def _snippet_text(snippet: bytes) -> str:
-    text = snippet.decode("utf-8", errors="replace")
-    if text.lstrip().startswith("<"):
-        text = re.sub(r"<[^>]*>", " ", text)  # an HTML error page: keep its words
-    text = " ".join(text.split())
-    if len(text) > _ERROR_SNIPPET_CHARS:
-        text = text[:_ERROR_SNIPPET_CHARS] + "..."
-    return text
-
-
-def _banned_until(snippet: bytes, *, now: float | None = None) -> float | None:
-    match = _BANNED_UNTIL.search(snippet)
-    if match is None:
-        return None
-    seconds = int(match.group(1)) / 1000.0 - (time.time() if now is None else now)
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    wbits = WBITS.get(resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower())
+    if wbits is None:
+        return head
+    if wbits == 32 + 15 and head and not zlib_header(head):
+        wbits = -zlib.MAX_WBITS
+    try:
+        # The start of a compressed stream inflates on its own; a few KB, so in the loop.
+        return zlib.decompressobj(wbits).decompress(head, _ERROR_SNIPPET_BYTES)
+    except zlib.error:
+        return b""
 
 
 async def _fetch_file(base: str, cfg: SourceConfig, started: float) -> FetchResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -84,10 +85,42 @@ async def test_fetch_used_weight_parsed_or_none(
     assert (await fetch(session, make_cfg(fake.url))).used_weight is None
 
 
-async def test_fetch_refuses_a_session_that_does_not_decompress(fake: FakeBinance) -> None:
-    async with aiohttp.ClientSession(auto_decompress=False) as plain:
-        with pytest.raises(ValueError, match="auto_decompress"):
-            await fetch(plain, make_cfg(fake.url))
+@pytest.mark.parametrize("auto_decompress", [True, False])
+async def test_fetch_inflates_itself_whatever_the_session_says(
+    fake: FakeBinance, auto_decompress: bool
+) -> None:
+    # fetch asks aiohttp per request for the bytes as sent and inflates them itself (off the
+    # loop), so a session built with aiohttp's default (auto_decompress=True) works as well.
+    payload = small_exchange_info(tuple(f"S{i}USDT" for i in range(300)))
+    fake.set_payload(SPOT, payload)
+    fake.gzip = "always"
+    async with aiohttp.ClientSession(auto_decompress=auto_decompress) as any_session:
+        assert (await fetch(any_session, make_cfg(fake.url))).body == payload
+
+
+async def test_fetch_result_and_errors_carry_the_response_headers(
+    fake: FakeBinance, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    fake.used_weight = 41
+    result = await fetch(session, make_cfg(fake.url))
+    assert result.headers is not None
+    names = {name.lower(): value for name, value in result.headers}
+    assert names["x-mbx-used-weight-1m"] == "41"
+    assert "headers" not in repr(result)  # a header may carry a cookie: never in a repr
+
+    fake.set_mode(SPOT, Fault.rate_limited(7))
+    with pytest.raises(RateLimited) as info:
+        await fetch(session, make_cfg(fake.url))
+    assert info.value.headers is not None
+    assert ("Retry-After", "7") in info.value.headers
+
+    saved = tmp_path / "payload.json"
+    saved.write_bytes(small_exchange_info())
+    assert (await fetch(session, make_cfg(saved.as_uri()))).headers is None
+    missing = tmp_path / "absent.json"
+    with pytest.raises(AllHostsFailed) as failed:
+        await fetch(session, make_cfg(missing.as_uri()))
+    assert failed.value.headers is None
 
 
 # ============================================================================================
