@@ -43,7 +43,7 @@ from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
 from daemon.snapshot.listing import SnapshotBlobs
-from daemon.snapshot.staging import StagingLost, drop, stage
+from daemon.snapshot.staging import STAGE_ABOVE, StagingLost, drop, stage
 from daemon.snapshot.state import (
     HeldSnapshot,
     SnapshotCorrupt,
@@ -115,11 +115,14 @@ class SnapshotStore:
         *,
         cache_ttl: int,
         changes_maxlen: int = 1000,
+        stage_above: int = STAGE_ABOVE,
     ) -> None:
         self.client = client
         self.keys = keys
         self.cache_ttl = cache_ttl
         self.changes_maxlen = changes_maxlen
+        # A whole by_symbol of more bytes than this is staged before the transaction.
+        self.stage_above = stage_above
         # Set while this daemon leads the market among replicas: every write then checks,
         # inside its transaction, that the lease still holds our token.
         self.fence: Fence | None = None
@@ -192,7 +195,10 @@ class SnapshotStore:
         return {name.decode(): value for name, value in raw.items()}
 
     async def _stage(self, by_symbol: Mapping[str, bytes]) -> str | None:
-        """Stage a whole ``by_symbol`` hash (see :func:`daemon.snapshot.staging.stage`)."""
+        """Stage a whole ``by_symbol`` hash (see :func:`daemon.snapshot.staging.stage`) when it
+        holds more than ``stage_above`` bytes; None: the transaction writes it itself."""
+        if sum(map(len, by_symbol.values())) <= self.stage_above:
+            return None
         return await stage(self.client, self.keys.by_symbol, by_symbol)
 
     def _replace_by_symbol(

@@ -63,7 +63,7 @@ async def test_a_full_write_renames_the_staged_hash_and_leaves_no_staging_key(
     r: redis.asyncio.Redis,
 ) -> None:
     keys = market_keys("spot")
-    store = SnapshotStore(r, keys, cache_ttl=60)
+    store = SnapshotStore(r, keys, cache_ttl=60, stage_above=0)
     blobs = _blobs()
     assert await store.commit(blobs, _meta(blobs), diff=None, token=new_token()) == "full"
     stored = await r.hgetall(keys.by_symbol)
@@ -90,7 +90,7 @@ class _LosesItsStaging(SnapshotStore):
 
 async def test_a_vanished_staging_hash_refuses_the_write_whole(r: redis.asyncio.Redis) -> None:
     keys = market_keys("spot")
-    store = _LosesItsStaging(r, keys, cache_ttl=60)
+    store = _LosesItsStaging(r, keys, cache_ttl=60, stage_above=0)
     blobs = _blobs()
     with pytest.raises(WatchError):
         await store.commit(blobs, _meta(blobs), diff=None, token=new_token())
@@ -104,9 +104,39 @@ async def test_key_names_without_a_hash_tag_write_the_hash_in_the_transaction(
 ) -> None:
     tagged = market_keys("spot")
     keys: MarketKeys = dataclasses.replace(tagged, by_symbol="legacy_by_symbol")
-    store = SnapshotStore(r, keys, cache_ttl=60)
+    store = SnapshotStore(r, keys, cache_ttl=60, stage_above=0)
     assert await store._stage({"X": b"{}"}) is None
     blobs = _blobs()
     await store.commit(blobs, _meta(blobs), diff=None, token=new_token())
     assert await r.hlen("legacy_by_symbol") == ROWS
+    assert await _staging_keys(r) == []
+
+
+class _CountsStaging(SnapshotStore):
+    staged: list[str | None]
+
+    async def _stage(self, by_symbol: dict[str, bytes]) -> str | None:  # type: ignore[override]
+        name = await super()._stage(by_symbol)
+        self.staged.append(name)
+        return name
+
+
+async def test_a_small_by_symbol_is_written_in_the_transaction_a_large_one_is_staged(
+    r: redis.asyncio.Redis,
+) -> None:
+    keys = market_keys("spot")
+    blobs = _blobs()
+    size = sum(map(len, blobs.by_symbol.values()))
+    small = _CountsStaging(r, keys, cache_ttl=60, stage_above=size)
+    small.staged = []
+    await small.commit(blobs, _meta(blobs), diff=None, token=new_token())
+    assert small.staged == [None]
+    large = _CountsStaging(r, keys, cache_ttl=60, stage_above=size - 1)
+    large.staged = []
+    other = _blobs("0.02000000")
+    await large.commit(other, _meta(other), diff=None, token=new_token())
+    assert len(large.staged) == 1
+    assert large.staged[0] is not None
+    stored = await r.hgetall(keys.by_symbol)
+    assert {k.decode(): v for k, v in stored.items()} == other.by_symbol
     assert await _staging_keys(r) == []
