@@ -298,27 +298,11 @@ def _trailing(
     if type(delta) is not int:
         raise OrderValueError("trailing_delta", delta, "expected an int (basis points)")
     direction, low, high = trailing_bounds(rules, side, order_type)
-    if low and delta < low:
-        rule = f"minTrailing{direction}Delta"
-        out.append(
-            _fail(
-                "TRAILING_DELTA",
-                "trailingDelta",
-                delta,
-                rule,
-                low,
-                f"trailingDelta {delta} < {rule} {low}",
-            )
-        )
-    if high and delta > high:
-        rule = f"maxTrailing{direction}Delta"
-        out.append(
-            _fail(
-                "TRAILING_DELTA",
-                "trailingDelta",
-                delta,
-                rule,
-                high,
-                f"trailingDelta {delta} > {rule} {high}",
-            )
-        )
+    for bound, name, sign, broken in (
+        (low, "min", "<", bool(low) and delta < low),
+        (high, "max", ">", bool(high) and delta > high),
+    ):
+        if broken:
+            rule = f"{name}Trailing{direction}Delta"
+            text = f"trailingDelta {delta} {sign} {rule} {bound}"
+            out.append(_fail("TRAILING_DELTA", "trailingDelta", delta, rule, bound, text))
