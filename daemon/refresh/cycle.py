@@ -21,7 +21,6 @@ Rules it keeps:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import socket
 import time
@@ -45,9 +44,16 @@ from daemon.contract.meta import HeldRow, SnapshotMeta
 from daemon.contract.record import SymbolRecord
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.errors import RECOVERABLE, ProblemKind
+from daemon.refresh.bans import ban_to_honour
 from daemon.refresh.budgeted import FetchDeferred, SharedBan, fetch_with_budget
 from daemon.refresh.eviction import EvictionWatch
-from daemon.refresh.report import log_held, redis_failed
+from daemon.refresh.report import (
+    log_dropped,
+    log_held,
+    log_written,
+    redis_failed,
+    warn_if_weight_high,
+)
 from daemon.refresh.result import CycleResult, Outcome, source_config
 from daemon.refresh.worker import off_loop
 from daemon.snapshot import diff as snapshot_diff
@@ -71,9 +77,6 @@ from daemon.upstream.fetch import (
 
 # The result types live in daemon.refresh.result; callers may keep importing them from here.
 __all__ = ["CycleResult", "MarketRefresher", "Outcome", "source_config"]
-
-# Log when the used request weight passes this share of the announced limit.
-WEIGHT_WARN_SHARE = 0.8
 
 
 class MarketRefresher:
@@ -232,21 +235,16 @@ class MarketRefresher:
         return CycleResult(self.name, Outcome.SKIPPED, reason=reason, wait=wait)
 
     def _shared_ban(self, state: StoredState, now: float) -> float:
-        """The ban deadline to honour: the stored one, re-read every cycle (so deleting the key
-        lifts it), and ours only while we could not store it. Clamped to Binance's longest."""
-        stored = state.ban_until
-        if stored is not None and not math.isnan(stored) and stored > now + MAX_BAN:
+        """The ban deadline to honour (see :func:`daemon.refresh.bans.ban_to_honour`)."""
+        ban, clamped = ban_to_honour(state.ban_until, now, self.ban_until, self._ban_unsaved)
+        if clamped:
             self.log.error(
                 "ban.clamped",
-                stored=stored,
+                stored=state.ban_until,
                 clamped_to_s=MAX_BAN,
                 reason="longer than Binance's longest ban (3 days)",
             )
-            stored = now + MAX_BAN
-        ban = stored if stored is not None and not math.isnan(stored) else 0.0
-        if self._ban_unsaved:
-            ban = max(ban, min(self.ban_until, now + MAX_BAN))
-        else:
+        if not self._ban_unsaved:
             self.ban_until = ban
         return ban
 
@@ -281,15 +279,8 @@ class MarketRefresher:
             norm, blobs = await off_loop(self._derive, box)
         except payload.PayloadError as err:
             return await self._reject(f"malformed reply: {err}", state, started, None)
-        self._check_weight(fetched, norm.weight_limit)
-        if norm.dropped or norm.refused or norm.duplicates:
-            self.log.warning(
-                "normalize.rows_dropped",
-                dropped=norm.dropped,
-                refused=len(norm.refused),
-                refused_names=list(norm.refused[:10]),
-                duplicates=norm.duplicates,
-            )
+        warn_if_weight_high(self.log, fetched.used_weight, norm.weight_limit)
+        log_dropped(self.log, norm)
         repair = bool(state.wrong_types) or state.repair_requested
         records, encoded = norm.records, norm.encoded
         unchanged = state.version == blobs.version and not repair
@@ -396,21 +387,7 @@ class MarketRefresher:
             self.log.warning("snapshot.repaired", keys=sorted(state.wrong_types))
         self.held = HeldSnapshot(blobs=blobs, meta=meta)
         outcome = Outcome.UNCHANGED if unchanged else Outcome.ACCEPTED
-        fields: dict[str, object] = {
-            "count": blobs.count,
-            "listed": blobs.listed,
-            "version": blobs.version,
-            "duration_ms": round(duration_ms, 1),
-            "source": fetched.url,
-        }
-        if diff is not None:
-            fields |= {
-                "added": len(diff.added),
-                "removed": len(diff.removed),
-                "status_changed": len(diff.status_changed),
-                "filters_changed": len(diff.filters_changed),
-            }
-        self.log.info("refresh.ok" if not unchanged else "refresh.unchanged", **fields)
+        log_written(self.log, blobs, diff, duration_ms, fetched.url, unchanged=unchanged)
         return CycleResult(
             self.name,
             outcome,
@@ -533,9 +510,3 @@ class MarketRefresher:
         if source is not None:
             self.log.warning("refresh.fallback", source=source, reason="cache missing")
         return source
-
-    def _check_weight(self, fetched: FetchResult, limit: int | None = None) -> None:
-        if limit is None or fetched.used_weight is None:
-            return
-        if fetched.used_weight > WEIGHT_WARN_SHARE * limit:
-            self.log.warning("upstream.weight_high", used_weight=fetched.used_weight, limit=limit)

@@ -9,8 +9,21 @@ from structlog.stdlib import BoundLogger
 from daemon.contract.meta import HeldRow
 from daemon.redis.errors import ProblemKind, classify
 from daemon.refresh.result import CycleResult, Outcome
+from daemon.snapshot.diff import SnapshotDiff
+from daemon.snapshot.listing import SnapshotBlobs
+from daemon.snapshot.normalize import Normalized
 
-__all__ = ["log_held", "redis_failed"]
+__all__ = [
+    "WEIGHT_WARN_SHARE",
+    "log_dropped",
+    "log_held",
+    "log_written",
+    "redis_failed",
+    "warn_if_weight_high",
+]
+
+# Log when the used request weight passes this share of the announced limit.
+WEIGHT_WARN_SHARE = 0.8
 
 # Held rows named in one log line (all of them are in meta's held_rows).
 _HELD_LOGGED = 20
@@ -58,3 +71,50 @@ def log_held(log: BoundLogger, held: tuple[HeldRow, ...], confirmed: tuple[HeldR
             confirmed=len(confirmed),
             rows=[f"{row.symbol}: {row.reason}" for row in confirmed][:_HELD_LOGGED],
         )
+
+
+def warn_if_weight_high(log: BoundLogger, used: int | None, limit: int | None) -> None:
+    """Warn when Binance's used-weight figure passes :data:`WEIGHT_WARN_SHARE` of the limit."""
+    if limit is None or used is None:
+        return
+    if used > WEIGHT_WARN_SHARE * limit:
+        log.warning("upstream.weight_high", used_weight=used, limit=limit)
+
+
+def log_dropped(log: BoundLogger, norm: Normalized) -> None:
+    """Warn about rows normalization dropped, refused or found twice (nothing when none)."""
+    if norm.dropped or norm.refused or norm.duplicates:
+        log.warning(
+            "normalize.rows_dropped",
+            dropped=norm.dropped,
+            refused=len(norm.refused),
+            refused_names=list(norm.refused[:10]),
+            duplicates=norm.duplicates,
+        )
+
+
+def log_written(
+    log: BoundLogger,
+    blobs: SnapshotBlobs,
+    diff: SnapshotDiff | None,
+    duration_ms: float,
+    source: str,
+    *,
+    unchanged: bool,
+) -> None:
+    """``refresh.ok`` (with the diff's counts) or ``refresh.unchanged`` after a commit."""
+    fields: dict[str, object] = {
+        "count": blobs.count,
+        "listed": blobs.listed,
+        "version": blobs.version,
+        "duration_ms": round(duration_ms, 1),
+        "source": source,
+    }
+    if diff is not None:
+        fields |= {
+            "added": len(diff.added),
+            "removed": len(diff.removed),
+            "status_changed": len(diff.status_changed),
+            "filters_changed": len(diff.filters_changed),
+        }
+    log.info("refresh.ok" if not unchanged else "refresh.unchanged", **fields)

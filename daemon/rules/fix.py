@@ -5,18 +5,12 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, DecimalException
 from typing import Any
 
-from daemon.rules.check import (
-    MARKET,
-    PRICED,
-    check_order,
-    order_kind,
-    percent_bounds,
-    trailing_bounds,
-)
+from daemon.rules.check import MARKET, PRICED, check_order, order_kind
 from daemon.rules.decimals import EXACT, Number, ceil_ratio, floor_ratio, snap, to_decimal
 from daemon.rules.errors import NoValidOrder, OrderValueError
 from daemon.rules.model import FixedOrder, Grid, SymbolRules
 from daemon.rules.rounding import min_quantity
+from daemon.rules.violations import percent_bounds, trailing_bounds
 
 __all__ = ["fix_order"]
 
