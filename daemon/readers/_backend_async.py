@@ -25,11 +25,9 @@ import redis.asyncio
 from daemon.readers._core import (
     ChannelSilentError,
     ReaderClosedError,
-    describe_error,
-    log,
     subscriber_config,
 )
-from daemon.readers._near_cache import NearCache, backoff
+from daemon.readers._near_cache import NearCache, backoff, subscriber_failed
 from daemon.redis.clients import ConnectionConfig
 
 _monotonic = time.monotonic
@@ -147,16 +145,10 @@ class AsyncSubscriber:
                     if client is None:
                         client = self.config.make_async(decode=False)
                     await self._listen(client)
-                except (redis.RedisError, OSError) as exc:
-                    was_live = self.near.lost()
-                    self.signal.notify()
-                    if was_live:
-                        log.warning("reader.channel_lost: %s", describe_error(exc, self.secrets))
-                        delay = options.retry_min
-                except Exception:  # noqa: BLE001 - a bug here must not end the subscription
-                    self.near.lost()
-                    self.signal.notify()
-                    log.exception("reader.subscriber_failed")
+                except Exception as exc:  # noqa: BLE001 - nothing may end the subscription
+                    delay = subscriber_failed(
+                        self.near, self.signal.notify, exc, self.secrets, delay
+                    )
                 await asyncio.sleep(delay)
                 delay = backoff(delay, options)
         finally:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
+import redis
 
 from daemon.config.settings import MARKETS
 from daemon.contract.keys import MarketKeys
 from daemon.contract.record import SymbolRecord
-from daemon.readers._core import extra_market_keys, log
+from daemon.readers._core import describe_error, extra_market_keys, log
 from daemon.rules import SymbolRules, rules_for
 
 
@@ -347,3 +348,25 @@ def channel_table(
 
 def backoff(previous: float, options: NearCacheOptions) -> float:
     return min(options.retry_max, max(options.retry_min, previous * 2))
+
+
+def subscriber_failed(
+    near: NearCache,
+    notify: Callable[[], None],
+    exc: Exception,
+    secrets: Collection[str],
+    delay: float,
+) -> float:
+    """What both subscribers do when their listening ends with `exc` (call it inside the
+    ``except`` block): the channel is lost, waiters are woken, and the next retry delay is
+    returned. A Redis or socket error after a live channel logs a warning and restarts the
+    back-off; anything else is a bug here, logged with its traceback, and the subscription
+    goes on."""
+    was_live = near.lost()
+    notify()
+    if not isinstance(exc, redis.RedisError | OSError):
+        log.exception("reader.subscriber_failed")
+    elif was_live:
+        log.warning("reader.channel_lost: %s", describe_error(exc, tuple(secrets)))
+        return near.options.retry_min
+    return delay
