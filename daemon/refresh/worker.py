@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
-import ctypes.util
 import functools
 import os
 from collections.abc import Callable
@@ -36,9 +35,12 @@ def _fixed_mmap_threshold() -> None:
     stays in RSS (measured: about 0.6 payloads more kept after each later cycle). A no-op
     where the C library is not glibc."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-    except (OSError, AttributeError):
+        # Only glibc has this mallopt parameter; os.confstr answers without loading anything
+        # (ctypes.util.find_library would start an ldconfig process).
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    except (OSError, ValueError, AttributeError):
         pass
 
 
