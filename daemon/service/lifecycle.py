@@ -32,6 +32,7 @@ import redis
 import redis.asyncio
 
 from daemon import exitcodes
+from daemon.allocator import trim_heap
 from daemon.budget import AsyncWeightBudget, BudgetError
 from daemon.config.loader import Config
 from daemon.config.redis_target import RedisURL
@@ -46,7 +47,6 @@ from daemon.refresh.cycle import CycleResult, MarketRefresher, source_config
 from daemon.refresh.scheduler import ForcedRefresh, MarketLoop, wake_and_wait
 from daemon.service.endpoint import HealthEndpoint
 from daemon.service.heartbeat import Heartbeat
-from daemon.service.memory import trim_heap
 from daemon.service.observe import Reporter
 from daemon.service.reload import changed_keys, needs_loops, restart_pending
 from daemon.service.tasks import drain, liveness, task_name
