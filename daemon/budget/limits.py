@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
 from daemon.budget.errors import BudgetValueError
+from daemon.contract.ratelimits import MAX_BAN_SECONDS
 
 LimitKind = Literal["REQUEST_WEIGHT", "RAW_REQUESTS", "ORDERS"]
 Interval = Literal["SECOND", "MINUTE", "HOUR", "DAY"]
@@ -33,9 +34,6 @@ INTERVAL_MS: Final[dict[str, int]] = {
 _LETTER: Final = {"SECOND": "S", "MINUTE": "M", "HOUR": "H", "DAY": "D"}
 _INTERVAL_OF_LETTER: Final = {v: k for k, v in _LETTER.items()}
 PRIORITIES: Final[tuple[str, ...]] = get_args(Priority)
-
-# Binance's longest automatic ban; a Retry-After beyond it is treated as this.
-MAX_BAN_SECONDS: Final = 3 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)

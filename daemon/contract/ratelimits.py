@@ -13,7 +13,17 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["RateLimit", "decode_rate_limits", "encode_rate_limits", "request_weight_limit"]
+__all__ = [
+    "MAX_BAN_SECONDS",
+    "RateLimit",
+    "decode_rate_limits",
+    "encode_rate_limits",
+    "request_weight_limit",
+]
+
+MAX_BAN_SECONDS: Final = 3 * 86_400.0
+"""Binance's longest IP ban (418 bans grow from 2 minutes to 3 days): a stored deadline
+further away than this is clamped to it, by the daemon and by every budget alike."""
 
 
 class RateLimit(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, gc=False):

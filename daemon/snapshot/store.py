@@ -39,6 +39,7 @@ from daemon.contract.meta import (
     decode_timestamp,
     encode_timestamp,
 )
+from daemon.contract.ratelimits import MAX_BAN_SECONDS
 from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
@@ -77,7 +78,7 @@ end
 return false
 """
 _TOKEN_TTL = 24 * 3600
-MAX_BAN = 3 * 24 * 3600.0
+MAX_BAN = MAX_BAN_SECONDS  # the name this module has always exported
 """The longest ban Binance gives (they escalate from 2 minutes to 3 days)."""
 ONCE_KEEP = 256
 """How many recent event tokens a market keeps (one sorted set, a few KB)."""
