@@ -26,6 +26,9 @@ NOT_FOR_STATUS = (
     "daemon.ops.health",
     "daemon.refresh.cycle",
     "daemon.upstream.fetch",
+    # The budget's clients load only where a market's budget counters exist (none here).
+    "daemon.budget._async",
+    "daemon.budget._sync",
 )
 
 

@@ -24,10 +24,8 @@ neither is imported here, so importing this package does not import aiohttp or c
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from daemon.budget._async import AsyncWeightBudget, store_time_offset
-from daemon.budget._sync import WeightBudget
-from daemon.budget._sync import store_time_offset as store_time_offset_sync
 from daemon.budget.errors import (
     Banned,
     BudgetError,
@@ -39,8 +37,26 @@ from daemon.budget.keys import BudgetKeys, budget_keys
 from daemon.budget.limits import Limit, parse_rate_limits, rate_limits_json
 from daemon.budget.options import BudgetOptions
 from daemon.budget.results import BanReport, BudgetStats, BudgetUsage, Grant, WindowUsage
+from daemon.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from daemon.budget._async import AsyncWeightBudget, store_time_offset
+    from daemon.budget._sync import WeightBudget
+    from daemon.budget._sync import store_time_offset as store_time_offset_sync
 
 logging.getLogger("symbold.budget").addHandler(logging.NullHandler())
+
+# The two clients load on first use, so that a caller who needs only key names, limits or
+# result types (``symbold status`` among them) does not pay for both.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "AsyncWeightBudget": "daemon.budget._async:AsyncWeightBudget",
+        "store_time_offset": "daemon.budget._async:store_time_offset",
+        "WeightBudget": "daemon.budget._sync:WeightBudget",
+        "store_time_offset_sync": "daemon.budget._sync:store_time_offset",
+    },
+)
 
 __all__ = [
     "AsyncWeightBudget",

@@ -16,7 +16,8 @@ from typing import Any
 import msgspec
 import redis.asyncio
 
-from daemon.budget import AsyncWeightBudget, BudgetError, BudgetUsage
+from daemon.budget.errors import BudgetError
+from daemon.budget.results import BudgetUsage
 from daemon.config.settings import Settings
 from daemon.contract.keys import METRIC_FIELDS, MarketKeys
 from daemon.contract.meta import MetaFields, decode_timestamp
@@ -130,14 +131,27 @@ def budget_windows(usage: BudgetUsage) -> list[BudgetWindow]:
 
 
 async def read_budget(
-    client: redis.asyncio.Redis, connection: ConnectionConfig, settings: Settings, market: str
+    client: redis.asyncio.Redis, connection: ConnectionConfig, settings: Settings, keys: MarketKeys
 ) -> list[BudgetWindow]:
     """The market's budget windows when any of its counter keys exists, else []."""
-    budget = AsyncWeightBudget(connection, settings, market=market)
+    from daemon.budget.keys import budget_keys
+    from daemon.budget.options import BudgetOptions
+    from daemon.budget.plan import LimitTable
+
+    # The key names come from the settings alone; the budget client itself (and its script
+    # machinery) is only built where a process has counted something.
+    table = LimitTable.build(
+        budget_keys(keys, settings.redis.key_prefix),
+        BudgetOptions.from_settings(settings, keys.market),
+        (),
+    )
+    counters = [key for _, key, _ in table.tracked(None)]
+    if not counters or not await client.exists(*counters):
+        return []
+    from daemon.budget import AsyncWeightBudget
+
+    budget = AsyncWeightBudget(connection, settings, market=keys.market)
     try:
-        keys = [key for _, key, _ in budget.limits.tracked(None)]
-        if not keys or not await client.exists(*keys):
-            return []
         with contextlib.suppress(BudgetError, *RECOVERABLE):
             return budget_windows(await budget.usage())
         return []

@@ -164,7 +164,15 @@ def test_import_is_light_and_the_sync_twin_is_current() -> None:
     code = (
         "import sys, logging; import daemon.budget; "
         "assert 'aiohttp' not in sys.modules and 'ccxt' not in sys.modules, 'heavy import'; "
-        "assert not logging.getLogger().handlers"
+        "assert not logging.getLogger().handlers; "
+        # The clients load on first use: key names and result types come without them.
+        "assert 'daemon.budget._async' not in sys.modules, 'async client loaded eagerly'; "
+        "assert 'daemon.budget._sync' not in sys.modules, 'sync client loaded eagerly'; "
+        "from daemon.budget import WeightBudget, store_time_offset_sync; "
+        "import daemon.budget._sync as s; "
+        "assert WeightBudget is s.WeightBudget and store_time_offset_sync is s.store_time_offset; "
+        "assert daemon.budget.AsyncWeightBudget.__module__ == 'daemon.budget._async'; "
+        "assert sorted(n for n in daemon.budget.__all__ if not hasattr(daemon.budget, n)) == []"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     subprocess.run(

@@ -51,8 +51,9 @@ async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]
     try:
         out = []
         for m in markets:
-            st = await read_status(client, keys_for(config.settings, m))
-            budget = await read_budget(client, config.connection, config.settings, m)
+            keys = keys_for(config.settings, m)
+            st = await read_status(client, keys)
+            budget = await read_budget(client, config.connection, config.settings, keys)
             out.append(dataclasses.replace(st, budget=budget))
         return out
     finally:
