@@ -101,3 +101,13 @@ def test_journald_format_has_priority_prefix_and_one_line_per_event() -> None:
     lines = stream.getvalue().splitlines()
     assert [line[:3] for line in lines] == ["<6>", "<4>", "<3>"]
     assert "Traceback" in lines[2]  # the traceback stays in the same entry
+
+
+def test_loaded_settings_repr_leaves_out_the_environment() -> None:
+    # `Loaded` keeps the environment the URL resolution saw (REDIS_URL and its password).
+    from daemon.config.loader import load_config
+
+    config = load_config(environ={"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:6390/0"})
+    assert config.url.password == SECRET  # it was read...
+    assert SECRET not in repr(config.loaded)  # ...and is not shown
+    assert SECRET not in repr(config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -301,7 +301,8 @@ class Loaded:
     settings: Settings
     config_path: Path | None
     # The environment the URL resolution saw; kept so it does not reread os.environ later.
-    environ: Mapping[str, str]
+    # Never in repr: it may hold REDIS_URL with a password.
+    environ: Mapping[str, str] = field(repr=False)
     # Which layer set redis.url explicitly ("file /etc/..", "env SYMBOLD_REDIS_URL", "flag ..").
     redis_url_origin: str | None
 
