@@ -18,8 +18,9 @@ tag (the same slot as the snapshot keys), so one script may touch all of them on
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from daemon.budget.errors import BudgetValueError
 from daemon.budget.limits import Limit
@@ -36,8 +37,7 @@ def check_account(account: str) -> str:
     return account
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetKeys:
+class BudgetKeys(msgspec.Struct, frozen=True):
     market: str
     base: str
     """``<prefix>:{<market>}``: every budget key starts with it."""

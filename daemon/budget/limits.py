@@ -14,8 +14,9 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
+
+import msgspec
 
 from daemon.budget.errors import BudgetValueError
 from daemon.contract.ratelimits import MAX_BAN_SECONDS
@@ -36,8 +37,7 @@ _INTERVAL_OF_LETTER: Final = {v: k for k, v in _LETTER.items()}
 PRIORITIES: Final[tuple[str, ...]] = get_args(Priority)
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
+class Limit(msgspec.Struct, frozen=True):
     """One limit: at most ``limit`` units per ``interval_num`` x ``interval``.
 
     Units are request weight (REQUEST_WEIGHT), requests (RAW_REQUESTS) or orders (ORDERS).
@@ -89,8 +89,7 @@ def window_end(now_ms: int, interval_ms: int) -> int:
     return window_start(now_ms, interval_ms) + interval_ms
 
 
-@dataclass(frozen=True, slots=True)
-class Caps:
+class Caps(msgspec.Struct, frozen=True):
     """What the budget lets callers spend of one limit per window.
 
     ``high`` = floor(limit x safety_share); ``normal`` = floor(high x (1 - reserve_share)).
@@ -210,8 +209,7 @@ DEFAULT_LIMITS: Final[dict[str, tuple[Limit, ...]]] = {
 _USAGE_HEADER: Final = re.compile(r"^x-mbx-(used-weight|order-count)-(\d+)([smhd])$", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderUsage:
+class HeaderUsage(msgspec.Struct, frozen=True):
     """One usage figure Binance reported: ``kind``'s count in the current ``suffix`` window."""
 
     kind: LimitKind

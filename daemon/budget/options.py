@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final, Literal
 
+import msgspec
 import redis
 
 from daemon.budget.errors import BudgetValueError
@@ -46,8 +46,7 @@ RedisDownPolicy = Literal["local", "fail_closed"]
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetOptions:
+class BudgetOptions(msgspec.Struct, frozen=True):
     """The [budget] settings resolved for one market (per-market overrides applied)."""
 
     safety_share: float = 0.9

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 from daemon.budget.errors import BudgetValueError
 from daemon.budget.keys import BudgetKeys, check_account
@@ -30,15 +31,13 @@ from daemon.budget.results import WindowUsage
 from daemon.budget.script import ACQUIRE, BAN, OBSERVE, USAGE
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(msgspec.Struct, frozen=True):
     key: str
     caps: Caps
     cost: int
 
 
-@dataclass(frozen=True, slots=True)
-class LimitTable:
+class LimitTable(msgspec.Struct, frozen=True):
     """The limits in force and their caps, with the key of each (ORDERS keys per account)."""
 
     keys: BudgetKeys
@@ -130,8 +129,7 @@ def check_request(
             )
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """One validated kind of request (weight, priority, orders, account) under one limit
     table: its charges and the ACQUIRE arguments for the common case (no local spends to
     hand back), built once and reused by every later acquire of the same kind."""

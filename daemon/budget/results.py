@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 from daemon.budget.limits import Limit
 
@@ -12,8 +13,7 @@ from daemon.budget.limits import Limit
 SHARED_COUNTERS: Final = ("waits", "denials", "bans_reported")
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(msgspec.Struct, frozen=True):
     """An acquire that succeeded. ``at`` is when it was charged (epoch s, Binance clock);
     pass the grant to ``observe`` so Binance's figures land in the right window."""
 
@@ -30,8 +30,7 @@ class Grant:
         return self.at_ms / 1000.0
 
 
-@dataclass(frozen=True, slots=True)
-class BanReport:
+class BanReport(msgspec.Struct, frozen=True):
     """What ``record_ban`` did: the deadline in force (epoch s, Binance clock), Binance's
     time when it was stored, and whether Redis holds it (False: Redis was unreachable and
     only this process knows it)."""
@@ -41,8 +40,7 @@ class BanReport:
     stored: bool
 
 
-@dataclass(frozen=True, slots=True)
-class WindowUsage:
+class WindowUsage(msgspec.Struct, frozen=True):
     """One limit's current window: ``used`` of ``limit`` (Binance's figure); callers with
     priority normal may use up to ``cap_normal``, high up to ``cap_high``."""
 
@@ -57,8 +55,7 @@ class WindowUsage:
     account: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetUsage:
+class BudgetUsage(msgspec.Struct, frozen=True):
     """What ``usage()`` returns: each window's figures, the ban deadline
     (epoch s, None when not banned) and where the limits came from."""
 
@@ -69,8 +66,7 @@ class BudgetUsage:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetStats:
+class BudgetStats(msgspec.Struct, frozen=True):
     """Counters of one budget object since it was made (never reset)."""
 
     acquired: int = 0
@@ -92,7 +88,7 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, int] = dict.fromkeys(BudgetStats.__dataclass_fields__, 0)
+        self._values: dict[str, int] = dict.fromkeys(BudgetStats.__struct_fields__, 0)
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -123,8 +119,7 @@ def shared_from(raw: Any) -> dict[str, int]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(msgspec.Struct, frozen=True):
     """One try at charging: granted or not, Binance's time, when the blocking window resets
     (ms) and its limit, and whether the per-process fallback decided."""
 

@@ -8,8 +8,9 @@ KEYS; the caller puts only keys of one market there, all with the market's hash 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 # Binance time now, in ms: Redis TIME plus the stored offset (KEYS[offset_index]).
 _NOW: Final = """
@@ -196,8 +197,7 @@ return offset
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Script:
+class Script(msgspec.Struct, frozen=True):
     source: str
     sha: str
 

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from daemon.config.redis_url import (
     DEFAULT_PORT,
@@ -17,8 +18,7 @@ from daemon.config.redis_url import (
 from daemon.config.settings import ConfigError
 
 
-@dataclass(frozen=True, slots=True)
-class Deployment:
+class Deployment(msgspec.Struct, frozen=True):
     """Where the client connects: the URL combined with ``[redis] mode``, ``sentinels`` and
     ``service_name`` (see :func:`deployment`). Credentials, db and TLS stay on the URL."""
 

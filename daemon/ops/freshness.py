@@ -17,7 +17,7 @@ cannot disagree about the same snapshot at the same moment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 FRESH = "fresh"
 STALE = "STALE"
@@ -35,8 +35,7 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-@dataclass(frozen=True, slots=True)
-class Freshness:
+class Freshness(msgspec.Struct, frozen=True):
     """The verdict for one market; `reason` is empty when fresh."""
 
     market: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -26,8 +25,7 @@ from daemon.redis.clients import ConnectionConfig
 from daemon.redis.errors import RECOVERABLE
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetWindow:
+class BudgetWindow(msgspec.Struct, frozen=True):
     """One window of the market's shared weight budget, as `status` shows it."""
 
     limit: str  # "REQUEST_WEIGHT 1M"
@@ -36,8 +34,7 @@ class BudgetWindow:
     reset_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class MarketStatus:
+class MarketStatus(msgspec.Struct, frozen=True):
     """One market's state as stored; `age` is seconds since the last accepted snapshot.
 
     `serving_fallback` is meta's ``stale`` flag: the last refresh attempt failed or was held
@@ -54,13 +51,13 @@ class MarketStatus:
     source: str | None
     last_error: str | None
     ttl: int | None
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = msgspec.field(default_factory=dict)
     ban_until: float | None = None
     daemon: dict[str, Any] | None = None
     # Lease holder among replicas ("host:pid:id"), when leases are on and someone leads.
     leader: str | None = None
     # The shared weight budget's current windows; empty when its keys do not exist.
-    budget: list[BudgetWindow] = field(default_factory=list)
+    budget: list[BudgetWindow] = msgspec.field(default_factory=list)
 
     def to_builtins(self) -> dict[str, Any]:
         out: dict[str, Any] = msgspec.to_builtins(self)

@@ -22,9 +22,9 @@ The kinds, and why each error is where it is:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
+import msgspec
 import redis
 import redis.asyncio.sentinel
 import redis.exceptions
@@ -50,8 +50,7 @@ class ProblemKind(StrEnum):
     DATA = "data"
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """What went wrong, in three forms: `kind` to act on, `reason` to count, `message` to show
     (``ExceptionName: text``, secrets masked)."""
 

@@ -37,12 +37,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]:
-    import dataclasses
     import logging
 
     # Reading the budget logs which limits it found (info); here that would only clutter the
     # output (and break --json on stdout). Warnings still show.
     logging.getLogger("symbold.budget").setLevel(logging.WARNING)
+
+    import msgspec
 
     from daemon.contract.keys import keys_for
     from daemon.ops.status import read_budget, read_status
@@ -54,7 +55,7 @@ async def _read(config: Config, markets: list[MarketName]) -> list[MarketStatus]
             keys = keys_for(config.settings, m)
             st = await read_status(client, keys)
             budget = await read_budget(client, config.connection, config.settings, keys)
-            out.append(dataclasses.replace(st, budget=budget))
+            out.append(msgspec.structs.replace(st, budget=budget))
         return out
     finally:
         await client.aclose()
