@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import resource
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,25 +23,9 @@ NOFILE = 256
 HALF_OPEN = 400  # well past the daemon's limit
 
 
-class LimitedDaemon(DaemonProcess):
-    """`symbold run` with RLIMIT_NOFILE lowered to `NOFILE` in the child only."""
-
-    async def start(self) -> DaemonProcess:
-        def lower() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "daemon",
-            *self.args,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=lower,
-        )
-        self._reader = asyncio.create_task(self._read())
-        return self
+def lower_nofile() -> None:
+    """In the daemon's child process only: the low descriptor limit."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
 @pytest.fixture
@@ -71,7 +54,8 @@ async def test_half_open_health_connections_do_not_starve_refreshes(
         "[health]\nenabled = true\nport = 0\n"
         "[scheduler]\ncheck_interval = 0.5\n"
     )
-    daemon = await LimitedDaemon("run", env={"REDIS_URL": redis_url}, config=config).start()
+    daemon = DaemonProcess("run", env={"REDIS_URL": redis_url}, config=config, preexec=lower_nofile)
+    await daemon.start()
     held: list[asyncio.StreamWriter] = []
     try:
         async with asyncio.timeout(80):

@@ -53,8 +53,16 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
 class DaemonProcess:
     """`python -m daemon ARGS` with JSON logs on stdout, read line by line as events."""
 
-    def __init__(self, *args: str, env: Mapping[str, str], config: Path | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: Mapping[str, str],
+        config: Path | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
+        """`preexec` runs in the child before exec (e.g. to lower a resource limit there)."""
         self.args = list(args)
+        self.preexec = preexec
         if config is not None:
             self.args += ["--config", str(config)]
         self.env = clean_env({**env, "SYMBOLD_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
@@ -73,6 +81,7 @@ class DaemonProcess:
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=self.preexec,
         )
         self._reader = asyncio.create_task(self._read())
         return self
