@@ -1,0 +1,92 @@
+"""Wall and CPU time of the operator commands, as an operator's shell sees them (a tool, not a
+test: time is never asserted in tests).
+
+    .venv/bin/python -m tests.ops.cli_time [--runs 21] [--symbold PATH]
+
+A private redis-server gets one spot snapshot (``symbold refresh`` on the recorded 2023-09
+payload through a ``file:`` source); then each command runs `--runs` times, the commands
+interleaved so that a busy moment of the machine hits them alike. Printed per command: the
+median, fastest and slowest wall time, and the median CPU time (user + system of the child).
+Bytecode caches are allowed (``PYTHONDONTWRITEBYTECODE`` is dropped from the child's
+environment), as in an installed wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.daemon_proc import clean_env
+from tests.support.fixtures import FIXTURES
+from tests.support.redis_server import RedisServer
+
+PAYLOAD = FIXTURES / "spot-exchangeinfo-2023-09.json"
+COMMANDS: dict[str, list[str]] = {
+    "symbold --help": ["--help"],
+    "symbold status": ["status"],
+    "symbold status --check": ["status", "--check"],
+    "symbold config check": ["config", "check"],
+}
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of `argv` (which must exit 0)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument(
+        "--symbold",
+        default=str(Path(sys.executable).with_name("symbold")),
+        help="the symbold to measure (default: this venv's; e.g. a wheel installed elsewhere)",
+    )
+    args = parser.parse_args()
+    if not PAYLOAD.is_file():
+        raise SystemExit(f"recorded payload {PAYLOAD} is absent")
+    with RedisServer() as server, tempfile.TemporaryDirectory(prefix="symbold-cli-") as tmp:
+        config = Path(tmp) / "config.toml"
+        config.write_text(f'[markets.spot]\nbase_urls = ["file://{PAYLOAD}"]\n')
+        env = clean_env({"REDIS_URL": server.url, "SYMBOLD_CONFIG": str(config)})
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run(
+            [args.symbold, "refresh"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in COMMANDS}
+        for argv in COMMANDS.values():  # one warm-up each (bytecode caches, page cache)
+            timed([args.symbold, *argv], env)
+        for _ in range(args.runs):
+            for name, argv in COMMANDS.items():
+                results[name].append(timed([args.symbold, *argv], env))
+    load = os.getloadavg()[0]
+    print(f"{args.symbold}: {args.runs} runs each, interleaved; load average at the end {load:.2f}")
+    print(f"{'command':<24} {'wall median':>11} {'fastest':>8} {'slowest':>8} {'CPU median':>10}")
+    for name, runs in results.items():
+        walls = [w for w, _ in runs]
+        cpus = [c for _, c in runs]
+        print(
+            f"{name:<24} {statistics.median(walls) * 1000:>8.0f} ms {min(walls) * 1000:>5.0f} ms "
+            f"{max(walls) * 1000:>5.0f} ms {statistics.median(cpus) * 1000:>7.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
