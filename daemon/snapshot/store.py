@@ -409,8 +409,12 @@ class SnapshotStore:
                 else:
                     pipe.expire(k.symbols, self.cache_ttl)
                 old = previous.by_symbol
-                changed = {n: b for n, b in blobs.by_symbol.items() if old.get(n) != b}
-                removed = [n for n in old if n not in blobs.by_symbol]
+                changed: dict[str, bytes] = {}
+                removed: list[str] = []
+                # The same dict (an unchanged snapshot, most cycles): nothing to compare.
+                if old is not blobs.by_symbol:
+                    changed = {n: b for n, b in blobs.by_symbol.items() if old.get(n) != b}
+                    removed = [n for n in old if n not in blobs.by_symbol]
                 if changed:
                     pipe.hset(k.by_symbol, mapping=_mapping(changed))
                 if removed:

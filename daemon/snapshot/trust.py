@@ -24,6 +24,8 @@ from daemon.contract.record import SymbolRecord
 from daemon.contract.rows import DIGEST_BYTES
 from daemon.snapshot.normalize import digest
 from daemon.snapshot.payload import (
+    WHOLE_BELOW,
+    ExchangeInfo,
     PayloadError,
     SplitFailed,
     decode_payload,
@@ -75,14 +77,14 @@ def match_rows(payload: bytes, digests: bytes) -> Matched | None:
     """The payload's header when its rows have exactly `digests` (16 bytes per row, in order),
     None at the first row that differs (or a payload that must be decoded whole and is not
     valid: the full path reports that). Costs a hash per row and no row decoding."""
-    try:
-        info, chunks = decode_rows_in_chunks(payload)
-    except SplitFailed:
+    split = _split(payload) if len(payload) >= WHOLE_BELOW else None
+    if split is None:  # small (one decode call is cheaper, see WHOLE_BELOW) or not splittable
         try:
             info = decode_payload(payload)
         except PayloadError:
             return None
-        chunks = iter((info.symbols,))
+        split = info, iter((info.symbols,))
+    info, chunks = split
     expected = memoryview(digests)
     count = len(digests) // DIGEST_BYTES
     i = _compare(chunks, expected, count)
@@ -94,6 +96,13 @@ def match_rows(payload: bytes, digests: bytes) -> Matched | None:
         rate_limits=tuple(info.rate_limits),
         weight_limit=request_weight_limit(info.rate_limits),
     )
+
+
+def _split(payload: bytes) -> tuple[ExchangeInfo, Iterator[list[msgspec.Raw]]] | None:
+    try:
+        return decode_rows_in_chunks(payload)
+    except SplitFailed:
+        return None
 
 
 def _compare(chunks: Iterator[list[msgspec.Raw]], expected: memoryview, count: int) -> int:

@@ -8,13 +8,13 @@ import pytest
 
 from daemon.contract.rows import decode_row_digests, encode_row_digests
 from daemon.snapshot.normalize import RowMemo, digest, normalize
-from daemon.snapshot.payload import ROW_CHUNK_BYTES
+from daemon.snapshot.payload import WHOLE_BELOW
 from daemon.snapshot.trust import fingerprint, match_rows
 from tests.support.builders import SERVER_TIME, make_rows, payload, replace_row
 
 ROWS = make_rows(40)
 # Large enough to be split into chunks (the daemon's path for real payloads).
-BIG_ROWS = make_rows(3000)
+BIG_ROWS = make_rows(20000)
 
 
 def _digests(body: bytes) -> bytes:
@@ -27,7 +27,7 @@ def _digests(body: bytes) -> bytes:
 def test_the_same_rows_match_and_give_the_header(rows: list[dict[str, object]]) -> None:
     body = payload(rows)
     if rows is BIG_ROWS:
-        assert len(body) > 2 * ROW_CHUNK_BYTES
+        assert len(body) > WHOLE_BELOW
     matched = match_rows(body, _digests(body))
     assert matched is not None
     assert matched.rows == len(rows)
