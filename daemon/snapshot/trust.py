@@ -28,6 +28,7 @@ from daemon.snapshot.payload import (
     ExchangeInfo,
     PayloadError,
     SplitFailed,
+    decode_header,
     decode_payload,
     decode_rows_in_chunks,
 )
@@ -71,12 +72,22 @@ class Matched:
     server_time: int | None
     rate_limits: tuple[RateLimit, ...]
     weight_limit: int | None
+    region: bytes = b""
+    """The digest of the payload's bytes from its first row on, when its header alone gives
+    what the whole payload gives (Binance's layout); b"" otherwise. The next payload with the
+    same such bytes has the same rows: pass it to :func:`match_rows` as `region`."""
 
 
-def match_rows(payload: bytes, digests: bytes) -> Matched | None:
+def match_rows(payload: bytes, digests: bytes, region: bytes = b"") -> Matched | None:
     """The payload's header when its rows have exactly `digests` (16 bytes per row, in order),
     None at the first row that differs (or a payload that must be decoded whole and is not
-    valid: the full path reports that). Costs a hash per row and no row decoding."""
+    valid: the full path reports that). Costs a hash per row and no row decoding; one hash
+    when `region` (a previous match's) names the payload's bytes from its first row on."""
+    found = decode_header(payload)
+    if region and found is not None:
+        head, opened = found
+        if digest(memoryview(payload)[opened:]) == region:
+            return _matched(len(digests) // DIGEST_BYTES, head, region)
     split = _split(payload) if len(payload) >= WHOLE_BELOW else None
     if split is None:  # small (one decode call is cheaper, see WHOLE_BELOW) or not splittable
         try:
@@ -90,11 +101,22 @@ def match_rows(payload: bytes, digests: bytes) -> Matched | None:
     i = _compare(chunks, expected, count)
     if i != count:
         return None
+    seen = b""
+    if found is not None:
+        head, opened = found
+        # Remembered only when the header alone says what the whole payload said.
+        if (head.server_time, head.rate_limits) == (info.server_time, info.rate_limits):
+            seen = digest(memoryview(payload)[opened:])
+    return _matched(count, info, seen)
+
+
+def _matched(rows: int, info: ExchangeInfo, region: bytes) -> Matched:
     return Matched(
-        rows=count,
+        rows=rows,
         server_time=info.server_time,
         rate_limits=tuple(info.rate_limits),
         weight_limit=request_weight_limit(info.rate_limits),
+        region=region,
     )
 
 

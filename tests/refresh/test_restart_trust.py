@@ -18,7 +18,14 @@ from daemon.contract.rows import decode_row_digests, encode_row_digests
 from daemon.snapshot.lease import Fence
 from daemon.snapshot.normalize import digest
 from tests.refresh.spot_market import BASE_PAYLOAD, BASE_ROWS, CACHE_TTL, CHANGED_PAYLOAD, KEYS
-from tests.support.builders import accepted, make_settings, open_refresher, payload, replace_row
+from tests.support.builders import (
+    SERVER_TIME,
+    accepted,
+    make_settings,
+    open_refresher,
+    payload,
+    replace_row,
+)
 from tests.support.fake_binance import SPOT, FakeBinance
 from tests.support.stored_snapshot import read_meta, read_metrics, read_stored
 
@@ -65,6 +72,24 @@ async def test_restart_with_the_same_rows_trusts_redis_and_decodes_nothing(
     assert meta["rate_limits"].startswith('[{"rateLimitType":"REQUEST_WEIGHT"')
     assert await read_metrics(r) == {"refresh_success": 2}
     assert await r.xlen(KEYS.changes) == 0
+
+
+async def test_later_cycles_after_a_trusted_restart_stay_trusted(
+    redis_url: str, settings: Settings, r: redis.asyncio.Redis, fake: FakeBinance
+) -> None:
+    async with open_refresher(redis_url, settings) as first:
+        good = await accepted(first)
+    before = await read_stored(r)
+    async with open_refresher(redis_url, settings) as second:
+        for server_time in (SERVER_TIME + 1, SERVER_TIME + 2):
+            fake.set_payload(SPOT, payload(list(BASE_ROWS), server_time=server_time))
+            result = await second.refresh_once()
+            assert (result.outcome, result.version) == ("unchanged", good.version)
+            assert second.memo.digests == []
+            assert (await read_meta(r))["server_time"] == str(server_time)
+    after = await read_stored(r)
+    assert (after.symbols, after.by_symbol) == (before.symbols, before.by_symbol)
+    assert await read_metrics(r) == {"refresh_success": 3}
 
 
 async def test_a_trusted_restart_then_a_change_derives_and_stays_byte_identical(

@@ -104,3 +104,31 @@ def test_the_fingerprint_names_the_listing_settings() -> None:
 def test_digests_are_of_the_row_bytes_as_sent() -> None:
     body = payload(ROWS)
     assert _digests(body) == b"".join(digest(msgspec.json.encode(row)) for row in ROWS)
+
+
+def test_a_match_names_the_rows_region_and_the_next_reply_matches_with_one_hash() -> None:
+    body = payload(ROWS)
+    first = match_rows(body, _digests(body))
+    assert first is not None
+    assert len(first.region) == 16
+    # Same rows, a later serverTime: matched by the region alone (the digests given here are
+    # wrong on purpose, so only the region can have matched), with this reply's header.
+    later = payload(ROWS, server_time=SERVER_TIME + 5)
+    wrong = bytes(len(_digests(body)))
+    again = match_rows(later, wrong, first.region)
+    assert again is not None
+    assert (again.server_time, again.region) == (SERVER_TIME + 5, first.region)
+    # A changed row: the region differs, and the rows are compared one by one.
+    name = ROWS[3]["symbol"]
+    assert isinstance(name, str)
+    changed = payload(replace_row(list(ROWS), name, tick_size="0.5"))
+    assert changed != body
+    assert match_rows(changed, _digests(body), first.region) is None
+    assert match_rows(changed, _digests(changed), first.region) is not None
+
+
+def test_no_region_when_a_header_key_follows_the_rows() -> None:
+    body = msgspec.json.encode({"symbols": ROWS, "serverTime": 9})
+    matched = match_rows(body, _digests(body))
+    assert matched is not None
+    assert (matched.server_time, matched.region) == (9, b"")
