@@ -10,6 +10,8 @@ The value is one binary string, written in the snapshot's own MULTI::
     b"SRD1"                      magic and layout version
     1 byte  n, then n bytes      the snapshot version (meta's ``version``) it describes
     16 bytes                     fingerprint of how records were derived (settings, code)
+    1 byte  r (0 or 16), r bytes the digest of that payload's bytes from its first row to its
+                                 end, when known (its header then says all the payload says)
     16 bytes per upstream row    sha256(row bytes)[:16], in upstream order
 
 It is a promise, kept by the writer: deriving a payload whose rows have exactly these digests,
@@ -39,18 +41,28 @@ class RowDigests:
     version: str
     fingerprint: bytes
     digests: bytes
+    region: bytes = b""
 
     @property
     def rows(self) -> int:
         return len(self.digests) // DIGEST_BYTES
 
 
-def encode_row_digests(version: str, fingerprint: bytes, digests: bytes) -> bytes:
+def encode_row_digests(
+    version: str, fingerprint: bytes, digests: bytes, region: bytes = b""
+) -> bytes:
     """The stored value (see the module doc). `digests` is the concatenated row digests."""
     name = version.encode()
-    if len(name) > 255 or len(fingerprint) != DIGEST_BYTES or len(digests) % DIGEST_BYTES:
-        raise ValueError("row digests: bad version, fingerprint or digest length")
-    return b"".join((_MAGIC, bytes((len(name),)), name, fingerprint, digests))
+    if (
+        len(name) > 255
+        or len(fingerprint) != DIGEST_BYTES
+        or len(digests) % DIGEST_BYTES
+        or len(region) not in (0, DIGEST_BYTES)
+    ):
+        raise ValueError("row digests: bad version, fingerprint, region or digest length")
+    return b"".join(
+        (_MAGIC, bytes((len(name),)), name, fingerprint, bytes((len(region),)), region, digests)
+    )
 
 
 def decode_row_digests(raw: bytes | None) -> RowDigests | None:
@@ -65,8 +77,18 @@ def decode_row_digests(raw: bytes | None) -> RowDigests | None:
     at += size
     fingerprint = raw[at : at + DIGEST_BYTES]
     at += DIGEST_BYTES
+    region_size = raw[at] if at < len(raw) else -1
+    at += 1
+    region = raw[at : at + region_size] if region_size > 0 else b""
+    at += max(region_size, 0)
     digests = raw[at:]
-    if len(name) != size or len(fingerprint) != DIGEST_BYTES or len(digests) % DIGEST_BYTES:
+    if (
+        len(name) != size
+        or len(fingerprint) != DIGEST_BYTES
+        or region_size not in (0, DIGEST_BYTES)
+        or len(region) != region_size
+        or len(digests) % DIGEST_BYTES
+    ):
         return None
     try:
         version = name.decode("ascii")
@@ -74,4 +96,4 @@ def decode_row_digests(raw: bytes | None) -> RowDigests | None:
         return None
     if not version:
         return None
-    return RowDigests(version=version, fingerprint=fingerprint, digests=digests)
+    return RowDigests(version=version, fingerprint=fingerprint, digests=digests, region=region)

@@ -124,10 +124,6 @@ class MarketRefresher:
         self.memo = normalize.RowMemo()
         # The blobs the memo's rows gave last time, under which market settings.
         self._derived: tuple[MarketSettings, listing.SnapshotBlobs] | None = None
-        # After a cycle that trusted what Redis held: that snapshot's version and row digests'
-        # fingerprint, and the digest of the matching payload's bytes from its first row on
-        # (trust.Matched.region), so the next such payload is matched with one hash.
-        self._trusted_region: tuple[str, bytes, bytes] | None = None
         # From the last successful fetch, for metrics.
         self.fetch_ms: float | None = None
         self.used_weight: int | None = None
@@ -320,12 +316,9 @@ class MarketRefresher:
         no row is decoded, the snapshot is renewed in place. None (the body still in `box`)
         when a row differs or the stored snapshot changed meanwhile: derive it then."""
         rows, version, count, listed = stored
-        last = self._trusted_region
-        same = last is not None and last[:2] == (version, rows.fingerprint)
-        region = last[2] if last is not None and same else b""
-        matched = await off_loop(trust.match_rows, box[0], rows.digests, region)
+        # With the stored region digest, a payload laid out as Binance does costs one hash.
+        matched = await off_loop(trust.match_rows, box[0], rows.digests, rows.region)
         if matched is None:
-            self._trusted_region = None
             return None
         warn_if_weight_high(self.log, fetched.used_weight, matched.weight_limit)
         verdict = self._judge(listed, count, version, matched.server_time, state)
@@ -334,12 +327,14 @@ class MarketRefresher:
             return await self._reject(verdict.reason, state, started, verdict.streak)
         meta = self._meta(fetched, version, count, listed, matched.server_time, started)
         meta = dataclasses.replace(meta, rate_limits=matched.rate_limits)
-        if not await self.store.renew(meta, token=new_token()):
+        # The stored digests gain the region digest they lacked (once), so the next restart
+        # matches with one hash too.
+        gained = None
+        if matched.region and matched.region != rows.region:
+            gained = encode_row_digests(version, rows.fingerprint, rows.digests, matched.region)
+        if not await self.store.renew(meta, token=new_token(), rows=gained):
             return None
         box.clear()
-        self._trusted_region = (
-            (version, rows.fingerprint, matched.region) if matched.region else None
-        )
         held = self.held
         blobs = held.blobs if held is not None and held.meta.version == version else None
         self.held = HeldSnapshot(blobs=blobs, meta=meta)
@@ -498,7 +493,7 @@ class MarketRefresher:
         rows = None
         if not held_rows and not (norm.dropped or norm.refused or norm.duplicates or norm.lenient):
             rows = encode_row_digests(
-                blobs.version, self._fingerprint(), b"".join(self.memo.digests)
+                blobs.version, self._fingerprint(), b"".join(self.memo.digests), self.memo.region
             )
         await self.store.commit(
             blobs,

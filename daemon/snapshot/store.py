@@ -359,13 +359,16 @@ class SnapshotStore:
         await self._write(blobs, meta, diff, token, None, publish, repair, rows_held, rows)
         return "full"
 
-    async def renew(self, meta: SnapshotMeta, *, token: str) -> bool:
+    async def renew(self, meta: SnapshotMeta, *, token: str, rows: bytes | None = None) -> bool:
         """Record that the snapshot Redis holds (of ``meta.version``) was fetched again: renew
         the listing's expiry, write ``refreshed_at`` and meta, count ``refresh_success``; in
         one fenced MULTI, only while meta still holds that version. False (nothing written)
-        when it does not any more or a watched key kept changing: the caller writes whole."""
+        when it does not any more or a watched key kept changing: the caller writes whole.
+        ``rows``, when given, replaces ``meta:rows`` (for the same snapshot) in the same MULTI."""
 
         def fill(pipe: Pipeline) -> None:
+            if rows is not None:
+                pipe.set(self.rows_key, rows)
             pipe.expire(self.keys.symbols, self.cache_ttl)
             self._renewal(pipe, meta, token)
 

@@ -66,7 +66,16 @@ async def test_restart_with_the_same_rows_trusts_redis_and_decodes_nothing(
     )
     assert after.refreshed_at != before.refreshed_at
     assert await r.ttl(KEYS.symbols) == CACHE_TTL  # the listing's expiry was renewed
-    assert await r.get(ROWS_KEY) == rows_before
+    # The same row digests, now with the digest of the reply's rows region (one hash next time).
+    old, new = decode_row_digests(rows_before), decode_row_digests(await r.get(ROWS_KEY))
+    assert old is not None
+    assert new is not None
+    assert (new.version, new.fingerprint, new.digests) == (
+        old.version,
+        old.fingerprint,
+        old.digests,
+    )
+    assert (len(old.region), len(new.region)) == (0, 16)
     meta = await read_meta(r)
     assert (meta["count"], meta["listed"], meta["held_rows"]) == ("8", "6", "[]")
     assert meta["rate_limits"].startswith('[{"rateLimitType":"REQUEST_WEIGHT"')
@@ -81,7 +90,7 @@ async def test_later_cycles_after_a_trusted_restart_stay_trusted(
         good = await accepted(first)
     before = await read_stored(r)
     async with open_refresher(redis_url, settings) as second:
-        for server_time in (SERVER_TIME + 1, SERVER_TIME + 2):
+        for server_time in (SERVER_TIME + 1, SERVER_TIME + 2, SERVER_TIME + 3):
             fake.set_payload(SPOT, payload(list(BASE_ROWS), server_time=server_time))
             result = await second.refresh_once()
             assert (result.outcome, result.version) == ("unchanged", good.version)
@@ -89,7 +98,26 @@ async def test_later_cycles_after_a_trusted_restart_stay_trusted(
             assert (await read_meta(r))["server_time"] == str(server_time)
     after = await read_stored(r)
     assert (after.symbols, after.by_symbol) == (before.symbols, before.by_symbol)
-    assert await read_metrics(r) == {"refresh_success": 3}
+    assert await read_metrics(r) == {"refresh_success": 4}
+
+
+async def test_a_wrong_region_digest_is_only_a_slower_match(
+    redis_url: str, settings: Settings, r: redis.asyncio.Redis
+) -> None:
+    async with open_refresher(redis_url, settings) as first:
+        await accepted(first)
+        assert (await first.refresh_once()).outcome == "unchanged"  # learns the region
+    stored = decode_row_digests(await r.get(ROWS_KEY))
+    assert stored is not None
+    assert len(stored.region) == 16
+    wrong = encode_row_digests(stored.version, stored.fingerprint, stored.digests, b"\1" * 16)
+    await r.set(ROWS_KEY, wrong)
+    async with open_refresher(redis_url, settings) as second:
+        assert (await second.refresh_once()).outcome == "unchanged"
+        assert second.memo.digests == []  # trusted row by row
+    assert await r.get(ROWS_KEY) == encode_row_digests(
+        stored.version, stored.fingerprint, stored.digests, stored.region
+    )
 
 
 async def test_a_trusted_restart_then_a_change_derives_and_stays_byte_identical(

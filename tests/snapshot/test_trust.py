@@ -83,6 +83,11 @@ def test_the_stored_value_round_trips_and_refuses_odd_values() -> None:
         assert decode_row_digests(odd) is None
     with pytest.raises(ValueError, match="row digests"):
         encode_row_digests("v", b"short", digests)
+    with pytest.raises(ValueError, match="row digests"):
+        encode_row_digests("v", b"f" * 16, digests, b"short")
+    with_region = decode_row_digests(encode_row_digests("v", b"f" * 16, digests, b"r" * 16))
+    assert with_region is not None
+    assert (with_region.region, with_region.digests) == (b"r" * 16, digests)
 
 
 def test_the_fingerprint_names_the_listing_settings() -> None:
