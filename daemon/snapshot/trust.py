@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -64,8 +63,7 @@ def fingerprint(
     return hashlib.sha256(msgspec.json.encode(what)).digest()[:DIGEST_BYTES]
 
 
-@dataclass(frozen=True, slots=True)
-class Matched:
+class Matched(msgspec.Struct, frozen=True):
     """A payload whose rows all match: what its header says (the rows are not needed)."""
 
     rows: int
