@@ -293,9 +293,8 @@ class MarketRefresher:
             return None
         trusted = (
             not self.memo.digests
-            and rows is not None
             and rows.rows > 0
-            and rows.version == state.version
+            and rows.version == version
             and state.complete
             and not state.wrong_types
             and not state.repair_requested
