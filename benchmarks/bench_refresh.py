@@ -12,7 +12,9 @@ The cases, each in its own Redis database:
 - ``symbold first cycle, empty Redis``: a new refresher (nothing in memory) over an emptied
   database, lease just taken: what a daemon's first cycle costs on a new or wiped Redis.
 - ``symbold restart, Redis kept, same content``: a new refresher while Redis holds the very
-  snapshot it fetches (written by the previous run): what every restart pays.
+  snapshot it fetches (written by the previous run, with its ``meta:rows``; the warm-up runs
+  add the rows-region digest to it): what every restart pays. The floors do not write
+  ``meta:rows``; symbold's ratios include it.
 - ``symbold restart, Redis kept, one row changed``: the same, but the payload differs from the
   stored snapshot in one row.
 - ``symbold steady, one row changed`` / ``symbold steady, no change``: one long-lived

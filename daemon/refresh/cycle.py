@@ -42,6 +42,7 @@ from daemon.config.settings import (
 from daemon.contract.keys import MarketKeys, keys_for
 from daemon.contract.meta import HeldRow, SnapshotMeta
 from daemon.contract.record import SymbolRecord
+from daemon.contract.rows import RowDigests, encode_row_digests
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.errors import RECOVERABLE, ProblemKind
 from daemon.refresh.bans import ban_to_honour
@@ -57,8 +58,8 @@ from daemon.refresh.report import (
 from daemon.refresh.result import CycleResult, Outcome, source_config
 from daemon.refresh.worker import off_loop
 from daemon.snapshot import diff as snapshot_diff
-from daemon.snapshot import listing, normalize, payload
-from daemon.snapshot.guards import ShrinkStreak, judge
+from daemon.snapshot import listing, normalize, payload, trust
+from daemon.snapshot.guards import ShrinkStreak, Verdict, judge
 from daemon.snapshot.hold import hold_rows
 from daemon.snapshot.lease import LeaseLost
 from daemon.snapshot.store import (
@@ -183,7 +184,8 @@ class MarketRefresher:
 
     async def _cycle(self, started: float) -> CycleResult:
         try:
-            state = await self.store.read_state()
+            # The stored row digests matter only to a refresher that has derived no rows yet.
+            state = await self.store.read_state(rows=not self.memo.digests)
             refused = await self._eviction.check(self.store, self.name)
         except RECOVERABLE as exc:
             return redis_failed(self.log, self.name, exc, started)
@@ -270,9 +272,157 @@ class MarketRefresher:
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
 
+    def _fingerprint(self) -> bytes:
+        """What, besides the rows, decides what a payload derives to (see trust.fingerprint)."""
+        m = self.market
+        return trust.fingerprint(
+            self.name,
+            list_statuses=m.list_statuses,
+            quote_priority=m.quote_priority,
+            pinned=m.pinned,
+        )
+
+    def _trustable(self, state: StoredState) -> tuple[RowDigests, str, int, int] | None:
+        """Whether Redis's snapshot may stand for a payload whose rows match its stored row
+        digests: this refresher has derived nothing yet (else its memo is as cheap and keeps
+        the records), the digests describe the stored version under today's derivation, and
+        nothing asks for more than a renewal (no repair, no held rows to re-judge). Returns
+        the digests with the stored version, count and listed, or None."""
+        rows, version, count, listed = state.rows, state.version, state.count, state.listed
+        if rows is None or version is None or count is None or listed is None:
+            return None
+        trusted = (
+            not self.memo.digests
+            and rows.rows > 0
+            and rows.version == version
+            and state.complete
+            and not state.wrong_types
+            and not state.repair_requested
+            and not state.held_rows
+            and rows.fingerprint == self._fingerprint()
+        )
+        return (rows, version, count, listed) if trusted else None
+
+    async def _trusted(
+        self,
+        fetched: FetchResult,
+        box: list[bytes],
+        state: StoredState,
+        started: float,
+        stored: tuple[RowDigests, str, int, int],
+    ) -> CycleResult | None:
+        """The cycle of a payload whose every row is the one the stored snapshot came from:
+        no row is decoded, the snapshot is renewed in place. None (the body still in `box`)
+        when a row differs or the stored snapshot changed meanwhile: derive it then."""
+        rows, version, count, listed = stored
+        # With the stored region digest, a payload laid out as Binance does costs one hash.
+        matched = await off_loop(trust.match_rows, box[0], rows.digests, rows.region)
+        if matched is None:
+            return None
+        warn_if_weight_high(self.log, fetched.used_weight, matched.weight_limit)
+        verdict = self._judge(listed, count, version, matched.server_time, state)
+        if not verdict.accept:
+            box.clear()
+            return await self._reject(verdict.reason, state, started, verdict.streak)
+        meta = self._meta(fetched, version, count, listed, matched.server_time, started)
+        meta = dataclasses.replace(meta, rate_limits=matched.rate_limits)
+        # The stored digests gain the region digest they lacked (once), so the next restart
+        # matches with one hash too.
+        gained = None
+        if matched.region and matched.region != rows.region:
+            gained = encode_row_digests(version, rows.fingerprint, rows.digests, matched.region)
+        if not await self.store.renew(meta, token=new_token(), rows=gained):
+            return None
+        box.clear()
+        held = self.held
+        blobs = held.blobs if held is not None and held.meta.version == version else None
+        self.held = HeldSnapshot(blobs=blobs, meta=meta)
+        log_written(self.log, meta, None, meta.duration_ms, fetched.url, unchanged=True)
+        return CycleResult(
+            self.name,
+            Outcome.UNCHANGED,
+            version=version,
+            count=count,
+            listed=listed,
+            duration_ms=meta.duration_ms,
+        )
+
+    def _judge(
+        self,
+        listed: int,
+        count: int,
+        version: str,
+        server_time: int | None,
+        state: StoredState,
+        unusable: int = 0,
+    ) -> Verdict:
+        """The snapshot guards' verdict on a payload (see guards.judge); a confirmed shrink or
+        stale server time is logged here."""
+        last_listed = self.held.meta.listed if self.held is not None else state.listed
+        last_server_time = (
+            self.held.meta.server_time if self.held is not None else state.server_time
+        )
+        streak = state.streak if state.streak.version else ShrinkStreak()
+        verdict = judge(
+            # A held row is one the bot cannot use: many of them count like a shrink.
+            listed=max(0, listed - unusable),
+            count=count,
+            version=version,
+            last_listed=last_listed,
+            streak=streak,
+            max_shrink=self.guards.max_shrink,
+            confirm_shrink=self.guards.confirm_shrink,
+            server_time=server_time,
+            last_server_time=last_server_time,
+        )
+        if verdict.accept and verdict.confirmed_shrink:
+            self.log.error(
+                "refresh.shrink_accepted"
+                if verdict.reason != "server_time_confirmed"
+                else "refresh.server_time_accepted",
+                listed=listed,
+                last_listed=last_listed,
+                server_time=server_time,
+                last_server_time=last_server_time,
+                confirmations=self.guards.confirm_shrink,
+            )
+        return verdict
+
+    def _meta(
+        self,
+        fetched: FetchResult,
+        version: str,
+        count: int,
+        listed: int,
+        server_time: int | None,
+        started: float,
+        held_rows: tuple[HeldRow, ...] = (),
+    ) -> SnapshotMeta:
+        return SnapshotMeta(
+            version=version,
+            count=count,
+            listed=listed,
+            source=fetched.url,
+            server_time=server_time,
+            fetched_at=time.time(),
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+            # Computed now, not at import: a Celery prefork child has its own pid.
+            writer=(
+                self.store.fence.token.decode()
+                if self.store.fence
+                else f"{socket.gethostname()}:{os.getpid()}"
+            ),
+            held_rows=held_rows,
+        )
+
     async def _accept_or_reject(
         self, fetched: FetchResult, box: list[bytes], state: StoredState, started: float
     ) -> CycleResult:
+        stored = self._trustable(state)
+        if stored is not None:
+            done = await self._trusted(fetched, box, state, started, stored)
+            if done is not None:
+                return done
         try:
             # The CPU work of a cycle runs in a worker thread, in steps short enough that the
             # event loop (health answers, watchdog pings, other markets) keeps its turn.
@@ -288,8 +438,9 @@ class MarketRefresher:
         unusable = 0  # held rows the listing would have had
         diff = None
         if not unchanged:
-            if self.held is not None and self.held.meta.version == state.version:
-                old = self.held.blobs.by_symbol
+            held = self.held
+            if held is not None and held.blobs is not None and held.meta.version == state.version:
+                old = held.blobs.by_symbol
             elif state.has_by_symbol:
                 old = await self.store.read_by_symbol()
             else:
@@ -317,55 +468,17 @@ class MarketRefresher:
             if not unchanged and old:
                 diff = await off_loop(snapshot_diff.diff_snapshots, old, blobs.by_symbol)
 
-        last_listed = self.held.meta.listed if self.held is not None else state.listed
-        last_server_time = (
-            self.held.meta.server_time if self.held is not None else state.server_time
-        )
-        streak = state.streak if state.streak.version else ShrinkStreak()
-        verdict = judge(
-            # A held row is one the bot cannot use: many of them count like a shrink.
-            listed=max(0, blobs.listed - unusable),
-            count=blobs.count,
-            version=blobs.version,
-            last_listed=last_listed,
-            streak=streak,
-            max_shrink=self.guards.max_shrink,
-            confirm_shrink=self.guards.confirm_shrink,
-            server_time=norm.server_time,
-            last_server_time=last_server_time,
+        verdict = self._judge(
+            blobs.listed, blobs.count, blobs.version, norm.server_time, state, unusable
         )
         if not verdict.accept:
             return await self._reject(verdict.reason, state, started, verdict.streak, blobs)
-        if verdict.confirmed_shrink:
-            self.log.error(
-                "refresh.shrink_accepted"
-                if verdict.reason != "server_time_confirmed"
-                else "refresh.server_time_accepted",
-                listed=blobs.listed,
-                last_listed=last_listed,
-                server_time=norm.server_time,
-                last_server_time=last_server_time,
-                confirmations=self.guards.confirm_shrink,
-            )
 
-        duration_ms = (time.perf_counter() - started) * 1000.0
-        meta = SnapshotMeta(
-            version=blobs.version,
-            count=blobs.count,
-            listed=blobs.listed,
-            source=fetched.url,
-            server_time=norm.server_time,
-            rate_limits=norm.rate_limits,
-            fetched_at=time.time(),
-            duration_ms=duration_ms,
-            # Computed now, not at import: a Celery prefork child has its own pid.
-            writer=(
-                self.store.fence.token.decode()
-                if self.store.fence
-                else f"{socket.gethostname()}:{os.getpid()}"
-            ),
-            held_rows=held_rows,
+        meta = self._meta(
+            fetched, blobs.version, blobs.count, blobs.listed, norm.server_time, started, held_rows
         )
+        meta = dataclasses.replace(meta, rate_limits=norm.rate_limits)
+        duration_ms = meta.duration_ms
         # What Redis holds, if we know its content: then only the difference is sent.
         previous = None
         if state.complete and not repair:
@@ -373,6 +486,14 @@ class MarketRefresher:
                 previous = blobs
             elif self.held is not None and self.held.meta.version == state.version:
                 previous = self.held.blobs
+        # The row digests a restart may trust: only for a snapshot that is exactly what these
+        # rows derive to (no row held back) from a payload without odd rows (whose warnings a
+        # trusted cycle would not repeat).
+        rows = None
+        if not held_rows and not (norm.dropped or norm.refused or norm.duplicates or norm.lenient):
+            rows = encode_row_digests(
+                blobs.version, self._fingerprint(), b"".join(self.memo.digests), self.memo.region
+            )
         await self.store.commit(
             blobs,
             meta,
@@ -382,6 +503,7 @@ class MarketRefresher:
             publish=not unchanged,
             repair=repair,
             rows_held=len(held_rows),
+            rows=rows,
         )
         if repair:
             self.log.warning("snapshot.repaired", keys=sorted(state.wrong_types))

@@ -6,7 +6,7 @@ import time
 
 from structlog.stdlib import BoundLogger
 
-from daemon.contract.meta import HeldRow
+from daemon.contract.meta import HeldRow, SnapshotMeta
 from daemon.redis.errors import ProblemKind, classify
 from daemon.refresh.result import CycleResult, Outcome
 from daemon.snapshot.diff import SnapshotDiff
@@ -95,7 +95,7 @@ def log_dropped(log: BoundLogger, norm: Normalized) -> None:
 
 def log_written(
     log: BoundLogger,
-    blobs: SnapshotBlobs,
+    blobs: SnapshotBlobs | SnapshotMeta,
     diff: SnapshotDiff | None,
     duration_ms: float,
     source: str,

@@ -28,10 +28,12 @@ from daemon.contract.ratelimits import RateLimit, request_weight_limit
 from daemon.contract.record import MAX_SYMBOL_LENGTH, SymbolRecord, encode_record
 from daemon.snapshot.payload import (
     EMPTY_LIST,
+    WHOLE_BELOW,
     ExchangeInfo,
     Row,
     RowFilter,
     SplitFailed,
+    decode_header,
     decode_loose,
     decode_payload,
     decode_row,
@@ -274,6 +276,12 @@ class RowMemo:
         self.digests: list[bytes] = []
         self.outcomes: list[_RowOutcome] = []
         self.permissions = _PermissionMemo()
+        # Once two payloads in a row had the same rows: the digest of the previous payload's
+        # bytes from its first row to its end, and the result it gave. A payload whose bytes
+        # there are the same has the same rows; only its header (serverTime, which changes on
+        # every reply) is read (see _same_region).
+        self.region = b""
+        self.last: Normalized | None = None
 
     def by_digest(self) -> dict[bytes, _RowOutcome]:
         """The previous rows keyed by content, for a payload whose rows moved."""
@@ -284,7 +292,7 @@ _DROPPED: Final = _RowOutcome(None, b"", b"", None, False)
 _DROPPED_LENIENT: Final = _RowOutcome(None, b"", b"", None, True)
 
 
-def digest(blob: bytes | msgspec.Raw) -> bytes:
+def digest(blob: bytes | memoryview | msgspec.Raw) -> bytes:
     # sha256 runs on the CPU's SHA extensions where present: about twice blake2b's speed here.
     return hashlib.sha256(blob).digest()[:16]
 
@@ -338,19 +346,73 @@ def normalize(
     kept (a JSON number as its exact source text), unusable ones become ``None``/empty, and a
     ``filters`` value that is not an array is replaced by ``[]``.
 
-    Meant to run in a worker thread: no single C call covers more than a chunk of the
-    payload (see :func:`~daemon.snapshot.payload.decode_rows_in_chunks`), so the event loop
-    gets the GIL back between chunks and rows.
+    Meant to run in a worker thread: no single C call covers more than a chunk of a large
+    payload (see :func:`~daemon.snapshot.payload.decode_rows_in_chunks` and
+    :data:`~daemon.snapshot.payload.WHOLE_BELOW`), so the event loop gets the GIL back between
+    chunks and rows.
     """
     memo = memo if memo is not None else RowMemo()
     if isinstance(payload, bytes):
+        same = _same_region(payload, memo)
+        if same is not None:
+            return same
+    result: Normalized | None = None
+    if isinstance(payload, bytes) and len(payload) >= WHOLE_BELOW:
         try:
             info, chunks = decode_rows_in_chunks(payload)
-            return _normalize(info, chunks, market, memo)
+            result = _normalize(info, chunks, market, memo)
         except SplitFailed:
             pass  # not laid out as Binance does: decode it whole (memo untouched so far)
-    info = decode_payload(payload)
-    return _normalize(info, iter((info.symbols,)), market, memo)
+    if result is None:
+        info = decode_payload(payload)
+        result = _normalize(info, iter((info.symbols,)), market, memo)
+    memo.region, memo.last = b"", None
+    if result.same_rows and isinstance(payload, bytes):
+        _remember_region(payload, result, memo)
+    return result
+
+
+def _same_region(payload: bytes, memo: RowMemo) -> Normalized | None:
+    """The memo's last result with this payload's header, when the payload's bytes from its
+    first row on are those of the memo's last payload (one hash, no row decoded); else None."""
+    last = memo.last
+    if not memo.region or last is None:
+        return None
+    found = decode_header(payload)
+    if found is None:
+        return None
+    info, opened = found
+    # hashlib reads the memoryview in place and releases the GIL while it hashes.
+    if digest(memoryview(payload)[opened:]) != memo.region:
+        return None
+    return Normalized(
+        records=last.records,
+        rows=last.rows,
+        dropped=last.dropped,
+        refused=last.refused,
+        duplicates=last.duplicates,
+        lenient=last.lenient,
+        server_time=info.server_time,
+        weight_limit=request_weight_limit(info.rate_limits),
+        encoded=last.encoded,
+        processed=0,
+        rate_limits=tuple(info.rate_limits),
+        same_rows=True,
+    )
+
+
+def _remember_region(payload: bytes, result: Normalized, memo: RowMemo) -> None:
+    """After a payload with the same rows as the one before (the usual cycle): keep the digest
+    of its bytes from the first row on, so that the next such payload costs one hash. Only
+    when its header alone gives what the whole payload gave (no header key after the rows)."""
+    found = decode_header(payload)
+    if found is None:
+        return
+    info, opened = found
+    if info.server_time != result.server_time or tuple(info.rate_limits) != result.rate_limits:
+        return
+    memo.region = digest(memoryview(payload)[opened:])
+    memo.last = result
 
 
 def _normalize(

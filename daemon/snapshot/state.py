@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 
 from daemon.contract.keys import MarketKeys
 from daemon.contract.meta import HeldRow, MetaFields, SnapshotMeta, decode_timestamp
+from daemon.contract.rows import RowDigests, decode_row_digests
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.listing import SnapshotBlobs
 
@@ -48,6 +49,10 @@ class StoredState:
     repair_requested: bool = False
     # Rows the last commit held back (kept serving the previous row), with their streaks.
     held_rows: tuple[HeldRow, ...] = ()
+    count: int | None = None
+    # The stored digests of the upstream rows the snapshot came from (meta:rows), when they
+    # were asked for and are readable; see daemon.snapshot.trust.
+    rows: RowDigests | None = None
 
     @property
     def complete(self) -> bool:
@@ -55,7 +60,15 @@ class StoredState:
 
 
 # The meta fields a cycle needs before it starts (see read_state).
-_STATE_FIELDS = ("version", "listed", "shrink_version", "shrink_count", "server_time", "held_rows")
+_STATE_FIELDS = (
+    "version",
+    "listed",
+    "count",
+    "shrink_version",
+    "shrink_count",
+    "server_time",
+    "held_rows",
+)
 
 
 class SnapshotCorrupt(Exception):
@@ -90,21 +103,30 @@ def new_token() -> str:
 
 @dataclass(frozen=True, slots=True)
 class HeldSnapshot:
-    """The last accepted snapshot, kept in memory to republish if Redis loses it."""
+    """The last accepted snapshot, kept in memory to republish if Redis loses it.
 
-    blobs: SnapshotBlobs
+    ``blobs`` is None when this process trusted what Redis held instead of deriving it (a
+    restart that fetched the stored snapshot's very rows): then only its meta is known here,
+    and a republish falls back to ``last_good``."""
+
+    blobs: SnapshotBlobs | None
     meta: SnapshotMeta
 
 
 async def read_state(
-    client: redis.asyncio.Redis, keys: MarketKeys, expected: Mapping[str, str], repair_key: str
+    client: redis.asyncio.Redis,
+    keys: MarketKeys,
+    expected: Mapping[str, str],
+    repair_key: str,
+    rows_key: str | None = None,
 ) -> StoredState:
     """One non-transactional round trip: meta fields, key existence and types, the ban
-    deadline, a pending repair. A key of the wrong type does not make it fail: it is
-    reported in ``wrong_types`` (and reads as absent)."""
+    deadline, a pending repair, and with `rows_key` the stored row digests. A key of the
+    wrong type does not make it fail: it is reported in ``wrong_types`` (and reads as
+    absent)."""
     k = keys
     try:
-        replies = await _state_replies(client, keys, expected, repair_key, set())
+        replies = await _state_replies(client, keys, expected, repair_key, set(), rows_key)
     except ResponseError as exc:
         if not is_wrongtype(exc):
             raise
@@ -118,10 +140,10 @@ async def read_state(
             for name, kind in zip(names, kinds, strict=True)
             if kind not in ("none", expected.get(name, "string"))
         }
-        replies = await _state_replies(client, keys, expected, repair_key, skip)
-    values, has_sym, has_lg, has_bs, ban, repair = replies[:6]
+        replies = await _state_replies(client, keys, expected, repair_key, skip, rows_key)
+    values, has_sym, has_lg, has_bs, ban, repair, rows = replies[:7]
     wrong: dict[str, str] = {}
-    for (name, want), kind in zip(expected.items(), replies[6:], strict=True):
+    for (name, want), kind in zip(expected.items(), replies[7:], strict=True):
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if kind not in ("none", want):
             wrong[name] = kind
@@ -138,6 +160,8 @@ async def read_state(
         held_rows=meta.held_rows,
         wrong_types=wrong,
         repair_requested=bool(repair),
+        count=meta.count,
+        rows=decode_row_digests(rows) if rows_key is not None and rows_key not in wrong else None,
     )
 
 
@@ -147,6 +171,7 @@ async def _state_replies(
     expected: Mapping[str, str],
     repair_key: str,
     skip: set[str],
+    rows_key: str | None,
 ) -> list[Any]:
     k = keys
     pipe = client.pipeline(transaction=False)
@@ -162,6 +187,10 @@ async def _state_replies(
     else:
         pipe.get(k.ban_until)
     pipe.exists(repair_key)
+    if rows_key is None or rows_key in skip:
+        pipe.echo(b"")
+    else:
+        pipe.get(rows_key)
     for name in expected:
         pipe.type(name)
     replies: list[Any] = await pipe.execute()
@@ -169,6 +198,8 @@ async def _state_replies(
         replies[0] = [None] * len(_STATE_FIELDS)
     if k.ban_until in skip:
         replies[4] = None
+    if rows_key is None or rows_key in skip:
+        replies[6] = None
     return replies
 
 

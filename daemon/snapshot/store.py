@@ -135,6 +135,13 @@ class SnapshotStore:
         return f"{self.keys.metrics}:once"
 
     @property
+    def rows_key(self) -> str:
+        """The digests of the upstream rows the stored snapshot came from
+        (:mod:`daemon.contract.rows`), written with it; derived from the meta key, so it
+        shares the market's hash tag."""
+        return f"{self.keys.meta}:rows"
+
+    @property
     def repair_key(self) -> str:
         """Set by :meth:`mark_corrupt`: the next commit rewrites the snapshot whole."""
         return f"{self.keys.meta}:repair"
@@ -151,6 +158,7 @@ class SnapshotStore:
             k.metrics: "hash",
             k.changes: "stream",
             self.once_key: "zset",
+            self.rows_key: "string",
         }
 
     def _count(self, pipe: Pipeline, field: str, token: str, amount: int = 1) -> None:
@@ -167,10 +175,17 @@ class SnapshotStore:
             amount,
         )
 
-    async def read_state(self) -> StoredState:
+    async def read_state(self, *, rows: bool = False) -> StoredState:
         """One non-transactional round trip: meta fields, key existence and types, the ban
-        deadline, a pending repair (see :func:`daemon.snapshot.state.read_state`)."""
-        return await read_state(self.client, self.keys, self.expected_types(), self.repair_key)
+        deadline, a pending repair, with `rows` the stored row digests (see
+        :func:`daemon.snapshot.state.read_state`)."""
+        return await read_state(
+            self.client,
+            self.keys,
+            self.expected_types(),
+            self.repair_key,
+            self.rows_key if rows else None,
+        )
 
     async def mark_corrupt(self, wrong: Mapping[str, str]) -> None:
         """Ask the next commit (of this or any other process) for a full rewrite that
@@ -312,8 +327,13 @@ class SnapshotStore:
         publish: bool = True,
         repair: bool = False,
         rows_held: int = 0,
+        rows: bytes | None = None,
     ) -> str:
         """Write an accepted snapshot and count ``refresh_success``, atomically.
+
+        ``rows`` is the ``meta:rows`` value that describes this snapshot (see
+        :mod:`daemon.contract.rows`), written in the same transaction; None deletes the key
+        (a snapshot with held rows, or from a payload not to be trusted, has none).
 
         ``rows_held`` (rows of this payload held back, the previous row served instead) is
         added to the ``rows_held`` counter in the same step. ``repair`` deletes keys of the
@@ -329,13 +349,46 @@ class SnapshotStore:
         """
         if previous is not None and not repair:
             try:
-                await self._write(blobs, meta, diff, token, previous, publish, False, rows_held)
+                await self._write(
+                    blobs, meta, diff, token, previous, publish, False, rows_held, rows
+                )
             except (WatchError, _NotPrevious):
                 pass
             else:
                 return "incremental"
-        await self._write(blobs, meta, diff, token, None, publish, repair, rows_held)
+        await self._write(blobs, meta, diff, token, None, publish, repair, rows_held, rows)
         return "full"
+
+    async def renew(self, meta: SnapshotMeta, *, token: str, rows: bytes | None = None) -> bool:
+        """Record that the snapshot Redis holds (of ``meta.version``) was fetched again: renew
+        the listing's expiry, write ``refreshed_at`` and meta, count ``refresh_success``; in
+        one fenced MULTI, only while meta still holds that version. False (nothing written)
+        when it does not any more or a watched key kept changing: the caller writes whole.
+        ``rows``, when given, replaces ``meta:rows`` (for the same snapshot) in the same MULTI."""
+
+        def fill(pipe: Pipeline) -> None:
+            if rows is not None:
+                pipe.set(self.rows_key, rows)
+            pipe.expire(self.keys.symbols, self.cache_ttl)
+            self._renewal(pipe, meta, token)
+
+        try:
+            await self._transact(fill, expect_version=meta.version)
+        except (WatchError, _NotPrevious):
+            return False
+        return True
+
+    def _renewal(self, pipe: Pipeline, meta: SnapshotMeta, token: str, rows_held: int = 0) -> None:
+        """What every accepted cycle writes besides the snapshot's content."""
+        k = self.keys
+        pipe.set(k.refreshed_at, encode_timestamp(meta.fetched_at))
+        pipe.hset(
+            k.meta,
+            mapping=_mapping(meta.to_hash() | {"shrink_version": "", "shrink_count": "0"}),
+        )
+        self._count(pipe, "refresh_success", token)
+        if rows_held:
+            self._count(pipe, "rows_held", token, rows_held)
 
     async def _write(
         self,
@@ -347,6 +400,7 @@ class SnapshotStore:
         publish: bool,
         repair: bool,
         rows_held: int,
+        rows: bytes | None,
     ) -> None:
         k = self.keys
 
@@ -358,8 +412,12 @@ class SnapshotStore:
                 else:
                     pipe.expire(k.symbols, self.cache_ttl)
                 old = previous.by_symbol
-                changed = {n: b for n, b in blobs.by_symbol.items() if old.get(n) != b}
-                removed = [n for n in old if n not in blobs.by_symbol]
+                changed: dict[str, bytes] = {}
+                removed: list[str] = []
+                # The same dict (an unchanged snapshot, most cycles): nothing to compare.
+                if old is not blobs.by_symbol:
+                    changed = {n: b for n, b in blobs.by_symbol.items() if old.get(n) != b}
+                    removed = [n for n in old if n not in blobs.by_symbol]
                 if changed:
                     pipe.hset(k.by_symbol, mapping=_mapping(changed))
                 if removed:
@@ -371,14 +429,11 @@ class SnapshotStore:
             # The list goes out twice rather than as one SET plus a server-side COPY: COPY of
             # a multi-MB value costs Redis ~10x a SET (fresh pages), and every reader's command
             # queues behind it. An unchanged list only has its expiry renewed.
-            pipe.set(k.refreshed_at, encode_timestamp(meta.fetched_at))
-            pipe.hset(
-                k.meta,
-                mapping=_mapping(meta.to_hash() | {"shrink_version": "", "shrink_count": "0"}),
-            )
-            self._count(pipe, "refresh_success", token)
-            if rows_held:
-                self._count(pipe, "rows_held", token, rows_held)
+            if rows is not None:
+                pipe.set(self.rows_key, rows)
+            else:
+                pipe.delete(self.rows_key)
+            self._renewal(pipe, meta, token, rows_held)
             changes = diff.to_builtins() if diff is not None else {}
             event = _encode({"market": k.market, "version": blobs.version, **changes})
             if diff is not None and not diff.is_empty:
@@ -433,14 +488,20 @@ class SnapshotStore:
         Returns where the data came from ("memory", "last_good"), or None if nothing to serve.
         """
         k = self.keys
-        if held is None and not await self.client.exists(k.last_good):
+        # A held snapshot without blobs (trusted from Redis, not derived here) has nothing to
+        # put back: last_good serves.
+        blobs = held.blobs if held is not None else None
+        if blobs is None and not await self.client.exists(k.last_good):
             return None
 
         def fill(pipe: Pipeline) -> None:
-            if held is not None:
-                pipe.set(k.last_good, held.blobs.symbols_json)
-                pipe.set(k.symbols, held.blobs.symbols_json, ex=self.cache_ttl)
-                self._replace_by_symbol(pipe, staged, held.blobs.by_symbol)
+            if held is not None and blobs is not None:
+                # Conservative: a snapshot put back from memory drops the row digests (a
+                # restart then derives every row once) rather than rely on their version.
+                pipe.delete(self.rows_key)
+                pipe.set(k.last_good, blobs.symbols_json)
+                pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
+                self._replace_by_symbol(pipe, staged, blobs.by_symbol)
                 pipe.set(k.refreshed_at, encode_timestamp(held.meta.fetched_at), nx=True)
                 # Not last_error: a failed cycle recorded why just before falling back, and
                 # the held snapshot's empty one must not erase it. Filled in if meta lost it.
@@ -457,13 +518,13 @@ class SnapshotStore:
                 pipe.hset(k.meta, "stale", "1")
             self._count(pipe, "fallback_used", token)
 
-        staged = await self._stage(held.blobs.by_symbol) if held is not None else None
+        staged = await self._stage(blobs.by_symbol) if blobs is not None else None
         try:
             await self._transact(fill, staged=staged)
         finally:
             if staged is not None:
                 await drop(self.client, staged)
-        return "memory" if held is not None else "last_good"
+        return "memory" if blobs is not None else "last_good"
 
     async def refreshed_at(self) -> float | None:
         return decode_timestamp(await self.client.get(self.keys.refreshed_at))

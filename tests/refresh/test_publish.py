@@ -18,7 +18,9 @@ import redis.asyncio
 
 from daemon.config.settings import Settings
 from daemon.contract.keys import market_keys
+from daemon.contract.rows import decode_row_digests
 from daemon.refresh.cycle import MarketRefresher
+from daemon.snapshot.normalize import digest
 from tests.refresh.spot_market import (
     BASE_ALL,
     BASE_LISTED,
@@ -134,6 +136,15 @@ async def test_first_refresh_writes_every_key_per_the_contract(
     assert await r.xlen(KEYS.changes) == 0
     assert await r.ttl(KEYS.meta) == -1
 
+    # meta:rows: the digests of the upstream rows this snapshot came from, in upstream order,
+    # for this very version (what a restarted daemon may trust instead of deriving again).
+    stored_rows = decode_row_digests(await r.get(f"{KEYS.meta}:rows"))
+    assert stored_rows is not None
+    assert stored_rows.version == result.version
+    upstream = [msgspec.json.encode(row) for row in BASE_ROWS]
+    assert stored_rows.digests == b"".join(digest(row) for row in upstream)
+    assert await r.ttl(f"{KEYS.meta}:rows") == -1
+
     # Nothing else was written (besides the one set of recent counting tokens).
     names = {k.decode() for k in await r.keys("*")}
     assert await r.zcard(f"{KEYS.metrics}:once") == 1
@@ -143,6 +154,7 @@ async def test_first_refresh_writes_every_key_per_the_contract(
         KEYS.refreshed_at,
         KEYS.by_symbol,
         KEYS.meta,
+        f"{KEYS.meta}:rows",
         KEYS.metrics,
     }
     assert fake.requests[SPOT] == 1

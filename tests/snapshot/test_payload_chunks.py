@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from daemon.snapshot.normalize import RowMemo, normalize
-from daemon.snapshot.payload import SplitFailed, decode_payload, decode_rows_in_chunks
+from daemon.snapshot.payload import (
+    ROW_CHUNK_BYTES,
+    WHOLE_BELOW,
+    SplitFailed,
+    decode_payload,
+    decode_rows_in_chunks,
+)
 from tests.snapshot.rows import compact_json, make_row
 from tests.support.fixtures import fixture_bytes
 
@@ -108,3 +114,23 @@ def test_normalize_keeps_digests_not_rows_and_reuses_unchanged_rows() -> None:
     assert second.records == normalize(compact_json(_body(rows)), market="spot").records
     # A record's filters do not keep its row's bytes alive (the memo drops rows).
     assert all(bytes(rec.filters_raw).startswith(b"[") for rec in second.records)
+
+
+def test_large_payloads_are_split_and_small_ones_decoded_whole_with_the_same_result() -> None:
+    rows = _rows(12000)
+    large = compact_json(_body(rows))
+    assert len(large) >= WHOLE_BELOW
+    # A bytearray is never split: the same payload decoded whole.
+    split_memo, whole_memo = RowMemo(), RowMemo()
+    split = normalize(large, market="spot", memo=split_memo)
+    whole = normalize(bytearray(large), market="spot", memo=whole_memo)
+    assert split.records == whole.records
+    assert split.encoded == whole.encoded
+    assert split_memo.digests == whole_memo.digests
+    # Below the threshold a payload is decoded in one call, never split.
+    small = compact_json(_body(rows[:200]))
+    assert ROW_CHUNK_BYTES < len(compact_json(_body(rows[:3000]))) < WHOLE_BELOW
+    assert (
+        normalize(small, market="spot").records
+        == normalize(bytearray(small), market="spot").records
+    )

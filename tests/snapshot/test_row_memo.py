@@ -7,13 +7,15 @@ recorded payloads (never copied into the repo).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from daemon.snapshot.listing import build_snapshot, prioritize
 from daemon.snapshot.normalize import Normalized, RowMemo, normalize
-from tests.snapshot.rows import all_accounted, make_payload, make_row, only_record
+from tests.snapshot.rows import all_accounted, compact_json, make_payload, make_row, only_record
 
 
 def _same(a: Normalized, b: Normalized) -> None:
@@ -116,3 +118,53 @@ def test_memo_does_not_keep_the_payload_body_alive() -> None:
     assert result.records
     normalize(body, market="spot", memo=memo)  # an all-unchanged pass keeps none either
     assert sys.getrefcount(body) == before
+
+
+def _with_time(rows: list[dict[str, Any]], server_time: int, **top: Any) -> bytes:
+    # Compact, as Binance sends it (the layout the header-only path recognizes).
+    return compact_json(json.loads(make_payload(*rows, serverTime=server_time, **top)))
+
+
+def test_replies_that_differ_only_in_their_header_cost_one_hash() -> None:
+    rows = _rows(30)
+    memo = RowMemo()
+    normalize(_with_time(rows, 1), market="spot", memo=memo)
+    second = normalize(_with_time(rows, 2), market="spot", memo=memo)
+    assert second.same_rows
+    third = normalize(_with_time(rows, 3), market="spot", memo=memo)
+    # The rows were not looked at: the very same result objects, with this reply's header.
+    assert third.records is second.records
+    assert third.encoded is second.encoded
+    assert (third.same_rows, third.processed, third.server_time) == (True, 0, 3)
+    _same(third, normalize(_with_time(rows, 3), market="spot"))
+    limits = [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 1}
+    ]
+    fourth = normalize(_with_time(rows, 4, rateLimits=limits), market="spot", memo=memo)
+    assert fourth.records is second.records
+    assert (fourth.server_time, fourth.weight_limit) == (4, 1)
+
+
+def test_a_changed_row_after_header_only_replies_is_derived_again() -> None:
+    rows = _rows(30)
+    memo = RowMemo()
+    for t in (1, 2, 3):
+        normalize(_with_time(rows, t), market="spot", memo=memo)
+    changed = [*rows[:10], make_row("S010USDT", status="BREAK"), *rows[11:]]
+    result = normalize(_with_time(changed, 4), market="spot", memo=memo)
+    assert not result.same_rows
+    assert result.processed == 1
+    _same(result, normalize(_with_time(changed, 4), market="spot"))
+    # Back to the old rows: derived from the memo again, not taken for the changed ones.
+    back = normalize(_with_time(rows, 5), market="spot", memo=memo)
+    _same(back, normalize(_with_time(rows, 5), market="spot"))
+
+
+def test_a_header_key_after_the_rows_is_never_taken_from_memory() -> None:
+    rows = _rows(5)
+    body = {"symbols": rows, "serverTime": 7}  # serverTime after the rows
+    payload = msgspec.json.encode(body)
+    memo = RowMemo()
+    results = [normalize(payload, market="spot", memo=memo) for _ in range(3)]
+    assert [r.server_time for r in results] == [7, 7, 7]
+    assert results[2].records is not results[1].records  # decoded, not the shortcut
