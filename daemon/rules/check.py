@@ -29,7 +29,7 @@ helpers as the general path below, which every other order takes. Both give equa
 
 from __future__ import annotations
 
-from decimal import Decimal, DecimalException
+from decimal import Decimal, DecimalException, InvalidOperation
 from typing import Final
 
 from daemon.rules.decimals import EXACT, ZERO, to_decimal
@@ -45,6 +45,7 @@ from daemon.rules.violations import (
     _percent,
     _percent_names,
     _trailing,
+    grid_failed,
 )
 
 __all__ = ["check_order", "order_kind"]
@@ -74,6 +75,7 @@ _FUTURES_KINDS: Final = {
     "TRAILING_STOP_MARKET": MARKET | ALGO,
 }
 _SIDES: Final = frozenset({"BUY", "SELL"})
+_NAN: Final = Decimal("NaN")  # "not read yet": the input goes through to_decimal
 _remainder: Final = EXACT.remainder
 _subtract: Final = EXACT.subtract
 _multiply: Final = EXACT.multiply
@@ -124,13 +126,35 @@ def check_order(
         and quote_quantity is None
         and iceberg_quantity is None
         and trailing_delta is None
-        and side in _SIDES
+        and (side == "BUY" or side == "SELL")
     ):
         slot = SLOTS.get(order_type)
         entry = None if slot is None else plan.types[slot]
         if entry is not None and (price is None) is entry.market:
-            qty = to_decimal(quantity, "quantity")
-            px = None if price is None else to_decimal(price, "price")
+            # to_decimal's common cases inlined (the hot path: one call less per number);
+            # anything else, and every error, goes through it, in the documented order.
+            kind = type(quantity)
+            if kind is str:
+                try:
+                    qty = Decimal(quantity)
+                except InvalidOperation:
+                    qty = _NAN
+            else:
+                qty = quantity if kind is Decimal else _NAN  # type: ignore[assignment]
+            if not qty.is_finite():
+                qty = to_decimal(quantity, "quantity")
+            px: Decimal | None = None
+            if price is not None:
+                kind = type(price)
+                if kind is str:
+                    try:
+                        px = Decimal(price)
+                    except InvalidOperation:
+                        px = _NAN
+                else:
+                    px = price if kind is Decimal else _NAN  # type: ignore[assignment]
+                if not px.is_finite():  # type: ignore[union-attr]
+                    px = to_decimal(price, "price")
             ref = (
                 None if reference_price is None else to_decimal(reference_price, "reference_price")
             )
@@ -172,32 +196,26 @@ def _planned(
     The plan covers only an allowed LIMIT, LIMIT_MAKER or MARKET order on a TRADING symbol,
     with a quantity, a price unless MARKET, and nothing else: the status, order type, stop,
     quote and iceberg checks cannot fail, and ``unchecked`` is the one the passing result for
-    this side carries. Each rule is first decided with the plan's bounds; only what fails
-    is handed to the general helpers, which build the violations in :func:`_check`'s order.
+    this side carries. Each rule is decided once with the plan's bounds; only what fails is
+    handed to the general helpers, which build the violations in :func:`_check`'s order.
     """
     if qty <= ZERO or (px is not None and px <= ZERO) or (ref is not None and ref <= ZERO):
         return None
     out: list[Violation] | None = None
-    price = qty if px is None else px  # MARKET has no price grid: the qty default is unused
     # The grid tests are written out (no helper call): this is the hot path of the library.
-    for on_price, low, high, step, anchor in entry.grids:
-        value = price if on_price else qty
-        if (
-            (low is not None and value < low)
-            or (high is not None and value > high)
-            or (
-                step is not None
-                and _remainder(value if anchor is None else _subtract(value, anchor), step)
-            )
-        ):
-            out = []
-            if px is not None and rules.price is not None:
-                _grid(rules.price, px, "price", out)
-            if rules.lot is not None:
-                _grid(rules.lot, qty, "quantity", out)
-            if entry.market and rules.market_lot is not None:
-                _grid(rules.market_lot, qty, "quantity", out)
-            break
+    # The plan lists the grids in the general check's order (price, lot, market lot), so a
+    # failing grid's violations can be appended as soon as it is decided.
+    for on_price, low, high, step, anchor, grid in entry.grids:
+        value: Decimal = px if on_price else qty  # type: ignore[assignment]  # price: not None
+        below = low is not None and value < low
+        above = high is not None and value > high
+        off = step is not None and bool(
+            _remainder(value if anchor is None else _subtract(value, anchor), step)
+        )
+        if below or above or off:
+            if out is None:
+                out = []
+            grid_failed(grid, value, "price" if on_price else "quantity", below, above, off, out)
     low, high = entry.notional_min, entry.notional_max
     base = ref if px is None else px
     if (low is not None or high is not None) and base is not None:

@@ -67,7 +67,7 @@ def build_plan(rules: SymbolRules) -> CheckPlan:
 
 def _bounds(grid: Grid, *, on_price: bool) -> GridBounds:
     anchor = None if grid.fast or not grid.step else grid.anchor
-    return (on_price, grid.minimum or None, grid.maximum or None, grid.step or None, anchor)
+    return (on_price, grid.minimum or None, grid.maximum or None, grid.step or None, anchor, grid)
 
 
 def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:

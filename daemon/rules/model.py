@@ -190,11 +190,12 @@ class FixedOrder(msgspec.Struct, frozen=True, gc=False):
     unchecked: tuple[str, ...]
 
 
-GridBounds = tuple[bool, Decimal | None, Decimal | None, Decimal | None, Decimal | None]
-"""``(on_price, minimum, maximum, step, anchor)`` of one grid for the planned check:
+GridBounds = tuple[bool, Decimal | None, Decimal | None, Decimal | None, Decimal | None, Grid]
+"""``(on_price, minimum, maximum, step, anchor, grid)`` of one grid for the planned check:
 ``on_price`` says whether the grid bounds the price (PRICE_FILTER) or the quantity; the
-others are ``None`` when that part is disabled, and ``anchor`` is ``None`` when the step grid
-passes through zero."""
+next four are ``None`` when that part is disabled, and ``anchor`` is ``None`` when the step
+grid passes through zero. ``grid`` is the :class:`Grid` itself, which a failing order's
+violations are built from."""
 
 
 class TypePlan(msgspec.Struct, frozen=True, gc=False):

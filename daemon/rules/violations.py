@@ -123,39 +123,45 @@ def _grid_texts(grid: Grid) -> _GridTexts:
 
 
 def _grid(grid: Grid, value: Decimal, field: str, out: list[Violation]) -> None:
-    # On the failure path of every common order: each part is decided by one comparison
-    # before any text is built.
+    # Each part is decided by one comparison before any text is built.
     minimum = grid.minimum
-    low = minimum and value < minimum
+    low = bool(minimum) and value < minimum
     maximum = grid.maximum
-    high = maximum and value > maximum
+    high = bool(maximum) and value > maximum
     step = grid.step
+    off = False
     if step:
         if grid.fast:  # the anchor is on the grid through zero
-            off = _remainder(value, step)
+            off = bool(_remainder(value, step))
         else:
-            off = _remainder(_subtract(value, grid.anchor), step)
-        if not (low or high or off):
-            return
-    elif not (low or high):
-        return
-    else:
-        off = ZERO
+            off = bool(_remainder(_subtract(value, grid.anchor), step))
+    if low or high or off:
+        grid_failed(grid, value, field, low, high, off, out)
+
+
+def grid_failed(
+    grid: Grid, value: Decimal, field: str, low: bool, high: bool, off: bool, out: list[Violation]
+) -> None:
+    """Append the violations of ``value`` on ``grid``: below the minimum (``low``), above the
+    maximum (``high``), off the step grid (``off``), in that order. The caller has decided
+    which parts fail (the planned path does so with its own bounds)."""
+    # On the failure path of every common order: the grid's texts are looked up inline.
+    found = _TEXTS.get(id(grid))
+    texts = found[1] if found is not None and found[0] is grid else _grid_texts(grid)
     ftype = grid.filter_type
-    texts = _grid_texts(grid)
     text = str(value)  # plain(value), inlined
     if "E" in text:
         text = format(value, "f")
     head = texts.head
     if low:
         message = f"{head}{field} {text}{texts.low}"
-        out.append(Violation(ftype, field, value, texts.min_rule, minimum, message))
+        out.append(Violation(ftype, field, value, texts.min_rule, grid.minimum, message))
     if high:
         message = f"{head}{field} {text}{texts.high}"
-        out.append(Violation(ftype, field, value, texts.max_rule, maximum, message))
+        out.append(Violation(ftype, field, value, texts.max_rule, grid.maximum, message))
     if off:
         message = f"{head}{field} {text}{texts.off}"
-        out.append(Violation(ftype, field, value, texts.step_rule, step, message))
+        out.append(Violation(ftype, field, value, texts.step_rule, grid.step, message))
 
 
 def _notional(
