@@ -37,6 +37,7 @@ from daemon.rules.errors import OrderValueError
 from daemon.rules.fast import SLOTS
 from daemon.rules.model import CheckPlan, OrderCheck, SymbolRules, TypePlan, Violation
 from daemon.rules.violations import (
+    _TEXTS,
     _grid,
     _iceberg,
     _invalid,
@@ -45,7 +46,7 @@ from daemon.rules.violations import (
     _percent,
     _percent_names,
     _trailing,
-    grid_failed,
+    grid_texts,
 )
 
 __all__ = ["check_order", "order_kind"]
@@ -209,13 +210,33 @@ def _planned(
         value: Decimal = px if on_price else qty  # type: ignore[assignment]  # price: not None
         below = low is not None and value < low
         above = high is not None and value > high
-        off = step is not None and bool(
-            _remainder(value if anchor is None else _subtract(value, anchor), step)
+        off = step is not None and _remainder(
+            value if anchor is None else _subtract(value, anchor), step
         )
         if below or above or off:
+            # The text half of violations._grid, inlined (a typical rejected order fails
+            # two grids; a call per grid was measurable). ``low``, ``high`` and ``step`` are
+            # the grid's own values whenever they are not None.
             if out is None:
                 out = []
-            grid_failed(grid, value, "price" if on_price else "quantity", below, above, off, out)
+            texts = _TEXTS.get(id(grid))
+            if texts is None or texts[0] is not grid:
+                texts = grid_texts(grid)
+            _, head, min_rule, max_rule, step_rule, low_text, high_text, off_text = texts
+            ftype = grid.filter_type
+            field = "price" if on_price else "quantity"
+            text = str(value)  # plain(value), inlined
+            if "E" in text:
+                text = format(value, "f")
+            if below:
+                message = f"{head}{field} {text}{low_text}"
+                out.append(Violation(ftype, field, value, min_rule, low, message))
+            if above:
+                message = f"{head}{field} {text}{high_text}"
+                out.append(Violation(ftype, field, value, max_rule, high, message))
+            if off:
+                message = f"{head}{field} {text}{off_text}"
+                out.append(Violation(ftype, field, value, step_rule, step, message))
     low, high = entry.notional_min, entry.notional_max
     base = ref if px is None else px
     if (low is not None or high is not None) and base is not None:
