@@ -200,7 +200,9 @@ def _planned(
     this side carries. Each rule is decided once with the plan's bounds; only what fails is
     handed to the general helpers, which build the violations in :func:`_check`'s order.
     """
-    if qty <= ZERO or (px is not None and px <= ZERO) or (ref is not None and ref <= ZERO):
+    if ref is not None and ref <= ZERO:
+        return None
+    if not entry.positive and (qty <= ZERO or (px is not None and px <= ZERO)):
         return None
     out: list[Violation] | None = None
     # The grid tests are written out (no helper call): this is the hot path of the library.
@@ -208,40 +210,43 @@ def _planned(
     # failing grid's violations can be appended as soon as it is decided.
     for on_price, low, high, step, anchor, grid in entry.grids:
         value: Decimal = px if on_price else qty  # type: ignore[assignment]  # price: not None
-        below = low is not None and value < low
-        above = high is not None and value > high
         off = step is not None and _remainder(
             value if anchor is None else _subtract(value, anchor), step
         )
-        if below or above or off:
-            # The text half of violations._grid, inlined (a typical rejected order fails
-            # two grids; a call per grid was measurable). ``low``, ``high`` and ``step`` are
-            # the grid's own values whenever they are not None.
-            if out is None:
-                out = []
-            texts = _TEXTS.get(id(grid))
-            if texts is None or texts[0] is not grid:
-                texts = grid_texts(grid)
-            _, head, min_rule, max_rule, step_rule, low_text, high_text, off_text = texts
-            ftype = grid.filter_type
-            field = "price" if on_price else "quantity"
-            text = str(value)  # plain(value), inlined
-            if "E" in text:
-                text = format(value, "f")
-            if below:
-                message = f"{head}{field} {text}{low_text}"
-                out.append(Violation(ftype, field, value, min_rule, low, message))
-            if above:
-                message = f"{head}{field} {text}{high_text}"
-                out.append(Violation(ftype, field, value, max_rule, high, message))
-            if off:
-                message = f"{head}{field} {text}{off_text}"
-                out.append(Violation(ftype, field, value, step_rule, step, message))
-    low, high = entry.notional_min, entry.notional_max
+        if not off and low <= value <= high:  # a disabled bound is 0 or Infinity
+            continue
+        if out is None:
+            # With ``entry.positive`` a value that is not positive fails a grid, so it is
+            # caught here, before any violation is built.
+            if qty <= ZERO or (px is not None and px <= ZERO):
+                return None
+            out = []
+        # The text half of violations._grid, inlined (a typical rejected order fails two
+        # grids; a call per grid was measurable). ``low``, ``high`` and ``step`` are the
+        # grid's own values whenever they can fail.
+        texts = _TEXTS.get(id(grid))
+        if texts is None or texts[0] is not grid:
+            texts = grid_texts(grid)
+        _, head, min_rule, max_rule, step_rule, low_text, high_text, off_text = texts
+        ftype = grid.filter_type
+        field = "price" if on_price else "quantity"
+        text = str(value)  # plain(value), inlined
+        if "E" in text:
+            text = format(value, "f")
+        if value < low:
+            message = f"{head}{field} {text}{low_text}"
+            out.append(Violation(ftype, field, value, min_rule, low, message))
+        if value > high:
+            message = f"{head}{field} {text}{high_text}"
+            out.append(Violation(ftype, field, value, max_rule, high, message))
+        if off:
+            message = f"{head}{field} {text}{off_text}"
+            out.append(Violation(ftype, field, value, step_rule, step, message))
+    least, most = entry.notional_min, entry.notional_max
     base = ref if px is None else px
-    if (low is not None or high is not None) and base is not None:
+    if (least is not None or most is not None) and base is not None:
         notional = _multiply(base, qty)
-        if (low is not None and notional < low) or (high is not None and notional > high):
+        if (least is not None and notional < least) or (most is not None and notional > most):
             if out is None:
                 out = []
             _notional(rules, entry.market, qty, px, None, ref, out, ())

@@ -212,3 +212,40 @@ def test_grids_anchored_off_zero() -> None:
                 on_grid = price.endswith("5") and qty.endswith(("3", "8"))
                 assert result.ok is (on_grid or (market and qty.endswith(("3", "8"))))
     assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize("min_price", ["0", "0.1"])
+@pytest.mark.parametrize("min_qty", ["0", "0.5"])
+def test_values_that_are_not_positive(min_price: str, min_qty: str) -> None:
+    # The plan tests positivity up front only when some value has no positive minimum
+    # (TypePlan.positive); otherwise the failing grid catches it. Either way a value that is
+    # not positive goes to the general check, which reports it as a parameter error.
+    rules = compile_rules(
+        "X", "spot", "TRADING", TYPES,
+        [
+            {"filterType": "PRICE_FILTER", "minPrice": min_price, "maxPrice": "0",
+             "tickSize": "0.1"},
+            {"filterType": "LOT_SIZE", "minQty": min_qty, "maxQty": "100", "stepSize": "0.5"},
+            {"filterType": "NOTIONAL", "minNotional": "1", "maxNotional": "50",
+             "applyMinToMarket": True, "applyMaxToMarket": True, "avgPriceMins": 5},
+        ],
+    )  # fmt: skip
+    assert rules.plan is not None
+    limit, market = rules.plan.types[SLOTS["LIMIT"]], rules.plan.types[SLOTS["MARKET"]]
+    assert limit is not None
+    assert market is not None
+    assert limit.positive is (min_price != "0" and min_qty != "0")
+    assert market.positive is (min_qty != "0")
+    values = ("-1", "-0.1", "-0", "0", "0E-8", "0.05", "0.1", "0.5", "3", "3.05", "101", "1E+3")
+    kinds = set()
+    for price in values:
+        for qty in values:
+            for order_type in ("LIMIT", "MARKET"):
+                price_arg = None if order_type == "MARKET" else price
+                for ref in (None, "2"):
+                    result = both(
+                        rules, "BUY", order_type, quantity=qty, price=price_arg,
+                        reference_price=ref,
+                    )  # fmt: skip
+                    kinds.update(v.filter_type for v in result.violations)
+    assert {"PARAMETER", "PRICE_FILTER", "LOT_SIZE", "NOTIONAL"} <= kinds
