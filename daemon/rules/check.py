@@ -29,10 +29,10 @@ helpers as the general path below, which every other order takes. Both give equa
 
 from __future__ import annotations
 
-from decimal import Decimal, DecimalException, InvalidOperation
+from decimal import Decimal, DecimalException
 from typing import Final
 
-from daemon.rules.decimals import EXACT, ZERO, to_decimal
+from daemon.rules.decimals import EXACT, ZERO, parse_exact, to_decimal
 from daemon.rules.errors import OrderValueError
 from daemon.rules.fast import SLOTS
 from daemon.rules.model import CheckPlan, OrderCheck, SymbolRules, TypePlan, Violation
@@ -137,8 +137,8 @@ def check_order(
             kind = type(quantity)
             if kind is str:
                 try:
-                    qty = Decimal(quantity)
-                except InvalidOperation:
+                    qty = parse_exact(quantity)
+                except DecimalException:
                     qty = _NAN
             else:
                 qty = quantity if kind is Decimal else _NAN  # type: ignore[assignment]
@@ -149,8 +149,8 @@ def check_order(
                 kind = type(price)
                 if kind is str:
                     try:
-                        px = Decimal(price)
-                    except InvalidOperation:
+                        px = parse_exact(price)
+                    except DecimalException:
                         px = _NAN
                 else:
                     px = price if kind is Decimal else _NAN  # type: ignore[assignment]
