@@ -34,7 +34,6 @@ from typing import Final
 
 from daemon.rules.decimals import EXACT, ZERO, parse_exact, to_decimal
 from daemon.rules.errors import OrderValueError
-from daemon.rules.fast import SLOTS
 from daemon.rules.model import CheckPlan, OrderCheck, SymbolRules, TypePlan, Violation
 from daemon.rules.violations import (
     _TEXTS,
@@ -129,8 +128,15 @@ def check_order(
         and trailing_delta is None
         and (side == "BUY" or side == "SELL")
     ):
-        slot = SLOTS.get(order_type)
-        entry = None if slot is None else plan.types[slot]
+        # fast.SLOTS, as comparisons with the (interned) literals: cheaper than a dict lookup.
+        if order_type == "LIMIT":
+            entry = plan.types[0]
+        elif order_type == "MARKET":
+            entry = plan.types[2]
+        elif order_type == "LIMIT_MAKER":
+            entry = plan.types[1]
+        else:
+            entry = None
         if entry is not None and (price is None) is entry.market:
             # to_decimal's common cases inlined (the hot path: one call less per number);
             # anything else, and every error, goes through it, in the documented order.
@@ -224,8 +230,11 @@ def _planned(
         # The text half of violations._grid, inlined (a typical rejected order fails two
         # grids; a call per grid was measurable). ``low``, ``high`` and ``step`` are the
         # grid's own values whenever they can fail.
-        texts = _TEXTS.get(id(grid))
-        if texts is None or texts[0] is not grid:
+        try:  # a dict subscript is cheaper than .get()
+            texts = _TEXTS[id(grid)]
+        except KeyError:
+            texts = grid_texts(grid)
+        if texts[0] is not grid:  # texts of a grid that had this id before
             texts = grid_texts(grid)
         _, head, min_rule, max_rule, step_rule, low_text, high_text, off_text = texts
         ftype = grid.filter_type

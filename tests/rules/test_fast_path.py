@@ -249,3 +249,29 @@ def test_values_that_are_not_positive(min_price: str, min_qty: str) -> None:
                     )  # fmt: skip
                     kinds.update(v.filter_type for v in result.violations)
     assert {"PARAMETER", "PRICE_FILTER", "LOT_SIZE", "NOTIONAL"} <= kinds
+
+
+def test_grid_texts_follow_the_grid_not_its_id_or_value() -> None:
+    # Message texts are cached by id(grid), each entry holding its grid. Equal grids written
+    # differently must keep their own texts, and an entry left by another grid that had the
+    # same id must be replaced, on the planned path as on the general one.
+    from daemon.rules import violations
+
+    def compiled(tick: str) -> SymbolRules:
+        price = {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "0", "tickSize": tick}
+        return compile_rules("X", "spot", "TRADING", TYPES, [price])
+
+    short, long = compiled("0.10"), compiled("0.10000000")
+    assert short.price == long.price
+    for rules, tick in ((short, "0.10"), (long, "0.10000000"), (short, "0.10")):
+        result = both(rules, "BUY", "LIMIT", quantity="1", price="1.05")
+        assert [v.message for v in result.violations] == [
+            f"Filter failure: PRICE_FILTER (price 1.05 is not {tick} plus a multiple of "
+            f"tickSize {tick})"
+        ]
+    assert short.price is not None
+    assert long.price is not None
+    violations._TEXTS[id(short.price)] = violations.grid_texts(long.price)  # a stale entry
+    result = both(short, "BUY", "LIMIT", quantity="1", price="1.05")
+    assert "tickSize 0.10)" in result.violations[0].message
+    assert violations._TEXTS[id(short.price)][0] is short.price
