@@ -23,8 +23,10 @@ market rules to them. Filters that need state we do not have are named in ``unch
 
 A LIMIT, LIMIT_MAKER or MARKET order with only a quantity, a price and a reference price is
 decided on the plan :func:`daemon.rules.compile_rules` precomputed (:mod:`daemon.rules.fast`):
-a passing order gets a prebuilt answer, a failing one has its violations built by the same
-helpers as the general path below, which every other order takes. Both give equal results.
+a passing order gets a prebuilt answer, a failing one has its violations built with the
+general path's texts (grid messages written out inline from the same cached texts, notional
+and percent-price ones by the same helpers). Every other order takes the general path below.
+Both give equal results.
 """
 
 from __future__ import annotations
@@ -203,8 +205,9 @@ def _planned(
     The plan covers only an allowed LIMIT, LIMIT_MAKER or MARKET order on a TRADING symbol,
     with a quantity, a price unless MARKET, and nothing else: the status, order type, stop,
     quote and iceberg checks cannot fail, and ``unchecked`` is the one the passing result for
-    this side carries. Each rule is decided once with the plan's bounds; only what fails is
-    handed to the general helpers, which build the violations in :func:`_check`'s order.
+    this side carries. Each rule is decided once with the plan's bounds; only what fails
+    builds violations, in :func:`_check`'s order: a grid's inline (the text half of
+    :func:`daemon.rules.violations._grid`), the others by the general helpers.
     """
     if ref is not None and ref <= ZERO:
         return None
