@@ -222,13 +222,15 @@ def _planned(
         off = step is not None and _remainder(
             value if anchor is None else _subtract(value, anchor), step
         )
-        if not off and low <= value <= high:  # a disabled bound is 0 or Infinity
+        below = value < low  # a disabled bound is 0 or Infinity: no positive value fails it
+        above = value > high
+        if not (off or below or above):
             continue
+        if below and value <= ZERO:
+            # Not positive: for the general check. With ``entry.positive`` every value has a
+            # grid with a positive minimum, so this is where such a value is caught.
+            return None
         if out is None:
-            # With ``entry.positive`` a value that is not positive fails a grid, so it is
-            # caught here, before any violation is built.
-            if qty <= ZERO or (px is not None and px <= ZERO):
-                return None
             out = []
         # The text half of violations._grid, inlined (a typical rejected order fails two
         # grids; a call per grid was measurable). ``low``, ``high`` and ``step`` are the
@@ -245,10 +247,10 @@ def _planned(
         text = str(value)  # plain(value), inlined
         if "E" in text:
             text = format(value, "f")
-        if value < low:
+        if below:
             message = f"{head}{field} {text}{low_text}"
             out.append(Violation(ftype, field, value, min_rule, low, message))
-        if value > high:
+        if above:
             message = f"{head}{field} {text}{high_text}"
             out.append(Violation(ftype, field, value, max_rule, high, message))
         if off:
