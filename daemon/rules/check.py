@@ -23,8 +23,10 @@ market rules to them. Filters that need state we do not have are named in ``unch
 
 A LIMIT, LIMIT_MAKER or MARKET order with only a quantity, a price and a reference price is
 decided on the plan :func:`daemon.rules.compile_rules` precomputed (:mod:`daemon.rules.fast`):
-a passing order gets a prebuilt answer, a failing one has its violations built by the same
-helpers as the general path below, which every other order takes. Both give equal results.
+a passing order gets a prebuilt answer, a failing one has its violations built with the
+general path's texts (grid messages written out inline from the same cached texts, notional
+and percent-price ones by the same helpers). Every other order takes the general path below.
+Both give equal results.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from __future__ import annotations
 from decimal import Decimal, DecimalException
 from typing import Final
 
-from daemon.rules.decimals import EXACT, ZERO, to_decimal
+from daemon.rules.decimals import EXACT, ZERO, parse_exact, to_decimal
 from daemon.rules.errors import OrderValueError
-from daemon.rules.fast import SLOTS
 from daemon.rules.model import CheckPlan, OrderCheck, SymbolRules, TypePlan, Violation
 from daemon.rules.violations import (
+    _TEXTS,
     _grid,
     _iceberg,
     _invalid,
@@ -45,6 +47,7 @@ from daemon.rules.violations import (
     _percent,
     _percent_names,
     _trailing,
+    grid_texts,
 )
 
 __all__ = ["check_order", "order_kind"]
@@ -74,6 +77,7 @@ _FUTURES_KINDS: Final = {
     "TRAILING_STOP_MARKET": MARKET | ALGO,
 }
 _SIDES: Final = frozenset({"BUY", "SELL"})
+_NAN: Final = Decimal("NaN")  # "not read yet": the input goes through to_decimal
 _remainder: Final = EXACT.remainder
 _subtract: Final = EXACT.subtract
 _multiply: Final = EXACT.multiply
@@ -124,13 +128,42 @@ def check_order(
         and quote_quantity is None
         and iceberg_quantity is None
         and trailing_delta is None
-        and side in _SIDES
+        and (side == "BUY" or side == "SELL")
     ):
-        slot = SLOTS.get(order_type)
-        entry = None if slot is None else plan.types[slot]
+        # fast.SLOTS, as comparisons with the (interned) literals: cheaper than a dict lookup.
+        if order_type == "LIMIT":
+            entry = plan.types[0]
+        elif order_type == "MARKET":
+            entry = plan.types[2]
+        elif order_type == "LIMIT_MAKER":
+            entry = plan.types[1]
+        else:
+            entry = None
         if entry is not None and (price is None) is entry.market:
-            qty = to_decimal(quantity, "quantity")
-            px = None if price is None else to_decimal(price, "price")
+            # to_decimal's common cases inlined (the hot path: one call less per number);
+            # anything else, and every error, goes through it, in the documented order.
+            kind = type(quantity)
+            if kind is str:
+                try:
+                    qty = parse_exact(quantity)
+                except DecimalException:
+                    qty = _NAN
+            else:
+                qty = quantity if kind is Decimal else _NAN  # type: ignore[assignment]
+            if not qty.is_finite():
+                qty = to_decimal(quantity, "quantity")
+            px: Decimal | None = None
+            if price is not None:
+                kind = type(price)
+                if kind is str:
+                    try:
+                        px = parse_exact(price)
+                    except DecimalException:
+                        px = _NAN
+                else:
+                    px = price if kind is Decimal else _NAN  # type: ignore[assignment]
+                if not px.is_finite():  # type: ignore[union-attr]
+                    px = to_decimal(price, "price")
             ref = (
                 None if reference_price is None else to_decimal(reference_price, "reference_price")
             )
@@ -172,37 +205,62 @@ def _planned(
     The plan covers only an allowed LIMIT, LIMIT_MAKER or MARKET order on a TRADING symbol,
     with a quantity, a price unless MARKET, and nothing else: the status, order type, stop,
     quote and iceberg checks cannot fail, and ``unchecked`` is the one the passing result for
-    this side carries. Each rule is first decided with the plan's bounds; only what fails
-    is handed to the general helpers, which build the violations in :func:`_check`'s order.
+    this side carries. Each rule is decided once with the plan's bounds; only what fails
+    builds violations, in :func:`_check`'s order: a grid's inline (the text half of
+    :func:`daemon.rules.violations._grid`), the others by the general helpers.
     """
-    if qty <= ZERO or (px is not None and px <= ZERO) or (ref is not None and ref <= ZERO):
+    if ref is not None and ref <= ZERO:
+        return None
+    if not entry.positive and (qty <= ZERO or (px is not None and px <= ZERO)):
         return None
     out: list[Violation] | None = None
-    price = qty if px is None else px  # MARKET has no price grid: the qty default is unused
     # The grid tests are written out (no helper call): this is the hot path of the library.
-    for on_price, low, high, step, anchor in entry.grids:
-        value = price if on_price else qty
-        if (
-            (low is not None and value < low)
-            or (high is not None and value > high)
-            or (
-                step is not None
-                and _remainder(value if anchor is None else _subtract(value, anchor), step)
-            )
-        ):
+    # The plan lists the grids in the general check's order (price, lot, market lot), so a
+    # failing grid's violations can be appended as soon as it is decided.
+    for on_price, low, high, step, anchor, grid in entry.grids:
+        value: Decimal = px if on_price else qty  # type: ignore[assignment]  # price: not None
+        off = step is not None and _remainder(
+            value if anchor is None else _subtract(value, anchor), step
+        )
+        below = value < low  # a disabled bound is 0 or Infinity: no positive value fails it
+        above = value > high
+        if not (off or below or above):
+            continue
+        if below and value <= ZERO:
+            # Not positive: for the general check. With ``entry.positive`` every value has a
+            # grid with a positive minimum, so this is where such a value is caught.
+            return None
+        if out is None:
             out = []
-            if px is not None and rules.price is not None:
-                _grid(rules.price, px, "price", out)
-            if rules.lot is not None:
-                _grid(rules.lot, qty, "quantity", out)
-            if entry.market and rules.market_lot is not None:
-                _grid(rules.market_lot, qty, "quantity", out)
-            break
-    low, high = entry.notional_min, entry.notional_max
+        # The text half of violations._grid, inlined (a typical rejected order fails two
+        # grids; a call per grid was measurable). ``low``, ``high`` and ``step`` are the
+        # grid's own values whenever they can fail.
+        try:  # a dict subscript is cheaper than .get()
+            texts = _TEXTS[id(grid)]
+        except KeyError:
+            texts = grid_texts(grid)
+        if texts[0] is not grid:  # texts of a grid that had this id before
+            texts = grid_texts(grid)
+        _, head, min_rule, max_rule, step_rule, low_text, high_text, off_text = texts
+        ftype = grid.filter_type
+        field = "price" if on_price else "quantity"
+        text = str(value)  # plain(value), inlined
+        if "E" in text:
+            text = format(value, "f")
+        if below:
+            message = f"{head}{field} {text}{low_text}"
+            out.append(Violation(ftype, field, value, min_rule, low, message))
+        if above:
+            message = f"{head}{field} {text}{high_text}"
+            out.append(Violation(ftype, field, value, max_rule, high, message))
+        if off:
+            message = f"{head}{field} {text}{off_text}"
+            out.append(Violation(ftype, field, value, step_rule, step, message))
+    least, most = entry.notional_min, entry.notional_max
     base = ref if px is None else px
-    if (low is not None or high is not None) and base is not None:
+    if (least is not None or most is not None) and base is not None:
         notional = _multiply(base, qty)
-        if (low is not None and notional < low) or (high is not None and notional > high):
+        if (least is not None and notional < least) or (most is not None and notional > most):
             if out is None:
                 out = []
             _notional(rules, entry.market, qty, px, None, ref, out, ())

@@ -12,12 +12,16 @@ from decimal import (
     ROUND_CEILING,
     ROUND_FLOOR,
     ROUND_HALF_UP,
+    Clamped,
     Context,
     Decimal,
     DivisionByZero,
     Inexact,
     InvalidOperation,
     Overflow,
+    Rounded,
+    Subnormal,
+    Underflow,
 )
 from typing import Final
 
@@ -31,7 +35,11 @@ __all__ = [
     "Number",
     "ceil_ratio",
     "floor_ratio",
+    "parse_exact",
     "plain",
+    "quantize_ceiling",
+    "quantize_floor",
+    "quantize_half_up",
     "snap",
     "to_decimal",
 ]
@@ -54,6 +62,42 @@ EXACT: Final = Context(
 QUANT: Final = Context(
     prec=120, Emin=-999_999, Emax=999_999, traps=[InvalidOperation, DivisionByZero, Overflow]
 )
+# QUANT's quantize with the rounding of each mode, for the rounding helpers' hot path:
+# ``quantize_floor(value, exp)`` is ``value.quantize(exp, ROUND_FLOOR, QUANT)`` (the same
+# libmpdec operation with the same context values), and cheaper: the Decimal method parses
+# its arguments by keyword. Bound once, because a Context's own attribute lookup is slow.
+_QUANT_FLOOR: Final = QUANT.copy()
+_QUANT_FLOOR.rounding = ROUND_FLOOR
+_QUANT_CEILING: Final = QUANT.copy()
+_QUANT_CEILING.rounding = ROUND_CEILING
+_QUANT_HALF_UP: Final = QUANT.copy()
+_QUANT_HALF_UP.rounding = ROUND_HALF_UP
+quantize_floor: Final = _QUANT_FLOOR.quantize
+quantize_ceiling: Final = _QUANT_CEILING.quantize
+quantize_half_up: Final = _QUANT_HALF_UP.quantize
+# Reads a decimal string as Decimal(text) does, or raises: every condition under which the
+# context could make the result differ from Decimal(text) (rounding, clamping, an exponent out
+# of range) is trapped. The callers fall back to to_decimal when it raises. Cheaper than the
+# Decimal constructor, which parses its arguments by keyword and looks up the thread's
+# context on every call.
+_STRICT: Final = Context(
+    prec=120,
+    Emin=-999_999,
+    Emax=999_999,
+    traps=[
+        InvalidOperation,
+        DivisionByZero,
+        Overflow,
+        Underflow,
+        Subnormal,
+        Inexact,
+        Rounded,
+        Clamped,
+    ],
+)
+parse_exact: Final = _STRICT.create_decimal
+"""``Decimal(text)`` for a decimal string ``text``, or a ``DecimalException``: then the
+caller converts ``text`` with :func:`to_decimal`, which gives the result or the error."""
 # Only for the rare grid-less division (step 0): rounds away from the caller's side instead of
 # raising, which is what a minimum (ceil) or a maximum (floor) needs.
 _CEIL: Final = Context(prec=40, rounding=ROUND_CEILING, traps=[InvalidOperation, DivisionByZero])

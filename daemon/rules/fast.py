@@ -16,6 +16,7 @@ from daemon.rules.model import CheckPlan, Grid, GridBounds, OrderCheck, SymbolRu
 
 __all__ = ["SLOTS", "build_plan"]
 
+_INFINITY: Final = Decimal("Infinity")
 SLOTS: Final = {"LIMIT": 0, "LIMIT_MAKER": 1, "MARKET": 2}
 """Where each order type the fast path covers sits in ``CheckPlan.types``. On both spot and
 futures these three mean a plain limit order or a plain market order."""
@@ -67,7 +68,8 @@ def build_plan(rules: SymbolRules) -> CheckPlan:
 
 def _bounds(grid: Grid, *, on_price: bool) -> GridBounds:
     anchor = None if grid.fast or not grid.step else grid.anchor
-    return (on_price, grid.minimum or None, grid.maximum or None, grid.step or None, anchor)
+    maximum = grid.maximum or _INFINITY
+    return (on_price, grid.minimum, maximum, grid.step or None, anchor, grid)
 
 
 def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
@@ -75,6 +77,8 @@ def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
     for grid in (rules.lot, rules.market_lot if market else None):
         if grid is not None:
             grids.append(_bounds(grid, on_price=False))
+    qty_floor = any(bounds[1] for bounds in grids if not bounds[0])
+    price_floor = market or any(bounds[1] for bounds in grids if bounds[0])
     lows = [
         r.minimum for r in rules.notionals if r.minimum and (not market or r.apply_min_to_market)
     ]
@@ -96,6 +100,7 @@ def _type_plan(rules: SymbolRules, *, market: bool) -> TypePlan:
     return TypePlan(
         market=market,
         grids=tuple(grids),
+        positive=qty_floor and price_floor,
         notional_min=max(lows) if lows else None,
         notional_max=min(highs) if highs else None,
         buy=results[0],

@@ -190,11 +190,14 @@ class FixedOrder(msgspec.Struct, frozen=True, gc=False):
     unchecked: tuple[str, ...]
 
 
-GridBounds = tuple[bool, Decimal | None, Decimal | None, Decimal | None, Decimal | None]
-"""``(on_price, minimum, maximum, step, anchor)`` of one grid for the planned check:
-``on_price`` says whether the grid bounds the price (PRICE_FILTER) or the quantity; the
-others are ``None`` when that part is disabled, and ``anchor`` is ``None`` when the step grid
-passes through zero."""
+GridBounds = tuple[bool, Decimal, Decimal, Decimal | None, Decimal | None, Grid]
+"""``(on_price, minimum, maximum, step, anchor, grid)`` of one grid for the planned check:
+``on_price`` says whether the grid bounds the price (PRICE_FILTER) or the quantity.
+``minimum`` is the grid's (``0`` when disabled: the planned values are positive) and
+``maximum`` is ``Decimal("Infinity")`` when disabled, so that one chained comparison tests
+both; ``step`` is ``None`` when disabled, and ``anchor`` is ``None`` when the step grid passes
+through zero. ``grid`` is the :class:`Grid` itself, which a failing order's violations are
+built from."""
 
 
 class TypePlan(msgspec.Struct, frozen=True, gc=False):
@@ -202,7 +205,9 @@ class TypePlan(msgspec.Struct, frozen=True, gc=False):
 
     ``market`` is true for MARKET (no limit price; market rules apply). ``grids`` lists the
     grids the order must meet, in the order the general check reports them: PRICE_FILTER
-    (not for MARKET), LOT_SIZE, and MARKET_LOT_SIZE for MARKET. ``notional_min`` and
+    (not for MARKET), LOT_SIZE, and MARKET_LOT_SIZE for MARKET. ``positive`` is true when
+    each value the type takes (price, quantity) has a grid with a positive minimum, so that
+    an order that passes the grids has positive values. ``notional_min`` and
     ``notional_max`` are the tightest notional bounds that apply to this type (the largest
     minimum, the smallest maximum), ``None`` when none does. The four results are the
     :class:`OrderCheck` returned when every rule passes, by side and by whether a reference
@@ -212,6 +217,7 @@ class TypePlan(msgspec.Struct, frozen=True, gc=False):
 
     market: bool
     grids: tuple[GridBounds, ...]
+    positive: bool
     notional_min: Decimal | None
     notional_max: Decimal | None
     buy: OrderCheck

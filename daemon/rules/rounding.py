@@ -9,17 +9,22 @@ multiple of the step, so this is the grid through zero that ccxt uses too.
 
 from __future__ import annotations
 
-from decimal import (
-    ROUND_CEILING,
-    ROUND_FLOOR,
-    ROUND_HALF_UP,
-    Decimal,
-    DecimalException,
-    InvalidOperation,
-)
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, DecimalException
 from typing import Final, Literal
 
-from daemon.rules.decimals import EXACT, ONE, QUANT, ZERO, Number, ceil_ratio, snap, to_decimal
+from daemon.rules.decimals import (
+    EXACT,
+    ONE,
+    ZERO,
+    Number,
+    ceil_ratio,
+    parse_exact,
+    quantize_ceiling,
+    quantize_floor,
+    quantize_half_up,
+    snap,
+    to_decimal,
+)
 from daemon.rules.errors import NoValidOrder, OrderValueError
 from daemon.rules.model import Grid, SymbolRules
 
@@ -27,7 +32,6 @@ __all__ = ["RoundingMode", "min_quantity", "round_price", "round_quantity"]
 
 RoundingMode = Literal["floor", "ceil", "nearest"]
 
-_MODES: Final = {"floor": ROUND_FLOOR, "ceil": ROUND_CEILING, "nearest": ROUND_HALF_UP}
 _NAN: Final = Decimal("NaN")  # "not read yet": the input goes through to_decimal
 
 
@@ -57,36 +61,39 @@ def round_price(
     kind = type(price)
     if kind is str:
         try:
-            value = Decimal(price)
-        except InvalidOperation:
+            value = parse_exact(price)
+        except DecimalException:
             value = _NAN
     else:
         value = price if kind is Decimal else _NAN  # type: ignore[assignment]
     if not value.is_finite():
         value = to_decimal(price, "price")
-    if value < ZERO:
+    if value.is_signed() and value:  # value < 0 (-0 passes), without a context lookup
         raise OrderValueError("price", price, "must not be negative")
     grid = rules.price
     if grid is None or grid.quantum is None:
         return value
-    if mode is None:  # the side-aware default; comparisons are cheaper than a dict here
-        rounding: str
+    # Comparisons with the (interned) literals are cheaper than a dict lookup here.
+    if mode is None:  # the side-aware default
         if side is None:
-            rounding = ROUND_HALF_UP
+            rounding, quantize = ROUND_HALF_UP, quantize_half_up
         elif side == "BUY":
-            rounding = ROUND_FLOOR
+            rounding, quantize = ROUND_FLOOR, quantize_floor
         elif side == "SELL":
-            rounding = ROUND_CEILING
+            rounding, quantize = ROUND_CEILING, quantize_ceiling
         else:
             raise OrderValueError("side", side, "expected BUY or SELL")
+    elif mode == "nearest":
+        rounding, quantize = ROUND_HALF_UP, quantize_half_up
+    elif mode == "floor":
+        rounding, quantize = ROUND_FLOOR, quantize_floor
+    elif mode == "ceil":
+        rounding, quantize = ROUND_CEILING, quantize_ceiling
     else:
-        found = _MODES.get(mode)
-        if found is None:
-            raise OrderValueError("mode", mode, "expected floor, ceil or nearest")
-        rounding = found
+        raise OrderValueError("mode", mode, "expected floor, ceil or nearest")
     try:
         if grid.fast:  # the common case: one quantize
-            return value.quantize(grid.quantum, rounding, QUANT)
+            return quantize(value, grid.quantum)
         return snap(grid, value, rounding)
     except DecimalException as exc:
         raise OrderValueError("price", price, "too large or too precise") from exc
@@ -102,21 +109,21 @@ def round_quantity(rules: SymbolRules, quantity: Number, *, market: bool = False
     kind = type(quantity)
     if kind is str:
         try:
-            value = Decimal(quantity)
-        except InvalidOperation:
+            value = parse_exact(quantity)
+        except DecimalException:
             value = _NAN
     else:
         value = quantity if kind is Decimal else _NAN  # type: ignore[assignment]
     if not value.is_finite():
         value = to_decimal(quantity, "quantity")
-    if value < ZERO:
+    if value.is_signed() and value:  # value < 0 (-0 passes), without a context lookup
         raise OrderValueError("quantity", quantity, "must not be negative")
     grid = rules.market_qty if market else rules.lot
     if grid is None or grid.quantum is None:
         return value
     try:
         if grid.fast:
-            return value.quantize(grid.quantum, ROUND_FLOOR, QUANT)
+            return quantize_floor(value, grid.quantum)
         return snap(grid, value, ROUND_FLOOR)
     except DecimalException as exc:
         raise OrderValueError("quantity", quantity, "too large or too precise") from exc

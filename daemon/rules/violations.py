@@ -9,7 +9,7 @@ filters apply to an order. Message texts that depend on a grid alone are built o
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final, NamedTuple
+from typing import Final
 
 from daemon.rules.decimals import EXACT, ZERO, plain
 from daemon.rules.errors import OrderValueError
@@ -81,35 +81,33 @@ def _invalid(field: str, value: Decimal, message: str) -> Violation:
     )
 
 
-class _GridTexts(NamedTuple):
-    """The parts of a grid's violation messages that depend on the grid alone."""
-
-    head: str  # "Filter failure: LOT_SIZE ("
-    min_rule: str
-    max_rule: str
-    step_rule: str
-    low: str  # " < minQty 0.00100000)"
-    high: str
-    off: str  # " is not 0.00100000 plus a multiple of stepSize 0.00100000)"
+_GridTexts = tuple[Grid, str, str, str, str, str, str, str]
+"""The parts of a grid's violation messages that depend on the grid alone, after the grid
+they were made from: head (``"Filter failure: LOT_SIZE ("``), the rule names of the minimum,
+maximum and step, and the ends of the three messages (``" < minQty 0.00100000)"``, the same
+with ``>``, ``" is not 0.00100000 plus a multiple of stepSize 0.00100000)"``). A plain tuple,
+read by unpacking: CPython's fast paths for that take exact tuples only."""
 
 
 # Texts of each grid seen failing, by identity: equal grids may be written differently
 # (``1.00`` and ``1.00000000`` compare equal), so a cache keyed by value would mix up their
 # texts. Each entry holds its grid, so an id cannot be reused while it is cached; the dict is
 # emptied when full (grids are shared between symbols: a payload has a few hundred).
-_TEXTS: Final[dict[int, tuple[Grid, _GridTexts]]] = {}
+_TEXTS: Final[dict[int, _GridTexts]] = {}
 _TEXTS_MAX: Final = 4096
 
 
-def _grid_texts(grid: Grid) -> _GridTexts:
+def grid_texts(grid: Grid) -> _GridTexts:
+    """``grid``'s message texts, built once per grid (see ``_TEXTS``)."""
     found = _TEXTS.get(id(grid))
     if found is not None and found[0] is grid:
-        return found[1]
+        return found
     if grid.filter_type == "PRICE_FILTER":
         rules = ("minPrice", "maxPrice", "tickSize")
     else:
         rules = ("minQty", "maxQty", "stepSize")
-    texts = _GridTexts(
+    texts = (
+        grid,
         f"Filter failure: {grid.filter_type} (",
         *rules,
         f" < {rules[0]} {plain(grid.minimum)})",
@@ -118,13 +116,13 @@ def _grid_texts(grid: Grid) -> _GridTexts:
     )
     if len(_TEXTS) >= _TEXTS_MAX:
         _TEXTS.clear()
-    _TEXTS[id(grid)] = (grid, texts)
+    _TEXTS[id(grid)] = texts
     return texts
 
 
 def _grid(grid: Grid, value: Decimal, field: str, out: list[Violation]) -> None:
-    # On the failure path of every common order: each part is decided by one comparison
-    # before any text is built.
+    # Each part is decided by one comparison before any text is built. The planned check in
+    # check.py repeats this body inline (its hot path); keep the two in step.
     minimum = grid.minimum
     low = minimum and value < minimum
     maximum = grid.maximum
@@ -141,21 +139,23 @@ def _grid(grid: Grid, value: Decimal, field: str, out: list[Violation]) -> None:
         return
     else:
         off = ZERO
+    texts = _TEXTS.get(id(grid))
+    if texts is None or texts[0] is not grid:
+        texts = grid_texts(grid)
+    _, head, min_rule, max_rule, step_rule, low_text, high_text, off_text = texts
     ftype = grid.filter_type
-    texts = _grid_texts(grid)
     text = str(value)  # plain(value), inlined
     if "E" in text:
         text = format(value, "f")
-    head = texts.head
     if low:
-        message = f"{head}{field} {text}{texts.low}"
-        out.append(Violation(ftype, field, value, texts.min_rule, minimum, message))
+        message = f"{head}{field} {text}{low_text}"
+        out.append(Violation(ftype, field, value, min_rule, minimum, message))
     if high:
-        message = f"{head}{field} {text}{texts.high}"
-        out.append(Violation(ftype, field, value, texts.max_rule, maximum, message))
+        message = f"{head}{field} {text}{high_text}"
+        out.append(Violation(ftype, field, value, max_rule, maximum, message))
     if off:
-        message = f"{head}{field} {text}{texts.off}"
-        out.append(Violation(ftype, field, value, texts.step_rule, step, message))
+        message = f"{head}{field} {text}{off_text}"
+        out.append(Violation(ftype, field, value, step_rule, step, message))
 
 
 def _notional(

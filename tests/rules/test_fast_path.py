@@ -212,3 +212,66 @@ def test_grids_anchored_off_zero() -> None:
                 on_grid = price.endswith("5") and qty.endswith(("3", "8"))
                 assert result.ok is (on_grid or (market and qty.endswith(("3", "8"))))
     assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize("min_price", ["0", "0.1"])
+@pytest.mark.parametrize("min_qty", ["0", "0.5"])
+def test_values_that_are_not_positive(min_price: str, min_qty: str) -> None:
+    # The plan tests positivity up front only when some value has no positive minimum
+    # (TypePlan.positive); otherwise the failing grid catches it. Either way a value that is
+    # not positive goes to the general check, which reports it as a parameter error.
+    rules = compile_rules(
+        "X", "spot", "TRADING", TYPES,
+        [
+            {"filterType": "PRICE_FILTER", "minPrice": min_price, "maxPrice": "0",
+             "tickSize": "0.1"},
+            {"filterType": "LOT_SIZE", "minQty": min_qty, "maxQty": "100", "stepSize": "0.5"},
+            {"filterType": "NOTIONAL", "minNotional": "1", "maxNotional": "50",
+             "applyMinToMarket": True, "applyMaxToMarket": True, "avgPriceMins": 5},
+        ],
+    )  # fmt: skip
+    assert rules.plan is not None
+    limit, market = rules.plan.types[SLOTS["LIMIT"]], rules.plan.types[SLOTS["MARKET"]]
+    assert limit is not None
+    assert market is not None
+    assert limit.positive is (min_price != "0" and min_qty != "0")
+    assert market.positive is (min_qty != "0")
+    values = ("-1", "-0.1", "-0", "0", "0E-8", "0.05", "0.1", "0.5", "3", "3.05", "101", "1E+3")
+    kinds = set()
+    for price in values:
+        for qty in values:
+            for order_type in ("LIMIT", "MARKET"):
+                price_arg = None if order_type == "MARKET" else price
+                for ref in (None, "2"):
+                    result = both(
+                        rules, "BUY", order_type, quantity=qty, price=price_arg,
+                        reference_price=ref,
+                    )  # fmt: skip
+                    kinds.update(v.filter_type for v in result.violations)
+    assert {"PARAMETER", "PRICE_FILTER", "LOT_SIZE", "NOTIONAL"} <= kinds
+
+
+def test_grid_texts_follow_the_grid_not_its_id_or_value() -> None:
+    # Message texts are cached by id(grid), each entry holding its grid. Equal grids written
+    # differently must keep their own texts, and an entry left by another grid that had the
+    # same id must be replaced, on the planned path as on the general one.
+    from daemon.rules import violations
+
+    def compiled(tick: str) -> SymbolRules:
+        price = {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "0", "tickSize": tick}
+        return compile_rules("X", "spot", "TRADING", TYPES, [price])
+
+    short, long = compiled("0.10"), compiled("0.10000000")
+    assert short.price == long.price
+    for rules, tick in ((short, "0.10"), (long, "0.10000000"), (short, "0.10")):
+        result = both(rules, "BUY", "LIMIT", quantity="1", price="1.05")
+        assert [v.message for v in result.violations] == [
+            f"Filter failure: PRICE_FILTER (price 1.05 is not {tick} plus a multiple of "
+            f"tickSize {tick})"
+        ]
+    assert short.price is not None
+    assert long.price is not None
+    violations._TEXTS[id(short.price)] = violations.grid_texts(long.price)  # a stale entry
+    result = both(short, "BUY", "LIMIT", quantity="1", price="1.05")
+    assert "tickSize 0.10)" in result.violations[0].message
+    assert violations._TEXTS[id(short.price)][0] is short.price
