@@ -115,10 +115,11 @@ def check_order(
     over ``avgPriceMins``; futures: the mark price); without it PERCENT_PRICE* and market
     notional checks are reported in ``unchecked`` instead.
 
-    Raises :class:`OrderValueError` only for arguments that are not numbers at all (or a side
-    other than BUY/SELL), never for a value a filter rejects. Arguments are converted in the
-    order quantity, price, reference_price, stop_price, quote_quantity, iceberg_quantity, so
-    with several bad ones the error names the first of them.
+    Raises :class:`OrderValueError` only for arguments that are not numbers at all, a side
+    other than BUY/SELL or an order type that is not a string (an unknown order type is a
+    violation, as Binance reports it), never for a value a filter rejects. Arguments are
+    converted in the order quantity, price, reference_price, stop_price, quote_quantity,
+    iceberg_quantity, so with several bad numbers the error names the first of them.
     """
     plan = rules.plan
     if (
@@ -174,8 +175,11 @@ def check_order(
             if planned is not None:
                 return planned
             return _check(rules, side, order_type, qty, px, ref, None, None, None, None)
-    if side not in _SIDES:
+    # A side or order type of the wrong type is a caller's bug: say so, before any number.
+    if not isinstance(side, str) or side not in _SIDES:
         raise OrderValueError("side", side, "expected BUY or SELL")
+    if not isinstance(order_type, str):
+        raise OrderValueError("order_type", order_type, "expected a Binance order type, e.g. LIMIT")
     return _check(
         rules,
         side,

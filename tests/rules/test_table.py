@@ -5,6 +5,7 @@ bound."""
 from __future__ import annotations
 
 import decimal
+import enum
 from decimal import Decimal
 from typing import Any
 
@@ -464,6 +465,41 @@ def test_non_numbers_are_refused(bad: Any) -> None:
         round_quantity(spot(LOT), bad)
     with pytest.raises(OrderValueError):
         round_quantity(spot(), bad)  # no grid: the value itself is refused
+
+
+@pytest.mark.parametrize(
+    ("side", "order_type", "field"),
+    [
+        (["BUY"], "LIMIT", "side"),
+        ("buy", "LIMIT", "side"),
+        (None, "LIMIT", "side"),
+        ("BUY", ["LIMIT"], "order_type"),
+        ("BUY", None, "order_type"),
+        ("SELL", 5, "order_type"),
+    ],
+)
+def test_a_side_or_order_type_of_the_wrong_kind_is_named(
+    side: Any, order_type: Any, field: str
+) -> None:
+    # Named before any number is read, with valid numbers and with a bad one alike.
+    for quantity in ("1", "x"):
+        with pytest.raises(OrderValueError) as caught:
+            check_order(spot(PRICE, LOT), side, order_type, quantity=quantity, price="1")
+        assert caught.value.field == field
+
+
+def test_a_str_enum_side_and_order_type_are_accepted() -> None:
+    class Side(enum.StrEnum):
+        BUY = "BUY"
+
+    class OrderType(enum.StrEnum):
+        LIMIT = "LIMIT"
+
+    rules = spot(PRICE, LOT)
+    plain = check_order(rules, "BUY", "LIMIT", quantity="0.0001", price="1")
+    assert check_order(rules, Side.BUY, OrderType.LIMIT, quantity="0.0001", price="1") == plain
+    # an unknown order type is a violation, as Binance reports it, not an error
+    assert not check_order(rules, "BUY", "NOPE", quantity="1", price="1").ok
 
 
 def test_exact_whatever_the_callers_decimal_context() -> None:
