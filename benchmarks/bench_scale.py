@@ -923,6 +923,35 @@ class CpuMeter:
         return table(["CPU, % of one CPU (mean over windows)", *kinds], rows)
 
 
+LOOP_TICK_S = 0.005  # part 4: the loop watch's tick (coarse, so it barely adds work)
+
+
+@dataclass
+class LoopWatch:
+    """The daemon loop's longest stall: how late a ticker task in it woke, the worst per
+    window (wall time: waiting for the GIL, held by the worker thread, counts, and so does
+    waiting for a CPU). A niced worker preempted while it holds the GIL would show here."""
+
+    worst: float = 0.0
+    last: float = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.last = loop.time()
+        while True:
+            await asyncio.sleep(LOOP_TICK_S)
+            now = loop.time()
+            self.worst = max(self.worst, now - self.last - LOOP_TICK_S)
+            self.last = now
+
+    def take(self) -> float:
+        """The worst stall since the last take; the next one counts from now (what ran
+        between windows, e.g. the collection before an idle window, is in no window)."""
+        worst, self.worst = self.worst, 0.0
+        self.last = asyncio.get_running_loop().time()
+        return worst
+
+
 def _upstream_pid() -> int | None:
     """The fake Binance child (benchmarks.common.PayloadServer names it)."""
     for child in multiprocessing.active_children():
@@ -1018,6 +1047,9 @@ async def part_readers(
     phases: list[tuple[str, int, int]] = []
     cycle_ms: dict[str, list[float]] = {k: [] for k in busy_kinds}
     slow: dict[str, SlowLog] = {k: {} for k in ["idle", *busy_kinds]}
+    watch = LoopWatch()
+    stalls: dict[str, list[float]] = {k: [] for k in ["idle", *busy_kinds]}
+    watching = asyncio.create_task(watch.run())
     try:
         ready = await loop.run_in_executor(None, parent.poll, 60)
         message = parent.recv() if ready else "no answer within 60 s"
@@ -1028,9 +1060,10 @@ async def part_readers(
         for w in range(opts.pairs * len(busy_kinds) + 1):
             retired.clear()
             gc.collect()  # the last window's garbage, off every window's clock
-            before, started = meter.read(), time.monotonic_ns()
+            before, started, _ = meter.read(), time.monotonic_ns(), watch.take()
             await asyncio.sleep(opts.idle_s)
             phases.append(("idle", started, time.monotonic_ns()))
+            stalls["idle"].append(watch.take())
             meter.add("idle", before, meter.read(), (phases[-1][2] - started) / 1e9)
             await asyncio.to_thread(slowlog_take, redis_srv, slow["idle"])
             if w == opts.pairs * len(busy_kinds):
@@ -1038,19 +1071,23 @@ async def part_readers(
             kind = busy_kinds[w % len(busy_kinds)]
             if compare:
                 _set_nice(worker_tid, base_nice if kind == busy_same else shipped_nice or 0)
-            before, started = meter.read(), time.monotonic_ns()
+            before, started, _ = meter.read(), time.monotonic_ns(), watch.take()
             while time.monotonic_ns() - started < opts.busy_s * 1e9:
                 t0 = time.perf_counter()
                 await (restart_round(i) if kind == restart else rnd.run(i))
                 cycle_ms[kind].append((time.perf_counter() - t0) * 1000.0)
                 i += 1
             phases.append((kind, started, time.monotonic_ns()))
+            stalls[kind].append(watch.take())
             meter.add(kind, before, meter.read(), (phases[-1][2] - started) / 1e9)
             await asyncio.to_thread(slowlog_take, redis_srv, slow[kind])
         parent.send("stop")
         starts_raw = await loop.run_in_executor(None, parent.recv_bytes)
         lats_raw = await loop.run_in_executor(None, parent.recv_bytes)
     finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
         if compare:
             _set_nice(worker_tid, shipped_nice or 0)
         parent.close()
@@ -1124,6 +1161,20 @@ async def part_readers(
     print(
         "  the reader is not pinned to a CPU (nor is anything else), as in a deployment; the"
         f" fake upstream runs at nice {shown} and serves bodies gzipped in advance"
+    )
+    for k in kinds:
+        print(
+            f"  {k}, loop's longest stall, windows one by one: "
+            + " / ".join(f"{1000 * x:.0f}" for x in stalls[k])
+            + " ms"
+        )
+    print(
+        "  the daemon loop's longest stall per window (a "
+        f"{LOOP_TICK_S * 1000:g} ms ticker's lateness, wall ms), median of windows / worst: "
+        + "; ".join(
+            f"{k} {1000 * statistics.median(stalls[k]):.1f} / {1000 * max(stalls[k]):.1f}"
+            for k in kinds
+        )
     )
     print()
     print(meter.table(kinds))
