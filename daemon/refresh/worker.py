@@ -3,8 +3,8 @@
 The thread runs at a lower CPU priority than the rest of the process (:data:`NICE`): on a
 host where the bot's processes read the snapshot on their hot path, a refresh's decoding and
 normalizing should wait for a free CPU rather than delay a reader's lookup (or Redis serving
-it). The event loop keeps the process's own priority, so health answers, watchdog pings and
-the writes to Redis are not slowed by it.
+it). The event loop keeps the process's own priority; it still waits for the GIL while the
+worker holds it, and a busy host that preempts the worker then delays the loop (see NICE).
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ T = TypeVar("T")
 
 NICE: Final = 10
 """How much nicer (lower priority) than its process the worker thread runs (Linux; capped at
-19). Measured with ``python -m benchmarks scale`` (part 4): with the worker at the process's
-own priority, a reader process's p99 lookup on a busy 2-CPU host grew while a 10x refresh ran;
-nice 10 gives the worker about a tenth of a CPU's share against a nice-0 task that wants the
-CPU, and all of an idle CPU. An increment needs no privilege (only a decrement does), so it
-also works under systemd's ``Nice=`` (the thread then runs at that plus this, at most 19)."""
+19). Nice 10 weighs about a tenth of a nice-0 task when both want one CPU, and takes all of an
+idle one. Measured with ``python -m benchmarks scale`` part 4 (10x payloads of three markets
+refreshed back to back on a 2-CPU host that other jobs kept busy): a reader process's p99
+lookup rose about 2x over the idle windows beside it with the worker at nice 0, about 1.3x at
+nice 5 and 0.9-1.2x at nice 10. The price: a busy host preempts the worker while it holds the
+GIL (a msgspec call keeps it), so the loop's longest wall stall there grew from ~60-90 ms to
+~130-150 ms, and a round took ~1.4x longer; a refresh interval is seconds, a health or
+watchdog deadline too. An increment needs no privilege (only a decrement does), so it also
+works under systemd's ``Nice=`` (the thread then runs at that plus this, at most 19)."""
 
 # One worker thread for every market's CPU work, created on first use. One, not the default
 # pool: glibc gives each thread that allocates its own malloc arena, and records built by a
