@@ -826,7 +826,8 @@ def slowlog_take(redis_srv: Any, into: SlowLog) -> None:
         name = words[0].upper() or "?"
         if name == "SLOWLOG":
             continue
-        key = words[1] if len(words) > 1 else ""
+        # A script's text is its first argument (spaces and newlines in it): no key to show.
+        key = "(script)" if name in ("EVAL", "EVALSHA") else words[1] if len(words) > 1 else ""
         into.setdefault((name, key), []).append(int(entry["duration"]))
 
 
