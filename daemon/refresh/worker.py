@@ -28,13 +28,14 @@ NICE: Final = 10
 """How much nicer (lower priority) than its process the worker thread runs (Linux; capped at
 19). Nice 10 weighs about a tenth of a nice-0 task when both want one CPU, and takes all of an
 idle one. Measured with ``python -m benchmarks scale`` part 4 (10x payloads of three markets
-refreshed back to back on a 2-CPU host that other jobs kept busy): a reader process's p99
-lookup rose about 2x over the idle windows beside it with the worker at nice 0, about 1.3x at
-nice 5 and 0.9-1.2x at nice 10. The price: a busy host preempts the worker while it holds the
-GIL (a msgspec call keeps it), so the loop's longest wall stall there grew from ~60-90 ms to
-~130-150 ms, and a round took ~1.4x longer; a refresh interval is seconds, a health or
-watchdog deadline too. An increment needs no privilege (only a decrement does), so it also
-works under systemd's ``Nice=`` (the thread then runs at that plus this, at most 19)."""
+refreshed back to back on a 2-CPU host that other jobs kept busy; README, Performance): a
+reader process's p99 lookup, each busy window against the idle ones beside it, rose a median
+1.3-8.3x with the worker at nice 0 and 0.6-1.4x at nice 10 in the same runs (1.3x at nice 5 in
+one). The price: a busy host preempts the worker while it holds the GIL (a msgspec call keeps
+it), so the loop's longest wall stall there was 105-150 ms against 55-75 ms at nice 0, and a
+round took 1.3-2.3x longer; a refresh interval is seconds, a health or watchdog deadline too.
+An increment needs no privilege (only a decrement does), so it also works under systemd's
+``Nice=`` (the thread then runs at that plus this, at most 19)."""
 
 # One worker thread for every market's CPU work, created on first use. One, not the default
 # pool: glibc gives each thread that allocates its own malloc arena, and records built by a
