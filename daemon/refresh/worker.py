@@ -24,16 +24,17 @@ __all__ = ["NICE", "off_loop", "thread_nice"]
 
 T = TypeVar("T")
 
-NICE: Final = 10
+NICE: Final = 5
 """How much nicer (lower priority) than its process the worker thread runs (Linux; capped at
-19). Nice 10 weighs about a tenth of a nice-0 task when both want one CPU, and takes all of an
+19). Nice 5 weighs about a third of a nice-0 task when both want one CPU, and takes all of an
 idle one. Measured with ``python -m benchmarks scale`` part 4 (10x payloads of three markets
 refreshed back to back on a 2-CPU host that other jobs kept busy; README, Performance): a
 reader process's p99 lookup, each busy window against the idle ones beside it, rose a median
-1.3-8.3x with the worker at nice 0 and 0.6-1.4x at nice 10 in the same runs (1.3x at nice 5 in
-one). The price: a busy host preempts the worker while it holds the GIL (a msgspec call keeps
-it), so the loop's longest wall stall there was 105-150 ms against 55-75 ms at nice 0, and a
-round took 1.3-2.3x longer; a refresh interval is seconds, a health or watchdog deadline too.
+1.3-8.3x with the worker at nice 0, 1.2-1.3x at nice 5 and 0.6-1.4x at nice 10. Nice 10 was
+not kept: a busy host preempts the worker while it holds the GIL (a msgspec call keeps it), so
+the loop's longest wall stall in those runs was 105-150 ms at nice 10 against 55-90 ms at nice
+0 and 5, and ``tests/refresh/test_loop_stall.py`` (a /healthz answer within 100 ms during a
+17 MB cycle) failed in 3 of 15 runs at nice 10 on that host, in none of 8 at nice 5 or 6 at 0.
 An increment needs no privilege (only a decrement does), so it also works under systemd's
 ``Nice=`` (the thread then runs at that plus this, at most 19)."""
 
