@@ -175,20 +175,23 @@ async def _state_replies(
 ) -> list[Any]:
     k = keys
     pipe = client.pipeline(transaction=False)
+    # A key left out still gets a command, so the reply positions stay put: EXISTS on the
+    # market's own key (any type answers it, and a cluster pipeline routes it to the market's
+    # slot, where it refuses ECHO); its reply is replaced below.
     if k.meta in skip:
-        pipe.echo(b"")  # a placeholder keeps the reply positions
+        pipe.exists(k.meta)
     else:
         pipe.hmget(k.meta, _STATE_FIELDS)
     pipe.exists(k.symbols)
     pipe.exists(k.last_good)
     pipe.exists(k.by_symbol)
     if k.ban_until in skip:
-        pipe.echo(b"")
+        pipe.exists(k.ban_until)
     else:
         pipe.get(k.ban_until)
     pipe.exists(repair_key)
     if rows_key is None or rows_key in skip:
-        pipe.echo(b"")
+        pipe.exists(k.meta)
     else:
         pipe.get(rows_key)
     for name in expected:
