@@ -29,6 +29,9 @@ NOT_FOR_STATUS = (
     # The budget's clients load only where a market's budget counters exist (none here).
     "daemon.budget._async",
     "daemon.budget._sync",
+    # Key names and the meta hash only: no record or filter types.
+    "daemon.contract.record",
+    "daemon.contract.filters",
 )
 
 

@@ -8,7 +8,8 @@ Every module that writes or reads a stored value goes through here: the key layo
 reusable msgspec encoders and decoders.
 """
 
-from daemon.contract.filters import FILTER_TYPES, Filter, Filters, KnownFilter, decode_filters
+from typing import TYPE_CHECKING
+
 from daemon.contract.keys import KEY_NAMES, METRIC_FIELDS, MarketKeys, keys_for, market_keys
 from daemon.contract.meta import FORMAT, MetaError, MetaFields, SnapshotMeta
 from daemon.contract.ratelimits import (
@@ -17,13 +18,46 @@ from daemon.contract.ratelimits import (
     encode_rate_limits,
     request_weight_limit,
 )
-from daemon.contract.record import (
-    MAX_SYMBOL_LENGTH,
-    SymbolRecord,
-    decode_listing,
-    decode_record,
-    encode_record,
-    record_to_dict,
+from daemon.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from daemon.contract.filters import (
+        FILTER_TYPES,
+        Filter,
+        Filters,
+        KnownFilter,
+        decode_filters,
+    )
+    from daemon.contract.record import (
+        MAX_SYMBOL_LENGTH,
+        SymbolRecord,
+        decode_listing,
+        decode_record,
+        encode_record,
+        record_to_dict,
+    )
+
+# The record and its typed filters (a few dozen msgspec Structs) load on first use: key names
+# and the meta hash, all that `symbold status` needs, come without them.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        **{
+            name: f"daemon.contract.filters:{name}"
+            for name in ("FILTER_TYPES", "Filter", "Filters", "KnownFilter", "decode_filters")
+        },
+        **{
+            name: f"daemon.contract.record:{name}"
+            for name in (
+                "MAX_SYMBOL_LENGTH",
+                "SymbolRecord",
+                "decode_listing",
+                "decode_record",
+                "encode_record",
+                "record_to_dict",
+            )
+        },
+    },
 )
 
 __all__ = [
