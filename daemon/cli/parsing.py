@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -27,6 +27,25 @@ class Parser(argparse.ArgumentParser):
         # Through write_stderr: under systemd a bad ExecStart= line is filed at error.
         write_stderr(f"{self.format_usage()}{self.prog}: error: {message}")
         sys.exit(exitcodes.USAGE)
+
+
+# Every common option takes a value (tests/cli/test_parsing.py checks this against the parser):
+# what lets main() see which command a command line names without parsing it.
+COMMON_VALUE_OPTIONS = ("--config", "--redis-url", "--log-level", "--log-format")
+
+
+def named_command(argv: Sequence[str], names: Collection[str]) -> str | None:
+    """The command `argv` names, when it is plain to see: the first token after the common
+    options (each with its value as the next token). None for anything else (no command yet,
+    -h, --version, ``--opt=value``, an abbreviated option): then every command's parser is
+    built and argparse decides, as it always does."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token in COMMON_VALUE_OPTIONS:
+            next(tokens, None)
+            continue
+        return token if token in names else None
+    return None
 
 
 def common_options() -> Parser:

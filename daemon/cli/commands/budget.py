@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 Reading = tuple["BudgetUsage", dict[str, int]]
 
 
+NAME = "budget"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "budget",
+        NAME,
         parents=[common],
         help="live use of the shared Binance weight budget",
         description="Per market: each current window's used / limit (and the caps for normal "

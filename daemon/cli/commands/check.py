@@ -44,11 +44,14 @@ def number(text: str) -> str:
     return text
 
 
+NAME = "check"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     from daemon.cli.commands.show import add_symbol_arguments
 
     p = sub.add_parser(
-        "check",
+        NAME,
         parents=[common],
         help="check an order against a symbol's filters (exit 0 valid, 65 invalid)",
         description="Check one order against the symbol's filters as the daemon published "

@@ -12,8 +12,11 @@ if TYPE_CHECKING:
     from daemon.config.loader import Config
 
 
+NAME = "config"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p_config = sub.add_parser("config", parents=[common], help="inspect settings")
+    p_config = sub.add_parser(NAME, parents=[common], help="inspect settings")
     actions = p_config.add_subparsers(
         dest="config_command", required=True, metavar="ACTION", parser_class=Parser
     )

@@ -12,9 +12,12 @@ if TYPE_CHECKING:
     from daemon.config.loader import Config
 
 
+NAME = "enqueue"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "enqueue",
+        NAME,
         parents=[common],
         help="send one Celery task by name (needs symbold[celery])",
         description="Send TASK with Celery's send_task to [celery] broker_url (else the "

@@ -12,9 +12,12 @@ if TYPE_CHECKING:
     from daemon.config.loader import Config
 
 
+NAME = "ping"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "ping",
+        NAME,
         parents=[common],
         help="check that Redis answers",
         description="Connect to the configured Redis (redacted URL and where it came from), "

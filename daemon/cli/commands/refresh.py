@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     from daemon.refresh.cycle import CycleResult
 
 
+NAME = "refresh"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "refresh",
+        NAME,
         parents=[common],
         help="one refresh cycle now (exit 0 current, 1 upstream failed, 75 held back; see below)",
         description="Fetch, check and publish each market once, as the daemon's cycle does, "

@@ -9,9 +9,12 @@ if TYPE_CHECKING:
     from daemon.config.loader import Config
 
 
+NAME = "run"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "run",
+        NAME,
         parents=[common],
         help="run the daemon in the foreground",
         description="Refresh every enabled market on its own timer until SIGTERM/SIGINT. "

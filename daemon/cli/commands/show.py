@@ -35,9 +35,12 @@ def add_symbol_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+NAME = "show"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "show",
+        NAME,
         parents=[common],
         help="one symbol's record and order rules, from the published snapshot",
         description="Print a symbol as the bot's readers see it: status, base and quote, order "

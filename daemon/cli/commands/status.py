@@ -16,9 +16,12 @@ if TYPE_CHECKING:
     from daemon.ops.status import MarketStatus
 
 
+NAME = "status"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "status",
+        NAME,
         parents=[common],
         help="what Redis holds, per market",
         description="Per market: age of the snapshot and whether it is fresh (younger than "
