@@ -403,29 +403,39 @@ class SnapshotStore:
         rows: bytes | None,
     ) -> None:
         k = self.keys
+        # The JSON to send is made here, once (`fill` may run again on a retry), and only
+        # what is sent: the snapshot keeps records and digests, not their JSON.
+        changed: dict[str, bytes] = {}
+        removed: list[str] = []
+        listing: bytes | None = None  # None: the listing did not change
+        by_symbol: dict[str, bytes] = {}
+        whole = b""
+        if previous is not None:
+            if blobs.listing_digest is None or blobs.listing_digest != previous.listing_digest:
+                listing = blobs.symbols_json
+            new, old = blobs.digests, previous.digests
+            # The same snapshot (unchanged, most cycles): nothing to compare.
+            if new is not old:
+                changed = {n: blobs.blob(n) for n, d in new.items() if old.get(n) != d}
+                removed = [n for n in old if n not in new]
+        else:
+            by_symbol, whole = blobs.materialize()
 
         def fill(pipe: Pipeline) -> None:
             if previous is not None:
-                if blobs.symbols_json != previous.symbols_json:
-                    pipe.set(k.last_good, blobs.symbols_json)
-                    pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
+                if listing is not None:
+                    pipe.set(k.last_good, listing)
+                    pipe.set(k.symbols, listing, ex=self.cache_ttl)
                 else:
                     pipe.expire(k.symbols, self.cache_ttl)
-                old = previous.by_symbol
-                changed: dict[str, bytes] = {}
-                removed: list[str] = []
-                # The same dict (an unchanged snapshot, most cycles): nothing to compare.
-                if old is not blobs.by_symbol:
-                    changed = {n: b for n, b in blobs.by_symbol.items() if old.get(n) != b}
-                    removed = [n for n in old if n not in blobs.by_symbol]
                 if changed:
                     pipe.hset(k.by_symbol, mapping=_mapping(changed))
                 if removed:
                     pipe.hdel(k.by_symbol, *removed)
             else:
-                pipe.set(k.last_good, blobs.symbols_json)
-                pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
-                self._replace_by_symbol(pipe, staged, blobs.by_symbol)
+                pipe.set(k.last_good, whole)
+                pipe.set(k.symbols, whole, ex=self.cache_ttl)
+                self._replace_by_symbol(pipe, staged, by_symbol)
             # The list goes out twice rather than as one SET plus a server-side COPY: COPY of
             # a multi-MB value costs Redis ~10x a SET (fresh pages), and every reader's command
             # queues behind it. An unchanged list only has its expiry renewed.
@@ -447,7 +457,7 @@ class SnapshotStore:
                 # As a raw command: redis-py's cluster pipelines refuse the publish() method.
                 pipe.execute_command("PUBLISH", k.events, event)
 
-        staged = await self._stage(blobs.by_symbol) if previous is None else None
+        staged = await self._stage(by_symbol) if previous is None else None
         try:
             await self._transact(
                 fill,
@@ -493,15 +503,17 @@ class SnapshotStore:
         blobs = held.blobs if held is not None else None
         if blobs is None and not await self.client.exists(k.last_good):
             return None
+        # Made once (`fill` may run again on a retry), from the records held in memory.
+        by_symbol, listing = blobs.materialize() if blobs is not None else ({}, b"")
 
         def fill(pipe: Pipeline) -> None:
             if held is not None and blobs is not None:
                 # Conservative: a snapshot put back from memory drops the row digests (a
                 # restart then derives every row once) rather than rely on their version.
                 pipe.delete(self.rows_key)
-                pipe.set(k.last_good, blobs.symbols_json)
-                pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
-                self._replace_by_symbol(pipe, staged, blobs.by_symbol)
+                pipe.set(k.last_good, listing)
+                pipe.set(k.symbols, listing, ex=self.cache_ttl)
+                self._replace_by_symbol(pipe, staged, by_symbol)
                 pipe.set(k.refreshed_at, encode_timestamp(held.meta.fetched_at), nx=True)
                 # Not last_error: a failed cycle recorded why just before falling back, and
                 # the held snapshot's empty one must not erase it. Filled in if meta lost it.
@@ -518,7 +530,7 @@ class SnapshotStore:
                 pipe.hset(k.meta, "stale", "1")
             self._count(pipe, "fallback_used", token)
 
-        staged = await self._stage(blobs.by_symbol) if blobs is not None else None
+        staged = await self._stage(by_symbol) if blobs is not None else None
         try:
             await self._transact(fill, staged=staged)
         finally:
@@ -558,9 +570,9 @@ class SnapshotStore:
             snapshot_meta = SnapshotMeta.from_hash(meta_raw)
         except MetaError:
             return None
-        blobs = SnapshotBlobs(
-            by_symbol={name.decode(): value for name, value in by_symbol_raw.items()},
-            symbols_json=symbols_json,
+        blobs = SnapshotBlobs.stored(
+            {name.decode(): value for name, value in by_symbol_raw.items()},
+            symbols_json,
             version=snapshot_meta.version,
             count=snapshot_meta.count,
             listed=snapshot_meta.listed,

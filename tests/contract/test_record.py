@@ -19,7 +19,7 @@ from daemon.contract import (
     record_to_dict,
 )
 from daemon.contract import filters as f
-from daemon.snapshot.normalize import normalize
+from daemon.snapshot.normalize import digest, normalize
 from tests.support.fixtures import SAMPLES, sample_bytes
 
 # Exactly what the daemon wrote before the contract package existed (the spot sample's
@@ -91,7 +91,9 @@ def test_todays_daemon_output_is_unchanged() -> None:
     # The normalizer still writes exactly today's bytes for the shipped samples.
     for market, expected in (("spot", SPOT_BTCUSDT), ("usdm", USDM_BTCUSDT)):
         result = normalize((SAMPLES / f"{market}-sample.json").read_bytes(), market=market)
-        assert result.encoded["BTCUSDT"][0] == expected
+        btc = next(rec for rec in result.records if rec.symbol == "BTCUSDT")
+        assert encode_record(btc) == expected
+        assert result.digests["BTCUSDT"] == digest(expected)
 
 
 def test_spot_filters_typed() -> None:
