@@ -123,6 +123,8 @@ class MarketRefresher:
         self.store = SnapshotStore(
             client, keys, cache_ttl=market.cache_ttl, changes_maxlen=scheduler.changes_maxlen
         )
+        # The JSON a write sends is encoded in the worker thread, not in the loop.
+        self.store.offload = off_loop
         self.session = session
         self.held: HeldSnapshot | None = None
         self.ban_until: float = 0.0

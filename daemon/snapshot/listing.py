@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from daemon.contract.record import SymbolRecord, encode_record
+from daemon.contract.record import SymbolRecord, encode_record, encode_records
 from daemon.snapshot.normalize import digest, loggable_name
 
 __all__ = ["SnapshotBlobs", "build_snapshot", "prioritize"]
@@ -159,22 +159,32 @@ class SnapshotBlobs:
             return dict(self.records)
         return {name: self.kept.get(name) or self.records[name] for name in self.digests}
 
+    def _encode(self, names: Iterable[str]) -> list[bytes]:
+        """The JSON of each of `names`, in order: kept bytes as they are, the rest encoded in
+        one pass (:func:`encode_records`)."""
+        names = list(names)
+        kept, records = self.kept, self.records
+        if not kept:
+            return encode_records([records[name] for name in names])
+        fresh = iter(encode_records([records[name] for name in names if name not in kept]))
+        return [kept[name] if name in kept else next(fresh) for name in names]
+
     def materialize(self) -> tuple[dict[str, bytes], bytes]:
         """``by_symbol`` and ``symbols_json``, each row encoded once (for a whole write)."""
-        by_symbol = {name: self.blob(name) for name in self.digests}
+        by_symbol = dict(zip(self.digests, self._encode(self.digests), strict=True))
         if self.listing is not None:
             return by_symbol, self.listing
         return by_symbol, _json_array([by_symbol[name] for name in self.listed_names])
 
     @property
     def by_symbol(self) -> dict[str, bytes]:
-        return {name: self.blob(name) for name in self.digests}
+        return dict(zip(self.digests, self._encode(self.digests), strict=True))
 
     @property
     def symbols_json(self) -> bytes:
         if self.listing is not None:
             return self.listing
-        return _json_array([self.blob(name) for name in self.listed_names])
+        return _json_array(self._encode(self.listed_names))
 
 
 def _json_array(parts: list[bytes]) -> bytes:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import msgspec
 import redis.asyncio
@@ -93,6 +93,23 @@ _WATCH_RETRIES = 3
 
 _encode = msgspec.json.Encoder().encode
 
+T = TypeVar("T")
+
+
+def _changes(
+    blobs: SnapshotBlobs, previous: SnapshotBlobs
+) -> tuple[dict[str, bytes], list[str], bytes | None]:
+    """The JSON an incremental write sends: the changed rows, the removed names, and the
+    listing when it changed (None: unchanged). Encodes only what is sent."""
+    listing = None
+    if blobs.listing_digest is None or blobs.listing_digest != previous.listing_digest:
+        listing = blobs.symbols_json
+    new, old = blobs.digests, previous.digests
+    if new is old:  # the same snapshot (unchanged, most cycles): nothing to compare
+        return {}, [], listing
+    changed = {n: blobs.blob(n) for n, d in new.items() if old.get(n) != d}
+    return changed, [n for n in old if n not in new], listing
+
 
 def _mapping(fields: Mapping[str, Any]) -> Any:
     # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
@@ -127,6 +144,15 @@ class SnapshotStore:
         # Set while this daemon leads the market among replicas: every write then checks,
         # inside its transaction, that the lease still holds our token.
         self.fence: Fence | None = None
+        # Runs the CPU work of a write (encoding the JSON it sends) off the event loop, e.g.
+        # the refresh worker's off_loop; None: inline.
+        self.offload: Callable[..., Awaitable[Any]] | None = None
+
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.offload is None:
+            return fn(*args)
+        result: T = await self.offload(fn, *args)
+        return result
 
     @property
     def once_key(self) -> str:
@@ -403,23 +429,17 @@ class SnapshotStore:
         rows: bytes | None,
     ) -> None:
         k = self.keys
-        # The JSON to send is made here, once (`fill` may run again on a retry), and only
-        # what is sent: the snapshot keeps records and digests, not their JSON.
+        # The JSON to send is made here, once (`fill` may run again on a retry), off the loop,
+        # and only what is sent: the snapshot keeps records and digests, not their JSON.
         changed: dict[str, bytes] = {}
         removed: list[str] = []
         listing: bytes | None = None  # None: the listing did not change
         by_symbol: dict[str, bytes] = {}
         whole = b""
         if previous is not None:
-            if blobs.listing_digest is None or blobs.listing_digest != previous.listing_digest:
-                listing = blobs.symbols_json
-            new, old = blobs.digests, previous.digests
-            # The same snapshot (unchanged, most cycles): nothing to compare.
-            if new is not old:
-                changed = {n: blobs.blob(n) for n, d in new.items() if old.get(n) != d}
-                removed = [n for n in old if n not in new]
+            changed, removed, listing = await self._cpu(_changes, blobs, previous)
         else:
-            by_symbol, whole = blobs.materialize()
+            by_symbol, whole = await self._cpu(blobs.materialize)
 
         def fill(pipe: Pipeline) -> None:
             if previous is not None:
@@ -504,7 +524,7 @@ class SnapshotStore:
         if blobs is None and not await self.client.exists(k.last_good):
             return None
         # Made once (`fill` may run again on a retry), from the records held in memory.
-        by_symbol, listing = blobs.materialize() if blobs is not None else ({}, b"")
+        by_symbol, listing = await self._cpu(blobs.materialize) if blobs is not None else ({}, b"")
 
         def fill(pipe: Pipeline) -> None:
             if held is not None and blobs is not None:
