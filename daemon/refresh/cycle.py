@@ -487,6 +487,9 @@ class MarketRefresher:
                 unchanged = state.version == blobs.version and not repair
             if not unchanged and old is not None and old.digests:
                 diff = await off_loop(_diff, old, blobs)
+            # What was served (a whole by_symbol read back from Redis on a restart) is not
+            # needed any more: it goes before the write makes its JSON, not after.
+            old = None
 
         verdict = self._judge(
             blobs.listed, blobs.count, blobs.version, norm.server_time, state, unusable

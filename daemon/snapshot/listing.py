@@ -13,7 +13,12 @@ from typing import Final
 
 import msgspec
 
-from daemon.contract.record import SymbolRecord, encode_record, encode_records
+from daemon.contract.record import (
+    SymbolRecord,
+    encode_record,
+    encode_record_array,
+    encode_records,
+)
 from daemon.snapshot.normalize import digest, loggable_name
 
 __all__ = ["SnapshotBlobs", "build_snapshot", "prioritize"]
@@ -184,6 +189,9 @@ class SnapshotBlobs:
     def symbols_json(self) -> bytes:
         if self.listing is not None:
             return self.listing
+        kept, records = self.kept, self.records
+        if not kept or not any(name in kept for name in self.listed_names):
+            return encode_record_array([records[name] for name in self.listed_names])
         return _json_array(self._encode(self.listed_names))
 
 
