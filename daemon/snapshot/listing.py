@@ -164,7 +164,7 @@ class SnapshotBlobs:
             return dict(self.records)
         return {name: self.kept.get(name) or self.records[name] for name in self.digests}
 
-    def _encode(self, names: Iterable[str]) -> list[bytes]:
+    def json_of(self, names: Iterable[str]) -> list[bytes]:
         """The JSON of each of `names`, in order: kept bytes as they are, the rest encoded in
         one pass (:func:`encode_records`)."""
         names = list(names)
@@ -176,14 +176,14 @@ class SnapshotBlobs:
 
     def materialize(self) -> tuple[dict[str, bytes], bytes]:
         """``by_symbol`` and ``symbols_json``, each row encoded once (for a whole write)."""
-        by_symbol = dict(zip(self.digests, self._encode(self.digests), strict=True))
+        by_symbol = dict(zip(self.digests, self.json_of(self.digests), strict=True))
         if self.listing is not None:
             return by_symbol, self.listing
         return by_symbol, _json_array([by_symbol[name] for name in self.listed_names])
 
     @property
     def by_symbol(self) -> dict[str, bytes]:
-        return dict(zip(self.digests, self._encode(self.digests), strict=True))
+        return dict(zip(self.digests, self.json_of(self.digests), strict=True))
 
     @property
     def symbols_json(self) -> bytes:
@@ -192,7 +192,7 @@ class SnapshotBlobs:
         kept, records = self.kept, self.records
         if not kept or not any(name in kept for name in self.listed_names):
             return encode_record_array([records[name] for name in self.listed_names])
-        return _json_array(self._encode(self.listed_names))
+        return _json_array(self.json_of(self.listed_names))
 
 
 def _json_array(parts: list[bytes]) -> bytes:

@@ -44,7 +44,14 @@ from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
 from daemon.snapshot.listing import SnapshotBlobs
-from daemon.snapshot.staging import STAGE_ABOVE, StagingLost, drop, stage
+from daemon.snapshot.staging import (
+    STAGE_ABOVE,
+    StagingLost,
+    drop,
+    stage,
+    stage_encoded,
+    staging_name,
+)
 from daemon.snapshot.state import (
     HeldSnapshot,
     SnapshotCorrupt,
@@ -109,6 +116,14 @@ def _changes(
         return {}, [], listing
     changed = {n: blobs.blob(n) for n, d in new.items() if old.get(n) != d}
     return changed, [n for n in old if n not in new], listing
+
+
+def _listing_json(blobs: SnapshotBlobs) -> bytes:
+    return blobs.symbols_json
+
+
+def _by_symbol_json(blobs: SnapshotBlobs) -> dict[str, bytes]:
+    return blobs.by_symbol
 
 
 def _mapping(fields: Mapping[str, Any]) -> Any:
@@ -242,6 +257,20 @@ class SnapshotStore:
         if sum(map(len, by_symbol.values())) <= self.stage_above:
             return None
         return await stage(self.client, self.keys.by_symbol, by_symbol)
+
+    async def _whole(self, blobs: SnapshotBlobs) -> tuple[bytes, str | None, dict[str, bytes]]:
+        """What a whole write of `blobs` sends: the listing, and by_symbol either staged (the
+        staging key's name, an empty dict) or made whole for the transaction (None, the hash).
+        Records that will surely be staged (their listing alone is over ``stage_above``) are
+        encoded a batch at a time as they are staged, never all at once."""
+        listing = await self._cpu(_listing_json, blobs)
+        if len(listing) > self.stage_above and staging_name(self.keys.by_symbol) is not None:
+            names = list(blobs.digests)
+            staged = await stage_encoded(self.client, self.keys.by_symbol, names, blobs.json_of)
+            if staged is not None:
+                return listing, staged, {}
+        by_symbol = await self._cpu(_by_symbol_json, blobs)
+        return listing, await self._stage(by_symbol), by_symbol
 
     def _replace_by_symbol(
         self, pipe: Pipeline, staged: str | None, by_symbol: Mapping[str, bytes]
@@ -436,10 +465,11 @@ class SnapshotStore:
         listing: bytes | None = None  # None: the listing did not change
         by_symbol: dict[str, bytes] = {}
         whole = b""
+        staged = None
         if previous is not None:
             changed, removed, listing = await self._cpu(_changes, blobs, previous)
         else:
-            by_symbol, whole = await self._cpu(blobs.materialize)
+            whole, staged, by_symbol = await self._whole(blobs)
 
         def fill(pipe: Pipeline) -> None:
             if previous is not None:
@@ -477,7 +507,6 @@ class SnapshotStore:
                 # As a raw command: redis-py's cluster pipelines refuse the publish() method.
                 pipe.execute_command("PUBLISH", k.events, event)
 
-        staged = await self._stage(by_symbol) if previous is None else None
         try:
             await self._transact(
                 fill,
@@ -524,7 +553,10 @@ class SnapshotStore:
         if blobs is None and not await self.client.exists(k.last_good):
             return None
         # Made once (`fill` may run again on a retry), from the records held in memory.
-        by_symbol, listing = await self._cpu(blobs.materialize) if blobs is not None else ({}, b"")
+        listing, staged = b"", None
+        by_symbol: dict[str, bytes] = {}
+        if blobs is not None:
+            listing, staged, by_symbol = await self._whole(blobs)
 
         def fill(pipe: Pipeline) -> None:
             if held is not None and blobs is not None:
@@ -550,7 +582,6 @@ class SnapshotStore:
                 pipe.hset(k.meta, "stale", "1")
             self._count(pipe, "fallback_used", token)
 
-        staged = await self._stage(by_symbol) if blobs is not None else None
         try:
             await self._transact(fill, staged=staged)
         finally:
