@@ -4,6 +4,7 @@ code that encodes or decodes it."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -16,6 +17,9 @@ __all__ = [
     "decode_listing",
     "decode_record",
     "encode_record",
+    "encode_record_array",
+    "encode_record_into",
+    "encode_records",
     "record_to_dict",
 ]
 
@@ -102,6 +106,48 @@ def encode_record(rec: SymbolRecord) -> bytes:
     """JSON bytes of one record: every field present, in declaration order, UTF-8 (non-ASCII
     is not escaped), ``filters`` re-emitted byte for byte. Deterministic."""
     return _ENCODER.encode(rec)
+
+
+def encode_record_into(rec: SymbolRecord, buffer: bytearray) -> None:
+    """Write :func:`encode_record`'s bytes of `rec` into `buffer` (replacing its content).
+    Reusing one buffer for many records is about 3x faster than :func:`encode_record` each
+    (no output buffer grown from scratch per record)."""
+    _ENCODER.encode_into(rec, buffer)
+
+
+def encode_records(records: Iterable[SymbolRecord]) -> list[bytes]:
+    """:func:`encode_record` of each record, in order (the same bytes), through one reused
+    buffer; one short C call per record, so a thread running it yields the GIL between
+    records."""
+    buffer = bytearray()
+    out: list[bytes] = []
+    for rec in records:
+        _ENCODER.encode_into(rec, buffer)
+        out.append(bytes(buffer))
+    return out
+
+
+_ARRAY_CHUNK: Final = 64
+"""Records per encoding call of :func:`encode_record_array` (~450 KB at the 17 MB payload's
+record size): a thread running it yields the GIL between chunks."""
+
+
+def encode_record_array(records: Sequence[SymbolRecord]) -> bytes:
+    """The JSON array of `records` (what ``symbols`` and ``last_good`` hold): ``[``, each
+    record's :func:`encode_record` bytes separated by ``,``, ``]``; the same bytes as joining
+    them, written into one growing buffer a chunk of records per call, with no bytes object
+    per record."""
+    if not records:
+        return b"[]"
+    buffer = bytearray()
+    for start in range(0, len(records), _ARRAY_CHUNK):
+        # Each chunk encodes as "[r,...,r]": written over the previous chunk's "]", its "["
+        # becomes the "," between them.
+        at = len(buffer) - 1 if buffer else 0
+        _ENCODER.encode_into(records[start : start + _ARRAY_CHUNK], buffer, at)
+        if at:
+            buffer[at] = 0x2C  # ","
+    return bytes(buffer)
 
 
 def decode_record(data: bytes | bytearray | memoryview | str) -> SymbolRecord:

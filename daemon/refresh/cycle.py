@@ -80,6 +80,16 @@ from daemon.upstream.fetch import (
 __all__ = ["CycleResult", "MarketRefresher", "Outcome", "source_config"]
 
 
+def _nothing_served(name: str) -> bytes | None:
+    return None
+
+
+def _diff(old: listing.SnapshotBlobs, new: listing.SnapshotBlobs) -> snapshot_diff.SnapshotDiff:
+    """What changed, comparing records where both sides have them (only changed rows are
+    encoded; a row read back from Redis compares by its stored JSON)."""
+    return snapshot_diff.diff_snapshots(old.rows(), new.rows())
+
+
 class MarketRefresher:
     """Owns one market's refresh cycle and the snapshot it last accepted (held in memory).
 
@@ -113,6 +123,8 @@ class MarketRefresher:
         self.store = SnapshotStore(
             client, keys, cache_ttl=market.cache_ttl, changes_maxlen=scheduler.changes_maxlen
         )
+        # The JSON a write sends is encoded in the worker thread, not in the loop.
+        self.store.offload = off_loop
         self.session = session
         self.held: HeldSnapshot | None = None
         self.ban_until: float = 0.0
@@ -432,26 +444,34 @@ class MarketRefresher:
         warn_if_weight_high(self.log, fetched.used_weight, norm.weight_limit)
         log_dropped(self.log, norm)
         repair = bool(state.wrong_types) or state.repair_requested
-        records, encoded = norm.records, norm.encoded
+        records, digests = norm.records, norm.digests
         unchanged = state.version == blobs.version and not repair
         held_rows: tuple[HeldRow, ...] = ()
         unusable = 0  # held rows the listing would have had
         diff = None
         if not unchanged:
             held = self.held
+            old: listing.SnapshotBlobs | None = None
             if held is not None and held.blobs is not None and held.meta.version == state.version:
-                old = held.blobs.by_symbol
+                old = held.blobs
             elif state.has_by_symbol:
-                old = await self.store.read_by_symbol()
-            else:
-                old = {}
+                served = await self.store.read_by_symbol()
+                old = await off_loop(
+                    listing.SnapshotBlobs.stored,
+                    served,
+                    b"",
+                    version=state.version or "",
+                    count=len(served),
+                    listed=0,
+                )
             # Only rows that differ from the served ones are judged (the rest were judged
             # when they were first served).
             kept = await off_loop(
                 hold_rows,
                 records,
-                encoded,
-                old,
+                digests,
+                old.digests if old is not None else {},
+                old.blob if old is not None else _nothing_served,
                 streaks={row.symbol: row for row in state.held_rows},
                 confirm=self.guards.confirm_shrink,
             )
@@ -463,10 +483,13 @@ class MarketRefresher:
                 unusable = sum(
                     1 for rec in records if rec.symbol in names and rec.status in statuses
                 )
-                blobs = await off_loop(self._blobs, kept.records, kept.encoded)
+                blobs = await off_loop(self._blobs, kept.records, kept.digests, kept.kept)
                 unchanged = state.version == blobs.version and not repair
-            if not unchanged and old:
-                diff = await off_loop(snapshot_diff.diff_snapshots, old, blobs.by_symbol)
+            if not unchanged and old is not None and old.digests:
+                diff = await off_loop(_diff, old, blobs)
+            # What was served (a whole by_symbol read back from Redis on a restart) is not
+            # needed any more: it goes before the write makes its JSON, not after.
+            old = None
 
         verdict = self._judge(
             blobs.listed, blobs.count, blobs.version, norm.server_time, state, unusable
@@ -529,12 +552,15 @@ class MarketRefresher:
             # The same rows as last time under the same listing settings: the same listing,
             # JSON and version, so they are not rebuilt (most cycles are like this).
             return norm, last[1]
-        blobs = self._blobs(norm.records, norm.encoded)
+        blobs = self._blobs(norm.records, norm.digests)
         self._derived = (self.market, blobs)
         return norm, blobs
 
     def _blobs(
-        self, records: tuple[SymbolRecord, ...], encoded: Mapping[str, tuple[bytes, bytes]]
+        self,
+        records: tuple[SymbolRecord, ...],
+        digests: Mapping[str, bytes],
+        kept: Mapping[str, bytes] | None = None,
     ) -> listing.SnapshotBlobs:
         listed = listing.prioritize(
             records,
@@ -542,7 +568,7 @@ class MarketRefresher:
             quote_priority=self.market.quote_priority,
             pinned=self.market.pinned,
         )
-        return listing.build_snapshot(records, listed, encoded)
+        return listing.build_snapshot(records, listed, digests, kept)
 
     async def _reject(
         self,

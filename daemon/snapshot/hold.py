@@ -4,12 +4,12 @@
 only the ones that differ (:func:`daemon.snapshot.guards.judge_rows`), and puts the served
 row back in place of each held one (or leaves the symbol out when nothing was served for it).
 The result feeds :func:`daemon.snapshot.listing.prioritize` and ``build_snapshot`` exactly as
-``Normalized.records``/``encoded`` would.
+``Normalized.records``/``digests`` would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -24,12 +24,14 @@ __all__ = ["Held", "hold_rows"]
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """`records` and `encoded` with every held row replaced (or dropped); `verdicts` says
-    which rows were held and which suspicious ones were confirmed; `judged` counts the rows
-    that differed from the served ones."""
+    """`records` and `digests` with every held row replaced (or dropped); `kept` holds the
+    served JSON of each held row that stays (stored as it is, never re-encoded); `verdicts`
+    says which rows were held and which suspicious ones were confirmed; `judged` counts the
+    rows that differed from the served ones."""
 
     records: tuple[SymbolRecord, ...]
-    encoded: Mapping[str, tuple[bytes, bytes]]
+    digests: Mapping[str, bytes]
+    kept: Mapping[str, bytes]
     verdicts: RowVerdicts
     judged: int
 
@@ -46,39 +48,47 @@ def _served_record(blob: bytes | None) -> SymbolRecord | None:
 
 def hold_rows(
     records: tuple[SymbolRecord, ...],
-    encoded: Mapping[str, tuple[bytes, bytes]],
+    digests: Mapping[str, bytes],
     served: Mapping[str, bytes],
+    served_blob: Callable[[str], bytes | None],
     *,
     streaks: Mapping[str, HeldRow],
     confirm: int,
 ) -> Held:
-    """Judge the rows of `records` whose bytes differ from `served` (symbol -> stored record
-    JSON; empty when nothing is served yet) and substitute the held ones.
+    """Judge the rows of `records` whose JSON digest (`digests`) differs from the served one
+    (`served`: symbol -> digest of the stored JSON; empty when nothing is served yet) and
+    substitute the held ones. `served_blob` gives the served JSON of a symbol (asked only for
+    rows that differ).
 
     Unchanged rows cost one dict lookup and a bytes comparison each; only changed rows are
     decoded and judged.
     """
     changed: list[tuple[SymbolRecord, str, SymbolRecord | None]] = []
     for rec in records:
-        blob, row_digest = encoded[rec.symbol]
+        row_digest = digests[rec.symbol]
         old = served.get(rec.symbol)
-        if old != blob:
-            changed.append((rec, row_digest.hex(), _served_record(old)))
+        if old != row_digest:
+            blob = served_blob(rec.symbol) if old is not None else None
+            changed.append((rec, row_digest.hex(), _served_record(blob)))
     verdicts = judge_rows(changed, streaks=streaks, confirm=confirm)
     if not verdicts.held:
-        return Held(records, encoded, verdicts, len(changed))
+        return Held(records, digests, {}, verdicts, len(changed))
     held = {row.symbol for row in verdicts.held}
     out_records: list[SymbolRecord] = []
-    out_encoded: dict[str, tuple[bytes, bytes]] = {}
+    out_digests: dict[str, bytes] = {}
+    kept: dict[str, bytes] = {}
     for rec in records:
         if rec.symbol not in held:
             out_records.append(rec)
-            out_encoded[rec.symbol] = encoded[rec.symbol]
+            out_digests[rec.symbol] = digests[rec.symbol]
             continue
-        old = served.get(rec.symbol)
-        previous = _served_record(old)
-        if old is None or previous is None:
+        blob = served_blob(rec.symbol) if rec.symbol in served else None
+        previous = _served_record(blob)
+        if blob is None or previous is None:
             continue  # nothing usable was served for it: it stays out until confirmed
         out_records.append(previous)
-        out_encoded[rec.symbol] = (old, digest(old))
-    return Held(tuple(out_records), out_encoded, verdicts, len(changed))
+        # The served bytes are stored again as they are (they may come from another daemon
+        # version, so the decoded record is not re-encoded).
+        out_digests[rec.symbol] = digest(blob)
+        kept[rec.symbol] = blob
+    return Held(tuple(out_records), out_digests, kept, verdicts, len(changed))

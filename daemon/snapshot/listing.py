@@ -3,6 +3,8 @@
 Pure and deterministic: equal records give equal bytes and an equal version.
 """
 
+from __future__ import annotations
+
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,7 +13,12 @@ from typing import Final
 
 import msgspec
 
-from daemon.contract.record import SymbolRecord, encode_record
+from daemon.contract.record import (
+    SymbolRecord,
+    encode_record,
+    encode_record_array,
+    encode_records,
+)
 from daemon.snapshot.normalize import digest, loggable_name
 
 __all__ = ["SnapshotBlobs", "build_snapshot", "prioritize"]
@@ -91,19 +98,101 @@ def _first(pair: tuple[int, SymbolRecord]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotBlobs:
-    """Everything the snapshot writer stores, encoded once.
+    """Everything the snapshot writer stores, kept as records and digests, encoded on demand.
 
-    ``by_symbol`` maps every record's symbol (all statuses) to :func:`encode_record` bytes;
-    ``symbols_json`` is a JSON array of the listed records, in listing order, made of the very
-    same bytes. ``version`` is a hex content hash that depends only on ``by_symbol`` and
-    ``symbols_json`` (not on upstream row order or fetch time): equal content, equal version.
+    A derived snapshot keeps each record object and the 16-byte digest of its JSON, not the
+    JSON: :func:`encode_record` of the very record that gave the digest gives the same bytes
+    again (deterministic), so the JSON of a row is made only when it is written (a changed
+    row, a full rewrite, a republish). Rows whose JSON did not come from a record here (a held
+    row serving the stored bytes, a snapshot read back from Redis) keep their bytes in
+    ``kept``, used as they are.
+
+    ``by_symbol`` maps every record's symbol (all statuses) to its JSON; ``symbols_json`` is a
+    JSON array of the listed records, in listing order, made of the very same bytes (both
+    built on each access: see :meth:`materialize` for both at once). ``version`` is a hex
+    content hash that depends only on ``by_symbol`` and ``symbols_json`` (not on upstream row
+    order or fetch time): equal content, equal version.
     """
 
-    by_symbol: dict[str, bytes]
-    symbols_json: bytes
     version: str
     count: int
     listed: int
+    digests: Mapping[str, bytes]
+    """symbol -> 16-byte digest of its JSON, for every row, in record order."""
+    records: Mapping[str, SymbolRecord]
+    """symbol -> record, for the rows not in ``kept``."""
+    kept: Mapping[str, bytes]
+    """symbol -> JSON bytes kept as they are (not re-encoded)."""
+    listed_names: tuple[str, ...]
+    listing_digest: bytes | None
+    """A digest naming ``symbols_json`` (equal digests, equal bytes); None when not known."""
+    listing: bytes | None = None
+    """``symbols_json`` kept as it is (a snapshot read back from Redis); None: built."""
+
+    @classmethod
+    def stored(
+        cls,
+        by_symbol: dict[str, bytes],
+        symbols_json: bytes,
+        *,
+        version: str,
+        count: int,
+        listed: int,
+    ) -> SnapshotBlobs:
+        """A snapshot as read back from Redis: every JSON kept as it is."""
+        return cls(
+            version=version,
+            count=count,
+            listed=listed,
+            digests={name: digest(blob) for name, blob in by_symbol.items()},
+            records={},
+            kept=by_symbol,
+            listed_names=(),
+            listing_digest=None,
+            listing=symbols_json,
+        )
+
+    def blob(self, name: str) -> bytes:
+        """The JSON of symbol `name` (KeyError when it is not in the snapshot)."""
+        kept = self.kept.get(name)
+        return kept if kept is not None else encode_record(self.records[name])
+
+    def rows(self) -> dict[str, bytes | SymbolRecord]:
+        """symbol -> record, or its kept JSON: what :func:`~daemon.snapshot.diff.diff_snapshots`
+        compares, without encoding every row."""
+        if not self.kept:
+            return dict(self.records)
+        return {name: self.kept.get(name) or self.records[name] for name in self.digests}
+
+    def json_of(self, names: Iterable[str]) -> list[bytes]:
+        """The JSON of each of `names`, in order: kept bytes as they are, the rest encoded in
+        one pass (:func:`encode_records`)."""
+        names = list(names)
+        kept, records = self.kept, self.records
+        if not kept:
+            return encode_records([records[name] for name in names])
+        fresh = iter(encode_records([records[name] for name in names if name not in kept]))
+        return [kept[name] if name in kept else next(fresh) for name in names]
+
+    def materialize(self) -> tuple[dict[str, bytes], bytes]:
+        """``by_symbol`` and ``symbols_json``, each row encoded once (for a whole write)."""
+        by_symbol = dict(zip(self.digests, self.json_of(self.digests), strict=True))
+        if self.listing is not None:
+            return by_symbol, self.listing
+        return by_symbol, _json_array([by_symbol[name] for name in self.listed_names])
+
+    @property
+    def by_symbol(self) -> dict[str, bytes]:
+        return dict(zip(self.digests, self.json_of(self.digests), strict=True))
+
+    @property
+    def symbols_json(self) -> bytes:
+        if self.listing is not None:
+            return self.listing
+        kept, records = self.kept, self.records
+        if not kept or not any(name in kept for name in self.listed_names):
+            return encode_record_array([records[name] for name in self.listed_names])
+        return _json_array(self.json_of(self.listed_names))
 
 
 def _json_array(parts: list[bytes]) -> bytes:
@@ -119,32 +208,36 @@ def _json_array(parts: list[bytes]) -> bytes:
 def build_snapshot(
     records: Iterable[SymbolRecord],
     listed: Iterable[SymbolRecord],
-    encoded: Mapping[str, tuple[bytes, bytes]] | None = None,
+    digests: Mapping[str, bytes] | None = None,
+    kept: Mapping[str, bytes] | None = None,
 ) -> SnapshotBlobs:
-    """Assemble the snapshot blobs from records encoded once.
+    """Assemble the snapshot from records whose JSON digests are known.
 
     ``listed`` is the listing (usually :func:`prioritize` output); its entries are matched to
-    ``records`` by symbol, and their bytes reused, never re-encoded. ``encoded`` is
-    ``Normalized.encoded`` (JSON and digest per symbol); without it each record is encoded
-    here. Raises ``ValueError`` if ``records`` has a duplicate symbol or ``listed``
+    ``records`` by symbol. ``digests`` is ``Normalized.digests`` (the digest of each record's
+    JSON); without it each record is encoded here once for its digest. ``kept`` gives the
+    JSON of rows to store as it is (held rows serving the stored bytes), digests included in
+    ``digests``. Raises ``ValueError`` if ``records`` has a duplicate symbol or ``listed``
     names a symbol not in ``records``.
     """
-    if encoded is None:
-        fresh: dict[str, tuple[bytes, bytes]] = {}
-        for rec in records:
-            if rec.symbol in fresh:
-                raise ValueError(f"duplicate symbol in records: {loggable_name(rec.symbol)}")
-            blob = encode_record(rec)
-            fresh[rec.symbol] = (blob, digest(blob))
-        encoded = fresh
-    else:
-        # Normalized.encoded holds exactly the records, in order, with unique symbols.
-        encoded = {rec.symbol: encoded[rec.symbol] for rec in records}
-    by_symbol = {name: pair[0] for name, pair in encoded.items()}
+    kept = kept or {}
+    by_record: dict[str, SymbolRecord] = {}
+    fresh: dict[str, bytes] = {}
+    for rec in records:
+        name = rec.symbol
+        if name in fresh:
+            raise ValueError(f"duplicate symbol in records: {loggable_name(name)}")
+        if digests is not None:
+            fresh[name] = digests[name]
+        else:
+            blob = kept.get(name)
+            fresh[name] = digest(blob if blob is not None else encode_record(rec))
+        if name not in kept:
+            by_record[name] = rec
 
-    listed_names = [rec.symbol for rec in listed]
+    listed_names = tuple(rec.symbol for rec in listed)
     try:
-        symbols_json = _json_array([by_symbol[name] for name in listed_names])
+        listed_digests = b"".join([fresh[name] for name in listed_names])
     except KeyError as err:
         raise ValueError(f"listed symbol not in records: {loggable_name(err.args[0])}") from None
 
@@ -153,14 +246,18 @@ def build_snapshot(
     # its digest, computed once when the row was first seen, so an unchanged payload costs a
     # sort and ~2,000 short updates instead of hashing megabytes again. The JSON header
     # (names, listed names) frames the fixed-size digests unambiguously.
-    names = sorted(by_symbol)
+    names = sorted(fresh)
     version = hashlib.sha256(_ENCODER.encode((names, listed_names)))
-    version.update(b"".join([encoded[name][1] for name in names]))
+    version.update(b"".join([fresh[name] for name in names]))
 
     return SnapshotBlobs(
-        by_symbol=by_symbol,
-        symbols_json=symbols_json,
         version=version.hexdigest()[:32],
-        count=len(by_symbol),
+        count=len(fresh),
         listed=len(listed_names),
+        digests=fresh,
+        records=by_record,
+        kept={name: blob for name, blob in kept.items() if name in fresh},
+        listed_names=listed_names,
+        # The listing's JSON is its records' JSON joined: their digests, in order, name it.
+        listing_digest=hashlib.sha256(listed_digests).digest()[:16],
     )

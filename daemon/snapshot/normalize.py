@@ -8,8 +8,8 @@ Pipeline, as the refresh loop uses it (each step in its own module)::
     result = normalize(body, market="spot")              # raises PayloadError on a bad payload
     listed = prioritize(result.records, list_statuses={"TRADING"},      # snapshot.listing
                         quote_priority=("USDT", "FDUSD"), pinned=("BTCUSDT",))
-    blobs = build_snapshot(result.records, listed)       # what the snapshot writer stores
-    changes = diff_snapshots(previous_by_symbol, blobs.by_symbol)       # snapshot.diff
+    blobs = build_snapshot(result.records, listed, result.digests)  # what the writer stores
+    changes = diff_snapshots(previous.rows(), blobs.rows())             # snapshot.diff
 
 Payload decoding (typed, with a lenient path for odd rows) is :mod:`daemon.snapshot.payload`;
 this module validates rows and builds :class:`~daemon.contract.SymbolRecord` values.
@@ -25,7 +25,7 @@ from typing import Final
 import msgspec
 
 from daemon.contract.ratelimits import RateLimit, request_weight_limit
-from daemon.contract.record import MAX_SYMBOL_LENGTH, SymbolRecord, encode_record
+from daemon.contract.record import MAX_SYMBOL_LENGTH, SymbolRecord, encode_record_into
 from daemon.snapshot.payload import (
     EMPTY_LIST,
     WHOLE_BELOW,
@@ -81,16 +81,17 @@ class Normalized:
     server_time: int | None
     weight_limit: int | None
     """REQUEST_WEIGHT per-minute limit announced in ``rateLimits``, if any."""
-    encoded: Mapping[str, tuple[bytes, bytes]] = field(default_factory=dict)
-    """symbol -> (record JSON, 16-byte digest of it), for every record, in record order;
-    :func:`build_snapshot` reuses these instead of encoding again."""
+    digests: Mapping[str, bytes] = field(default_factory=dict)
+    """symbol -> 16-byte digest of the record's JSON (:func:`encode_record`), for every
+    record, in record order; :func:`build_snapshot` uses these instead of encoding again. The
+    JSON itself is not kept: encoding the same record again gives the same bytes."""
     processed: int = 0
     """Rows decoded in this call (the rest came from the memo unchanged)."""
     rate_limits: tuple[RateLimit, ...] = ()
     """The payload's ``rateLimits`` entries, in upstream order (empty if absent or odd)."""
     same_rows: bool = False
     """Every row has the same bytes, at the same position, as in the memo's previous payload
-    (so ``records`` and ``encoded`` equal the previous call's); False without a memo."""
+    (so ``records`` and ``digests`` equal the previous call's); False without a memo."""
 
 
 def is_acceptable_symbol(name: str) -> bool:
@@ -253,8 +254,8 @@ def _record(
 class _RowOutcome:
     # record is None for a dropped or refused row; refused holds the loggable name then.
     record: SymbolRecord | None
-    blob: bytes
     digest: bytes
+    """Of the record's JSON (the JSON itself is not kept)."""
     refused: str | None
     lenient: bool
 
@@ -264,10 +265,10 @@ class RowMemo:
 
     Pass the same memo to successive :func:`normalize` calls of one market: a row whose
     bytes did not change since the previous payload costs a hash and a comparison, and its
-    record, JSON and digest are reused as they are. After each call the memo holds the rows
-    of that payload only, and only their digests (16 bytes each), never the row bytes: it
-    costs about the records' size, not the payload's. Not thread-safe (one cycle of a market
-    at a time, in whichever thread runs it).
+    record and the digest of its JSON are reused as they are. After each call the memo holds
+    the rows of that payload only, and only their digests (16 bytes each), never the row
+    bytes nor the records' JSON: it costs about the record objects' size, not the payload's.
+    Not thread-safe (one cycle of a market at a time, in whichever thread runs it).
     """
 
     def __init__(self) -> None:
@@ -288,16 +289,18 @@ class RowMemo:
         return dict(zip(self.digests, self.outcomes, strict=True))
 
 
-_DROPPED: Final = _RowOutcome(None, b"", b"", None, False)
-_DROPPED_LENIENT: Final = _RowOutcome(None, b"", b"", None, True)
+_DROPPED: Final = _RowOutcome(None, b"", None, False)
+_DROPPED_LENIENT: Final = _RowOutcome(None, b"", None, True)
 
 
-def digest(blob: bytes | memoryview | msgspec.Raw) -> bytes:
+def digest(blob: bytes | bytearray | memoryview | msgspec.Raw) -> bytes:
     # sha256 runs on the CPU's SHA extensions where present: about twice blake2b's speed here.
     return hashlib.sha256(blob).digest()[:16]
 
 
-def _process_row(row_bytes: bytes, market: str, permissions: _PermissionMemo) -> _RowOutcome:
+def _process_row(
+    row_bytes: bytes, market: str, permissions: _PermissionMemo, buffer: bytearray
+) -> _RowOutcome:
     """Decode, validate and encode one row (the slow path, for rows the memo has not seen)."""
     try:
         row: Row | None = decode_row(row_bytes)
@@ -310,7 +313,7 @@ def _process_row(row_bytes: bytes, market: str, permissions: _PermissionMemo) ->
     if not symbol:
         return _DROPPED if strict else _DROPPED_LENIENT
     if not is_acceptable_symbol(symbol):
-        return _RowOutcome(None, b"", b"", loggable_name(symbol), not strict)
+        return _RowOutcome(None, b"", loggable_name(symbol), not strict)
     if not row.status:
         row.status = row.contract_status
     if not (row.status and row.base_asset and row.quote_asset):
@@ -325,8 +328,10 @@ def _process_row(row_bytes: bytes, market: str, permissions: _PermissionMemo) ->
         if not is_array:
             filters_raw = EMPTY_LIST
     record = _record(row, filters, filters_raw, market, permissions.union(row))
-    blob = encode_record(record)
-    return _RowOutcome(record, blob, digest(blob), None, not strict)
+    # Only the digest of the JSON is kept; the writer encodes the record again when it needs
+    # the bytes (the same record encodes to the same bytes). `buffer` is reused row to row.
+    encode_record_into(record, buffer)
+    return _RowOutcome(record, digest(buffer), None, not strict)
 
 
 def normalize(
@@ -394,7 +399,7 @@ def _same_region(payload: bytes, memo: RowMemo) -> Normalized | None:
         lenient=last.lenient,
         server_time=info.server_time,
         weight_limit=request_weight_limit(info.rate_limits),
-        encoded=last.encoded,
+        digests=last.digests,
         processed=0,
         rate_limits=tuple(info.rate_limits),
         same_rows=True,
@@ -420,10 +425,11 @@ def _normalize(
 ) -> Normalized:
     previous, known = memo.digests, memo.outcomes
     moved: dict[bytes, _RowOutcome] | None = None
+    buffer = bytearray()  # each new row's JSON, for its digest
     digests: list[bytes] = []
     outcomes: list[_RowOutcome] = []
     records: list[SymbolRecord] = []
-    encoded: dict[str, tuple[bytes, bytes]] = {}
+    json_digests: dict[str, bytes] = {}
     refused: list[str] = []
     dropped = duplicates = lenient = processed = 0
     i = 0
@@ -441,7 +447,7 @@ def _normalize(
                     moved = memo.by_digest()
                 found = moved.get(row_digest)
                 if found is None:
-                    found = _process_row(bytes(raw), market, memo.permissions)
+                    found = _process_row(bytes(raw), market, memo.permissions, buffer)
                     moved[row_digest] = found  # a repeated row in this payload is decoded once
                     processed += 1
                 outcome = found
@@ -456,11 +462,11 @@ def _normalize(
                 else:
                     dropped += 1
                 continue
-            if record.symbol in encoded:
+            if record.symbol in json_digests:
                 duplicates += 1
                 continue
             records.append(record)
-            encoded[record.symbol] = (outcome.blob, outcome.digest)
+            json_digests[record.symbol] = outcome.digest
         del rows  # this chunk's bytes go now, not when the loop ends
     same_rows = moved is None and i == len(previous) > 0
     memo.digests, memo.outcomes = digests, outcomes
@@ -474,7 +480,7 @@ def _normalize(
         lenient=lenient,
         server_time=info.server_time,
         weight_limit=request_weight_limit(info.rate_limits),
-        encoded=encoded,
+        digests=json_digests,
         processed=processed,
         rate_limits=tuple(info.rate_limits),
         same_rows=same_rows,

@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import redis.asyncio
 from redis.exceptions import RedisError, WatchError
 
-__all__ = ["BATCH", "STAGE_ABOVE", "TTL_MS", "StagingLost", "drop", "stage", "staging_name"]
+__all__ = [
+    "BATCH",
+    "STAGE_ABOVE",
+    "TTL_MS",
+    "StagingLost",
+    "drop",
+    "stage",
+    "stage_encoded",
+    "staging_name",
+]
 
 BATCH: Final = 200
 """Fields per HSET: small enough that packing one batch is a short step for the loop."""
@@ -62,6 +71,29 @@ async def stage(
         pipe.hset(name, mapping=batch)
         pipe.pexpire(name, TTL_MS)
         await pipe.execute()
+    return name
+
+
+async def stage_encoded(
+    client: redis.asyncio.Redis,
+    by_symbol_key: str,
+    names: Sequence[str],
+    encode: Callable[[Sequence[str]], list[bytes]],
+) -> str | None:
+    """Like :func:`stage`, for records not encoded yet: `encode` gives the JSON of a batch
+    of `names` just before it is sent, so the whole hash is never in memory at once (a
+    batch of 200 records at 17 MB: about 1.5 MB, a millisecond or two of encoding)."""
+    name = staging_name(by_symbol_key)
+    if name is None or not names:
+        return None
+    for start in range(0, len(names), BATCH):
+        part = names[start : start + BATCH]
+        batch: Any = dict(zip(part, encode(part), strict=True))
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(name, mapping=batch)
+        pipe.pexpire(name, TTL_MS)
+        await pipe.execute()
+        del batch
     return name
 
 

@@ -175,34 +175,35 @@ async def _state_replies(
 ) -> list[Any]:
     k = keys
     pipe = client.pipeline(transaction=False)
-    # A key left out still gets a command, so the reply positions stay put: EXISTS on the
-    # market's own key (any type answers it, and a cluster pipeline routes it to the market's
-    # slot, where it refuses ECHO); its reply is replaced below.
-    if k.meta in skip:
-        pipe.exists(k.meta)
-    else:
+    # A reply not asked for (a key of the wrong type, the row digests when not wanted) is
+    # not queued at all and reads as None: no placeholder command (a cluster pipeline
+    # refuses keyless commands such as ECHO).
+    meta = k.meta not in skip
+    ban = k.ban_until not in skip
+    rows = rows_key is not None and rows_key not in skip
+    if meta:
         pipe.hmget(k.meta, _STATE_FIELDS)
     pipe.exists(k.symbols)
     pipe.exists(k.last_good)
     pipe.exists(k.by_symbol)
-    if k.ban_until in skip:
-        pipe.exists(k.ban_until)
-    else:
+    if ban:
         pipe.get(k.ban_until)
     pipe.exists(repair_key)
-    if rows_key is None or rows_key in skip:
-        pipe.exists(k.meta)
-    else:
+    if rows and rows_key is not None:
         pipe.get(rows_key)
     for name in expected:
         pipe.type(name)
-    replies: list[Any] = await pipe.execute()
-    if k.meta in skip:
-        replies[0] = [None] * len(_STATE_FIELDS)
-    if k.ban_until in skip:
-        replies[4] = None
-    if rows_key is None or rows_key in skip:
-        replies[6] = None
+    got = iter(await pipe.execute())
+    replies: list[Any] = [
+        next(got) if meta else [None] * len(_STATE_FIELDS),
+        next(got),
+        next(got),
+        next(got),
+        next(got) if ban else None,
+        next(got),
+        next(got) if rows else None,
+    ]
+    replies.extend(got)
     return replies
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import msgspec
 import redis.asyncio
@@ -44,7 +44,14 @@ from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
 from daemon.snapshot.listing import SnapshotBlobs
-from daemon.snapshot.staging import STAGE_ABOVE, StagingLost, drop, stage
+from daemon.snapshot.staging import (
+    STAGE_ABOVE,
+    StagingLost,
+    drop,
+    stage,
+    stage_encoded,
+    staging_name,
+)
 from daemon.snapshot.state import (
     HeldSnapshot,
     SnapshotCorrupt,
@@ -93,6 +100,31 @@ _WATCH_RETRIES = 3
 
 _encode = msgspec.json.Encoder().encode
 
+T = TypeVar("T")
+
+
+def _changes(
+    blobs: SnapshotBlobs, previous: SnapshotBlobs
+) -> tuple[dict[str, bytes], list[str], bytes | None]:
+    """The JSON an incremental write sends: the changed rows, the removed names, and the
+    listing when it changed (None: unchanged). Encodes only what is sent."""
+    listing = None
+    if blobs.listing_digest is None or blobs.listing_digest != previous.listing_digest:
+        listing = blobs.symbols_json
+    new, old = blobs.digests, previous.digests
+    if new is old:  # the same snapshot (unchanged, most cycles): nothing to compare
+        return {}, [], listing
+    changed = {n: blobs.blob(n) for n, d in new.items() if old.get(n) != d}
+    return changed, [n for n in old if n not in new], listing
+
+
+def _listing_json(blobs: SnapshotBlobs) -> bytes:
+    return blobs.symbols_json
+
+
+def _by_symbol_json(blobs: SnapshotBlobs) -> dict[str, bytes]:
+    return blobs.by_symbol
+
 
 def _mapping(fields: Mapping[str, Any]) -> Any:
     # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
@@ -127,6 +159,15 @@ class SnapshotStore:
         # Set while this daemon leads the market among replicas: every write then checks,
         # inside its transaction, that the lease still holds our token.
         self.fence: Fence | None = None
+        # Runs the CPU work of a write (encoding the JSON it sends) off the event loop, e.g.
+        # the refresh worker's off_loop; None: inline.
+        self.offload: Callable[..., Awaitable[Any]] | None = None
+
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.offload is None:
+            return fn(*args)
+        result: T = await self.offload(fn, *args)
+        return result
 
     @property
     def once_key(self) -> str:
@@ -216,6 +257,20 @@ class SnapshotStore:
         if sum(map(len, by_symbol.values())) <= self.stage_above:
             return None
         return await stage(self.client, self.keys.by_symbol, by_symbol)
+
+    async def _whole(self, blobs: SnapshotBlobs) -> tuple[bytes, str | None, dict[str, bytes]]:
+        """What a whole write of `blobs` sends: the listing, and by_symbol either staged (the
+        staging key's name, an empty dict) or made whole for the transaction (None, the hash).
+        Records that will surely be staged (their listing alone is over ``stage_above``) are
+        encoded a batch at a time as they are staged, never all at once."""
+        listing = await self._cpu(_listing_json, blobs)
+        if len(listing) > self.stage_above and staging_name(self.keys.by_symbol) is not None:
+            names = list(blobs.digests)
+            staged = await stage_encoded(self.client, self.keys.by_symbol, names, blobs.json_of)
+            if staged is not None:
+                return listing, staged, {}
+        by_symbol = await self._cpu(_by_symbol_json, blobs)
+        return listing, await self._stage(by_symbol), by_symbol
 
     def _replace_by_symbol(
         self, pipe: Pipeline, staged: str | None, by_symbol: Mapping[str, bytes]
@@ -403,29 +458,34 @@ class SnapshotStore:
         rows: bytes | None,
     ) -> None:
         k = self.keys
+        # The JSON to send is made here, once (`fill` may run again on a retry), off the loop,
+        # and only what is sent: the snapshot keeps records and digests, not their JSON.
+        changed: dict[str, bytes] = {}
+        removed: list[str] = []
+        listing: bytes | None = None  # None: the listing did not change
+        by_symbol: dict[str, bytes] = {}
+        whole = b""
+        staged = None
+        if previous is not None:
+            changed, removed, listing = await self._cpu(_changes, blobs, previous)
+        else:
+            whole, staged, by_symbol = await self._whole(blobs)
 
         def fill(pipe: Pipeline) -> None:
             if previous is not None:
-                if blobs.symbols_json != previous.symbols_json:
-                    pipe.set(k.last_good, blobs.symbols_json)
-                    pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
+                if listing is not None:
+                    pipe.set(k.last_good, listing)
+                    pipe.set(k.symbols, listing, ex=self.cache_ttl)
                 else:
                     pipe.expire(k.symbols, self.cache_ttl)
-                old = previous.by_symbol
-                changed: dict[str, bytes] = {}
-                removed: list[str] = []
-                # The same dict (an unchanged snapshot, most cycles): nothing to compare.
-                if old is not blobs.by_symbol:
-                    changed = {n: b for n, b in blobs.by_symbol.items() if old.get(n) != b}
-                    removed = [n for n in old if n not in blobs.by_symbol]
                 if changed:
                     pipe.hset(k.by_symbol, mapping=_mapping(changed))
                 if removed:
                     pipe.hdel(k.by_symbol, *removed)
             else:
-                pipe.set(k.last_good, blobs.symbols_json)
-                pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
-                self._replace_by_symbol(pipe, staged, blobs.by_symbol)
+                pipe.set(k.last_good, whole)
+                pipe.set(k.symbols, whole, ex=self.cache_ttl)
+                self._replace_by_symbol(pipe, staged, by_symbol)
             # The list goes out twice rather than as one SET plus a server-side COPY: COPY of
             # a multi-MB value costs Redis ~10x a SET (fresh pages), and every reader's command
             # queues behind it. An unchanged list only has its expiry renewed.
@@ -447,7 +507,6 @@ class SnapshotStore:
                 # As a raw command: redis-py's cluster pipelines refuse the publish() method.
                 pipe.execute_command("PUBLISH", k.events, event)
 
-        staged = await self._stage(blobs.by_symbol) if previous is None else None
         try:
             await self._transact(
                 fill,
@@ -493,15 +552,20 @@ class SnapshotStore:
         blobs = held.blobs if held is not None else None
         if blobs is None and not await self.client.exists(k.last_good):
             return None
+        # Made once (`fill` may run again on a retry), from the records held in memory.
+        listing, staged = b"", None
+        by_symbol: dict[str, bytes] = {}
+        if blobs is not None:
+            listing, staged, by_symbol = await self._whole(blobs)
 
         def fill(pipe: Pipeline) -> None:
             if held is not None and blobs is not None:
                 # Conservative: a snapshot put back from memory drops the row digests (a
                 # restart then derives every row once) rather than rely on their version.
                 pipe.delete(self.rows_key)
-                pipe.set(k.last_good, blobs.symbols_json)
-                pipe.set(k.symbols, blobs.symbols_json, ex=self.cache_ttl)
-                self._replace_by_symbol(pipe, staged, blobs.by_symbol)
+                pipe.set(k.last_good, listing)
+                pipe.set(k.symbols, listing, ex=self.cache_ttl)
+                self._replace_by_symbol(pipe, staged, by_symbol)
                 pipe.set(k.refreshed_at, encode_timestamp(held.meta.fetched_at), nx=True)
                 # Not last_error: a failed cycle recorded why just before falling back, and
                 # the held snapshot's empty one must not erase it. Filled in if meta lost it.
@@ -518,7 +582,6 @@ class SnapshotStore:
                 pipe.hset(k.meta, "stale", "1")
             self._count(pipe, "fallback_used", token)
 
-        staged = await self._stage(blobs.by_symbol) if blobs is not None else None
         try:
             await self._transact(fill, staged=staged)
         finally:
@@ -558,9 +621,9 @@ class SnapshotStore:
             snapshot_meta = SnapshotMeta.from_hash(meta_raw)
         except MetaError:
             return None
-        blobs = SnapshotBlobs(
-            by_symbol={name.decode(): value for name, value in by_symbol_raw.items()},
-            symbols_json=symbols_json,
+        blobs = SnapshotBlobs.stored(
+            {name.decode(): value for name, value in by_symbol_raw.items()},
+            symbols_json,
             version=snapshot_meta.version,
             count=snapshot_meta.count,
             listed=snapshot_meta.listed,

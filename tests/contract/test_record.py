@@ -19,7 +19,8 @@ from daemon.contract import (
     record_to_dict,
 )
 from daemon.contract import filters as f
-from daemon.snapshot.normalize import normalize
+from daemon.contract.record import encode_record_array, encode_records
+from daemon.snapshot.normalize import digest, normalize
 from tests.support.fixtures import SAMPLES, sample_bytes
 
 # Exactly what the daemon wrote before the contract package existed (the spot sample's
@@ -91,7 +92,9 @@ def test_todays_daemon_output_is_unchanged() -> None:
     # The normalizer still writes exactly today's bytes for the shipped samples.
     for market, expected in (("spot", SPOT_BTCUSDT), ("usdm", USDM_BTCUSDT)):
         result = normalize((SAMPLES / f"{market}-sample.json").read_bytes(), market=market)
-        assert result.encoded["BTCUSDT"][0] == expected
+        btc = next(rec for rec in result.records if rec.symbol == "BTCUSDT")
+        assert encode_record(btc) == expected
+        assert result.digests["BTCUSDT"] == digest(expected)
 
 
 def test_spot_filters_typed() -> None:
@@ -252,3 +255,12 @@ def test_encode_decode_record_round_trip() -> None:
             again = decode_record(encode_record(rec))
             assert again == rec
             assert encode_record(again) == encode_record(rec)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 63, 64, 65, 129, 200])
+def test_record_array_is_the_records_json_joined(count: int) -> None:
+    base = decode_record(SPOT_BTCUSDT)
+    records = [msgspec.structs.replace(base, symbol=f"S{i}USDT") for i in range(count)]
+    joined = b"[" + b",".join(encode_record(rec) for rec in records) + b"]"
+    assert encode_record_array(records) == joined
+    assert encode_records(records) == [encode_record(rec) for rec in records]

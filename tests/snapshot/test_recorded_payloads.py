@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
+
+from daemon.contract.record import decode_record, encode_record, encode_records
 from daemon.snapshot.diff import diff_snapshots
 from daemon.snapshot.listing import build_snapshot, prioritize
-from daemon.snapshot.normalize import normalize
+from daemon.snapshot.normalize import digest, normalize
 from tests.snapshot.rows import raw_filters_of, records_by_symbol, snapshot_of
 from tests.support.fixtures import fixture_bytes
 
@@ -102,4 +105,42 @@ def test_fixture_versions_differ_between_payloads_and_diff_works() -> None:
     assert all(
         json.loads(old.by_symbol[s])["status"] != json.loads(new.by_symbol[s])["status"]
         for s, _, _ in diff.status_changed
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "market"),
+    [
+        ("spot-exchangeinfo-2020-11.json", "spot"),
+        ("spot-exchangeinfo-2023-09.json", "spot"),
+        ("spot-testnet-exchangeinfo-2024-09.json", "spot"),
+        ("usdm-futures-exchangeinfo-2025-12.json", "usdm"),
+    ],
+)
+def test_records_encode_again_to_the_very_same_bytes(name: str, market: str) -> None:
+    # A snapshot keeps records and the digests of their JSON, and encodes the JSON again when
+    # it writes: that must give the bytes the digest was taken of, and the bytes a record
+    # read back from Redis gives, for every row (also after its filters were looked at).
+    result = normalize(fixture_bytes(name), market=market)
+    once = [encode_record(rec) for rec in result.records]
+    assert encode_records(result.records) == once
+    for rec, blob in zip(result.records, once, strict=True):
+        assert result.digests[rec.symbol] == digest(blob)
+        assert encode_record(decode_record(blob)) == blob
+        assert rec.filters is not None
+        assert encode_record(rec) == blob
+    listed = prioritize(
+        result.records, list_statuses={"TRADING"}, quote_priority=("USDT",), pinned=()
+    )
+    snap = build_snapshot(result.records, listed, result.digests)
+    by_symbol, symbols_json = snap.materialize()
+    assert (
+        by_symbol
+        == snap.by_symbol
+        == {rec.symbol: b for rec, b in zip(result.records, once, strict=True)}
+    )
+    assert (
+        symbols_json
+        == snap.symbols_json
+        == b"[" + b",".join(by_symbol[rec.symbol] for rec in listed) + b"]"
     )

@@ -20,7 +20,7 @@ from tests.snapshot.rows import all_accounted, compact_json, make_payload, make_
 
 def _same(a: Normalized, b: Normalized) -> None:
     assert a.records == b.records
-    assert dict(a.encoded) == dict(b.encoded)
+    assert dict(a.digests) == dict(b.digests)
     assert (a.rows, a.dropped, a.refused, a.duplicates, a.lenient) == (
         b.rows,
         b.dropped,
@@ -85,12 +85,14 @@ def test_memo_keeps_records_independent_of_the_payload_buffer() -> None:
     assert bytes(first.records[0].filters_raw) == filters
 
 
-def test_build_snapshot_with_and_without_encoded_agree() -> None:
+def test_build_snapshot_with_and_without_digests_agree() -> None:
     result = normalize(make_payload(*_rows(12)), market="spot")
     listed = prioritize(result.records, list_statuses={"TRADING"}, quote_priority=[], pinned=[])
-    with_encoded = build_snapshot(result.records, listed, result.encoded)
+    with_digests = build_snapshot(result.records, listed, result.digests)
     without = build_snapshot(result.records, listed)
-    assert with_encoded == without
+    assert with_digests == without
+    assert with_digests.by_symbol == without.by_symbol
+    assert with_digests.symbols_json == without.symbols_json
 
 
 def test_coinm_rows_take_their_status_from_contract_status() -> None:
@@ -134,7 +136,7 @@ def test_replies_that_differ_only_in_their_header_cost_one_hash() -> None:
     third = normalize(_with_time(rows, 3), market="spot", memo=memo)
     # The rows were not looked at: the very same result objects, with this reply's header.
     assert third.records is second.records
-    assert third.encoded is second.encoded
+    assert third.digests is second.digests
     assert (third.same_rows, third.processed, third.server_time) == (True, 0, 3)
     _same(third, normalize(_with_time(rows, 3), market="spot"))
     limits = [

@@ -28,7 +28,8 @@ ROWS = 450  # more than two staging batches
 
 
 def _blobs(tick: str = "0.01000000") -> SnapshotBlobs:
-    rows = [make_row(f"S{i}USDT") for i in range(ROWS)]
+    # Every other row not listed: the listing is about half the records' bytes.
+    rows = [make_row(f"S{i}USDT", status="BREAK" if i % 2 else "TRADING") for i in range(ROWS)]
     rows[0]["filters"][0]["tickSize"] = tick
     records = normalize(make_payload(*rows), market="spot").records
     listed = prioritize(records, list_statuses={"TRADING"}, quote_priority=("USDT",), pinned=())
@@ -81,17 +82,24 @@ async def test_a_full_write_renames_the_staged_hash_and_leaves_no_staging_key(
 class _LosesItsStaging(SnapshotStore):
     """Deletes the staged hash before the transaction runs (as an expiry would)."""
 
-    async def _stage(self, by_symbol: dict[str, bytes]) -> str | None:  # type: ignore[override]
-        name = await super()._stage(by_symbol)
+    async def _whole(self, blobs: SnapshotBlobs) -> tuple[bytes, str | None, dict[str, bytes]]:
+        listing, name, by_symbol = await super()._whole(blobs)
         assert name is not None
         await self.client.delete(name)
-        return name
+        return listing, name, by_symbol
 
 
-async def test_a_vanished_staging_hash_refuses_the_write_whole(r: redis.asyncio.Redis) -> None:
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_vanished_staging_hash_refuses_the_write_whole(
+    r: redis.asyncio.Redis, batched: bool
+) -> None:
+    # Batched: the records are encoded a batch at a time as they are staged (the listing
+    # alone is over the threshold); else encoded whole, then staged.
     keys = market_keys("spot")
-    store = _LosesItsStaging(r, keys, cache_ttl=60, stage_above=0)
     blobs = _blobs()
+    stage_above = 0 if batched else len(blobs.symbols_json)
+    assert stage_above < sum(map(len, blobs.by_symbol.values()))
+    store = _LosesItsStaging(r, keys, cache_ttl=60, stage_above=stage_above)
     with pytest.raises(WatchError):
         await store.commit(blobs, _meta(blobs), diff=None, token=new_token())
     # Nothing of the snapshot was applied: no list without its hash, no meta.
