@@ -41,6 +41,7 @@ __all__ = [
     "scheme_only",
     "scrub_text",
     "secret_forms",
+    "url_parts",
     "written_password",
 ]
 
@@ -93,6 +94,15 @@ def authority(url: str) -> tuple[int, int]:
     offset = len(url) - len(url.lstrip())
     begin = offset + match.end()
     return begin, _authority_end(url, begin, _AUTHORITY_END_URL)
+
+
+_NEXT_URL = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9+.\-]*://)")
+
+
+def url_parts(text: str) -> list[str]:
+    """The URLs of a ``;``-joined list (Celery's ``sentinel://h1;sentinel://h2``): split only
+    where a scheme follows the ``;``, so a ``;`` inside a password stays in its URL."""
+    return _NEXT_URL.split(text)
 
 
 def written_password(url: str) -> str | None:

@@ -37,6 +37,7 @@ from daemon.redaction import (
     redact_one_url,
     scheme_only,
     secret_forms,
+    url_parts,
     written_password,
 )
 
@@ -139,7 +140,7 @@ class RedisURL:
         than four characters are left out (they would mask ordinary words)."""
         decoded: list[str | None] = [self.password, self.sentinel_password]
         written: list[str | None] = [written_password(self.url)]
-        for segment in self.url.split(";"):
+        for segment in url_parts(self.url):
             written.append(written_password(segment))
             for key, value in parse_qsl(urlsplit(segment).query, keep_blank_values=True):
                 if is_secret_param(key):
@@ -244,7 +245,7 @@ def _refuse_split_userinfo(url: str, source: str) -> None:
     """An ``@`` after the host part means a password with a raw ``/``, ``?`` or ``#``: the
     parser would read part of the password as host, path or query and might echo it in an
     error. Refuse up front, showing nothing beyond the scheme."""
-    for segment in url.split(";"):
+    for segment in url_parts(url):
         start, end = authority(segment)
         if start >= 0 and "@" in segment[end:]:
             raise ConfigError(
@@ -399,7 +400,7 @@ def _parse_celery_sentinel(url: str, source: str) -> RedisURL:
     creds: set[tuple[str | None, str | None]] = set()
     dbs: set[int] = set()
     query: list[tuple[str, str]] = []
-    for segment in url.split(";"):
+    for segment in url_parts(url):
         segment = segment.strip()
         if not segment:
             continue

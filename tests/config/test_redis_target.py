@@ -95,3 +95,25 @@ def test_describe_never_holds_the_password() -> None:
 )
 def test_redact_url(text: str, expected: str) -> None:
     assert redact_url(text) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:00@0;#@127.0.0.1:6379/0",  # a ';' then a '#' in the password
+        "redis://:a;b/c@127.0.0.1:6379/0",
+        "sentinel://:p;w#x@h1:26379;sentinel://h2:26379/0",
+    ],
+)
+def test_a_raw_separator_in_a_password_is_refused_even_after_a_semicolon(url: str) -> None:
+    # A ';' inside the password must not split the URL into parts that each look whole:
+    # the '@' after the host part is still seen, and the message shows nothing of the URL.
+    with pytest.raises(ConfigError, match="must be percent-encoded") as caught:
+        parse_redis_url(url, "test")
+    assert "@" not in str(caught.value).split(":", 1)[1].split("must be")[1]
+
+
+def test_a_semicolon_inside_a_password_stays_in_its_url() -> None:
+    url = parse_redis_url("sentinel://:p%3Bw@h1:26379;sentinel://:p;w@h2:26380/0", "test")
+    assert url.password == "p;w"  # Celery: the master's password, on every part
+    assert {node[1] for node in url.nodes} == {26379, 26380}
