@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 import redis.asyncio
 from redis.exceptions import WatchError
 
@@ -21,6 +22,7 @@ from daemon.snapshot.listing import SnapshotBlobs, build_snapshot, prioritize
 from daemon.snapshot.normalize import normalize
 from daemon.snapshot.store import SnapshotStore, new_token
 from tests.snapshot.rows import make_payload, make_row
+from tests.support.command_counts import Commands
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -148,3 +150,22 @@ async def test_a_small_by_symbol_is_written_in_the_transaction_a_large_one_is_st
     stored = await r.hgetall(keys.by_symbol)
     assert {k.decode(): v for k, v in stored.items()} == other.by_symbol
     assert await _staging_keys(r) == []
+
+
+@pytest.mark.parametrize("staged", [True, False])
+async def test_a_whole_write_unlinks_the_old_hash_and_reads_it_back_in_steps(
+    r: redis.asyncio.Redis, redis_url: str, staged: bool
+) -> None:
+    # UNLINK hands a large old hash to Redis's background thread instead of freeing it inside
+    # the EXEC every reader waits for; HSCAN reads it back without one long HGETALL.
+    keys = market_keys("spot")
+    store = SnapshotStore(r, keys, cache_ttl=60, stage_above=0 if staged else 1 << 30)
+    first = _blobs()
+    await store.commit(first, _meta(first), diff=None, token=new_token())
+    other = _blobs("0.02000000")
+    with Commands(redis.Redis.from_url(redis_url)) as seen:
+        await store.commit(other, _meta(other), diff=None, token=new_token())
+        assert await store.read_by_symbol() == other.by_symbol
+    assert seen.delta.get("unlink") == 1, seen.delta
+    assert "hgetall" not in seen.delta, seen.delta
+    assert seen.delta["hscan"] > 1  # more than one step for ROWS fields
