@@ -13,21 +13,18 @@ environment), as in an installed wheel.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests.ops.idle_rss import PAYLOAD, tool_parser
 from tests.support.daemon_proc import clean_env
-from tests.support.fixtures import FIXTURES
 from tests.support.redis_server import RedisServer
 
-PAYLOAD = FIXTURES / "spot-exchangeinfo-2023-09.json"
 COMMANDS: dict[str, list[str]] = {
     "symbold --help": ["--help"],
     "symbold status": ["status"],
@@ -52,16 +49,7 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=21)
-    parser.add_argument(
-        "--symbold",
-        default=str(Path(sys.executable).with_name("symbold")),
-        help="the symbold to measure (default: this venv's; e.g. a wheel installed elsewhere)",
-    )
-    args = parser.parse_args()
-    if not PAYLOAD.is_file():
-        raise SystemExit(f"recorded payload {PAYLOAD} is absent")
+    args = tool_parser(__doc__, runs=21).parse_args()
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="symbold-cli-") as tmp:
         config = Path(tmp) / "config.toml"
         config.write_text(f'[markets.spot]\nbase_urls = ["file://{PAYLOAD}"]\n')

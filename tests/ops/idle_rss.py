@@ -69,19 +69,25 @@ def measure(symbold: str, redis_url: str, health: bool, idle: float) -> dict[str
             proc.wait(timeout=30)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--health", action="store_true", help="also enable [health]")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--idle", type=float, default=5.0, help="seconds after the snapshot")
+def tool_parser(doc: str | None, runs: int) -> argparse.ArgumentParser:
+    """The options every measuring tool here shares: ``--runs`` and which ``--symbold``."""
+    if not PAYLOAD.is_file():
+        raise SystemExit(f"recorded payload {PAYLOAD} is absent")
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument(
         "--symbold",
         default=str(Path(sys.executable).with_name("symbold")),
         help="the symbold to measure (default: this venv's; e.g. a wheel installed elsewhere)",
     )
+    return parser
+
+
+def main() -> None:
+    parser = tool_parser(__doc__, runs=5)
+    parser.add_argument("--health", action="store_true", help="also enable [health]")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds after the snapshot")
     args = parser.parse_args()
-    if not PAYLOAD.is_file():
-        raise SystemExit(f"recorded payload {PAYLOAD} is absent")
     rss = []
     with RedisServer() as server:
         for _ in range(args.runs):
