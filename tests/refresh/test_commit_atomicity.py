@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import redis.asyncio
 
 from daemon.config.settings import Settings
@@ -202,97 +203,93 @@ def run_while_asleep(ref: MarketRefresher, method: str, port: int, seconds: floa
     setattr(ref.store, method, wrapped)
 
 
+SOCKET_TIMEOUT = 0.5
+
+
+@dataclass
+class Sleepy:
+    """A refresher whose Redis client gives up after SOCKET_TIMEOUT (retrying 3 times), its
+    server (so a test can put it to sleep) and an admin client to it."""
+
+    port: int
+    admin: redis.asyncio.Redis
+    ref: MarketRefresher
+
+
+@pytest.fixture
+async def sleepy(redis_factory: Any, settings: Settings) -> AsyncIterator[Sleepy]:
+    server = redis_factory().start()
+    admin = direct_client(server.url)
+    try:
+        async with open_refresher(
+            server.url,
+            settings,
+            redis_overrides={"socket_timeout": SOCKET_TIMEOUT, "retry_attempts": 3},
+        ) as ref:
+            yield Sleepy(server.port, admin, ref)
+    finally:
+        await admin.aclose()
+
+
 async def test_a_retried_commit_counts_success_exactly_once(
-    redis_factory: Any, settings: Settings, fake: FakeBinance
+    sleepy: Sleepy, fake: FakeBinance
 ) -> None:
-    server = redis_factory().start()
-    admin = direct_client(server.url)
-    socket_timeout = 0.5
-    try:
-        async with open_refresher(
-            server.url,
-            settings,
-            redis_overrides={"socket_timeout": socket_timeout, "retry_attempts": 3},
-        ) as ref:
-            await accepted(ref)
-            fake.set_payload(SPOT, CHANGED_PAYLOAD)
-            # Forget the held snapshot so the full write runs. Every write is WATCHed now (its
-            # keys' types are checked first), and redis-py never re-sends a watched
-            # transaction; the one-time token still guards a reply lost after EXEC.
-            ref.held = None
-            run_while_asleep(ref, "commit", server.port, socket_timeout + 0.4)
-            await admin.config_resetstat()
+    ref, admin = sleepy.ref, sleepy.admin
+    await accepted(ref)
+    fake.set_payload(SPOT, CHANGED_PAYLOAD)
+    # Forget the held snapshot so the full write runs. Every write is WATCHed now (its keys'
+    # types are checked first), and redis-py never re-sends a watched transaction; the
+    # one-time token still guards a reply lost after EXEC.
+    ref.held = None
+    run_while_asleep(ref, "commit", sleepy.port, SOCKET_TIMEOUT + 0.4)
+    await admin.config_resetstat()
 
-            result = await ref.refresh_once()
+    result = await ref.refresh_once()
 
-            assert result.outcome == "accepted"
-            stats = await admin.info("commandstats")
-            assert _calls(stats, "exec") == 1
-            assert await read_metrics(admin) == {"refresh_success": 2}
-            meta = await read_meta(admin)
-            assert meta["version"] == result.version
-            # One commit, one stream entry: no duplicate.
-            entries = await admin.xrange(KEYS.changes)
-            assert [e[1][b"version"] for e in entries] == [result.version.encode()]
-    finally:
-        await admin.aclose()
+    assert result.outcome == "accepted"
+    stats = await admin.info("commandstats")
+    assert _calls(stats, "exec") == 1
+    assert await read_metrics(admin) == {"refresh_success": 2}
+    meta = await read_meta(admin)
+    assert meta["version"] == result.version
+    # One commit, one stream entry: no duplicate.
+    entries = await admin.xrange(KEYS.changes)
+    assert [e[1][b"version"] for e in entries] == [result.version.encode()]
 
 
-async def test_incremental_commit_is_not_resent(
-    redis_factory: Any, settings: Settings, fake: FakeBinance
-) -> None:
-    server = redis_factory().start()
-    admin = direct_client(server.url)
-    socket_timeout = 0.5
-    try:
-        async with open_refresher(
-            server.url,
-            settings,
-            redis_overrides={"socket_timeout": socket_timeout, "retry_attempts": 3},
-        ) as ref:
-            await accepted(ref)
-            assert ref.held is not None  # so the next commit writes only the difference
-            fake.set_payload(SPOT, CHANGED_PAYLOAD)
-            run_while_asleep(ref, "commit", server.port, socket_timeout + 0.4)
-            result = await ref.refresh_once()
-            # A watched transaction that timed out is not re-sent as it is; the store then
-            # writes the full snapshot with the same one-time token, so success counts once
-            # whether or not the server ran the first EXEC after it woke.
-            assert result.outcome in ("accepted", "error")
-            assert await read_metrics(admin) == {"refresh_success": 2}
-            fresh = await ref.refresh_once()  # the same payload again: nothing half-written
-            assert fresh.ok
-            assert (await read_meta(admin))["version"] == fresh.version == result.version or (
-                result.outcome == "error"
-            )
-            assert await read_metrics(admin) == {"refresh_success": 3}
-    finally:
-        await admin.aclose()
+async def test_incremental_commit_is_not_resent(sleepy: Sleepy, fake: FakeBinance) -> None:
+    ref, admin = sleepy.ref, sleepy.admin
+    await accepted(ref)
+    assert ref.held is not None  # so the next commit writes only the difference
+    fake.set_payload(SPOT, CHANGED_PAYLOAD)
+    run_while_asleep(ref, "commit", sleepy.port, SOCKET_TIMEOUT + 0.4)
+    result = await ref.refresh_once()
+    # A watched transaction that timed out is not re-sent as it is; the store then writes the
+    # full snapshot with the same one-time token, so success counts once whether or not the
+    # server ran the first EXEC after it woke.
+    assert result.outcome in ("accepted", "error")
+    assert await read_metrics(admin) == {"refresh_success": 2}
+    fresh = await ref.refresh_once()  # the same payload again: nothing half-written
+    assert fresh.ok
+    assert (await read_meta(admin))["version"] == fresh.version == result.version or (
+        result.outcome == "error"
+    )
+    assert await read_metrics(admin) == {"refresh_success": 3}
 
 
 async def test_a_retried_failure_record_counts_exactly_once(
-    redis_factory: Any, settings: Settings, fake: FakeBinance
+    sleepy: Sleepy, fake: FakeBinance
 ) -> None:
-    server = redis_factory().start()
-    admin = direct_client(server.url)
-    socket_timeout = 0.5
-    try:
-        async with open_refresher(
-            server.url,
-            settings,
-            redis_overrides={"socket_timeout": socket_timeout, "retry_attempts": 3},
-        ) as ref:
-            await accepted(ref)
-            fake.fail(SPOT, Fault.status(500))
-            run_while_asleep(ref, "record_failure", server.port, socket_timeout + 0.4)
-            await admin.config_resetstat()
+    ref, admin = sleepy.ref, sleepy.admin
+    await accepted(ref)
+    fake.fail(SPOT, Fault.status(500))
+    run_while_asleep(ref, "record_failure", sleepy.port, SOCKET_TIMEOUT + 0.4)
+    await admin.config_resetstat()
 
-            result = await ref.refresh_once()
+    result = await ref.refresh_once()
 
-            assert result.outcome == "error"
-            assert result.redis_down is False
-            stats = await admin.info("commandstats")
-            assert _calls(stats, "exec") == 1  # watched: never re-sent
-            assert await read_metrics(admin) == {"refresh_success": 1, "refresh_error": 1}
-    finally:
-        await admin.aclose()
+    assert result.outcome == "error"
+    assert result.redis_down is False
+    stats = await admin.info("commandstats")
+    assert _calls(stats, "exec") == 1  # watched: never re-sent
+    assert await read_metrics(admin) == {"refresh_success": 1, "refresh_error": 1}
