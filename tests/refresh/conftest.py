@@ -11,6 +11,8 @@ real sockets. Assertions read Redis through a separate plain client."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -20,6 +22,7 @@ from daemon.refresh.cycle import MarketRefresher
 from tests.refresh.spot_market import BAN_FALLBACK, BASE_PAYLOAD, CACHE_TTL, MAX_BODY
 from tests.support.builders import make_settings, open_refresher
 from tests.support.fake_binance import SPOT, FakeBinance
+from tests.support.redis_server import RedisServer
 from tests.support.stored_snapshot import direct_client
 
 
@@ -47,6 +50,27 @@ def settings(fake: FakeBinance) -> Settings:
 async def refresher(redis_url: str, settings: Settings) -> AsyncIterator[MarketRefresher]:
     async with open_refresher(redis_url, settings) as ref:
         yield ref
+
+
+@dataclass
+class OwnServer:
+    """A refresher on a redis-server of the test's own (to restart or starve), and a plain
+    client to the same server to assert with."""
+
+    server: RedisServer
+    check: redis.asyncio.Redis
+    ref: MarketRefresher
+
+
+@pytest.fixture
+async def own(redis_factory: Any, settings: Settings) -> AsyncIterator[OwnServer]:
+    server = redis_factory().start()
+    check = direct_client(server.url)
+    try:
+        async with open_refresher(server.url, settings) as ref:
+            yield OwnServer(server, check, ref)
+    finally:
+        await check.aclose()
 
 
 @pytest.fixture

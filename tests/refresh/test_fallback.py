@@ -6,77 +6,66 @@ Real redis-server and fake Binance processes on loopback, nothing mocked (see co
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import redis.asyncio
 
 from daemon.config.settings import Settings
 from daemon.refresh.cycle import MarketRefresher
+from tests.refresh.conftest import OwnServer
 from tests.refresh.spot_market import CACHE_TTL, KEYS
 from tests.support.builders import accepted, open_refresher
 from tests.support.fake_binance import SPOT, FakeBinance, Fault
-from tests.support.stored_snapshot import direct_client, read_meta, read_metrics, read_stored
+from tests.support.stored_snapshot import read_meta, read_metrics, read_stored
 
 
 async def test_redis_restarted_empty_then_upstream_fails_republishes_from_memory(
-    redis_factory: Any, settings: Settings, fake: FakeBinance
+    own: OwnServer, fake: FakeBinance
 ) -> None:
-    server = redis_factory().start()
-    check = direct_client(server.url)
-    try:
-        async with open_refresher(server.url, settings) as ref:
-            good = await accepted(ref)
-            stored = await read_stored(check)
-            server.restart()
-            assert await check.dbsize() == 0
-            fake.set_mode(SPOT, Fault.status(500))
+    server, check, ref = own.server, own.check, own.ref
+    good = await accepted(ref)
+    stored = await read_stored(check)
+    server.restart()
+    assert await check.dbsize() == 0
+    fake.set_mode(SPOT, Fault.status(500))
 
-            result = await ref.refresh_once()
+    result = await ref.refresh_once()
 
-            assert result.outcome == "error"
-            assert result.redis_down is False
-            after = await read_stored(check)
-            assert after.symbols == stored.symbols
-            assert after.last_good == stored.symbols
-            assert after.by_symbol == stored.by_symbol
-            assert after.refreshed_at == stored.refreshed_at
-            assert await check.ttl(KEYS.symbols) == CACHE_TTL
-            meta = await read_meta(check)
-            assert meta["version"] == good.version
-            assert (meta["count"], meta["listed"]) == ("8", "6")
-            assert meta["stale"] == "1"
-            assert meta["last_error"] == result.reason
-            assert await read_metrics(check) == {"refresh_error": 1, "fallback_used": 1}
+    assert result.outcome == "error"
+    assert result.redis_down is False
+    after = await read_stored(check)
+    assert after.symbols == stored.symbols
+    assert after.last_good == stored.symbols
+    assert after.by_symbol == stored.by_symbol
+    assert after.refreshed_at == stored.refreshed_at
+    assert await check.ttl(KEYS.symbols) == CACHE_TTL
+    meta = await read_meta(check)
+    assert meta["version"] == good.version
+    assert (meta["count"], meta["listed"]) == ("8", "6")
+    assert meta["stale"] == "1"
+    assert meta["last_error"] == result.reason
+    assert await read_metrics(check) == {"refresh_error": 1, "fallback_used": 1}
 
-            # Next failing cycle: the cache is there, nothing is republished again.
-            assert (await ref.refresh_once()).outcome == "error"
-            assert await read_metrics(check) == {"refresh_error": 2, "fallback_used": 1}
-    finally:
-        await check.aclose()
+    # Next failing cycle: the cache is there, nothing is republished again.
+    assert (await ref.refresh_once()).outcome == "error"
+    assert await read_metrics(check) == {"refresh_error": 2, "fallback_used": 1}
 
 
 async def test_redis_restarted_empty_then_a_rejected_reply_republishes_too(
-    redis_factory: Any, settings: Settings, fake: FakeBinance
+    own: OwnServer, fake: FakeBinance
 ) -> None:
-    server = redis_factory().start()
-    check = direct_client(server.url)
-    try:
-        async with open_refresher(server.url, settings) as ref:
-            await accepted(ref)
-            stored = await read_stored(check)
-            server.restart()
-            fake.fail(SPOT, Fault.invalid_json())
-            result = await ref.refresh_once()
-            assert result.outcome == "rejected"
-            after = await read_stored(check)
-            assert (after.symbols, after.by_symbol) == (stored.symbols, stored.by_symbol)
-            meta = await read_meta(check)
-            assert meta["stale"] == "1"
-            assert meta["last_error"] == f"rejected: {result.reason}"
-            assert await read_metrics(check) == {"refresh_rejected": 1, "fallback_used": 1}
-    finally:
-        await check.aclose()
+    server, check, ref = own.server, own.check, own.ref
+    await accepted(ref)
+    stored = await read_stored(check)
+    server.restart()
+    fake.fail(SPOT, Fault.invalid_json())
+    result = await ref.refresh_once()
+    assert result.outcome == "rejected"
+    after = await read_stored(check)
+    assert (after.symbols, after.by_symbol) == (stored.symbols, stored.by_symbol)
+    meta = await read_meta(check)
+    assert meta["stale"] == "1"
+    assert meta["last_error"] == f"rejected: {result.reason}"
+    assert await read_metrics(check) == {"refresh_rejected": 1, "fallback_used": 1}
 
 
 async def test_watch_does_nothing_while_the_cache_is_there(
@@ -166,27 +155,20 @@ async def test_watch_with_nothing_in_memory_or_redis_does_nothing(
     assert await r.dbsize() == 0
 
 
-async def test_watch_after_redis_restarted_empty_republishes_everything(
-    redis_factory: Any, settings: Settings
-) -> None:
-    server = redis_factory().start()
-    check = direct_client(server.url)
-    try:
-        async with open_refresher(server.url, settings) as ref:
-            good = await accepted(ref)
-            stored = await read_stored(check)
-            server.restart()
-            assert await ref.watch() == "memory"
-            after = await read_stored(check)
-            assert after == stored
-            meta = await read_meta(check)
-            assert (meta["version"], meta["count"], meta["listed"], meta["stale"]) == (
-                good.version,
-                "8",
-                "6",
-                "1",
-            )
-            assert meta["last_error"] == ""
-            assert await read_metrics(check) == {"fallback_used": 1}
-    finally:
-        await check.aclose()
+async def test_watch_after_redis_restarted_empty_republishes_everything(own: OwnServer) -> None:
+    server, check, ref = own.server, own.check, own.ref
+    good = await accepted(ref)
+    stored = await read_stored(check)
+    server.restart()
+    assert await ref.watch() == "memory"
+    after = await read_stored(check)
+    assert after == stored
+    meta = await read_meta(check)
+    assert (meta["version"], meta["count"], meta["listed"], meta["stale"]) == (
+        good.version,
+        "8",
+        "6",
+        "1",
+    )
+    assert meta["last_error"] == ""
+    assert await read_metrics(check) == {"fallback_used": 1}

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio
 
 from daemon.config.settings import Settings
+from tests.refresh.conftest import OwnServer
 from tests.refresh.spot_market import BASE_LISTED, BASE_PAYLOAD, CHANGED_PAYLOAD, KEYS
 from tests.support.builders import accepted, open_refresher
 from tests.support.fake_binance import SPOT, FakeBinance, Fault
@@ -49,60 +50,50 @@ async def test_redis_down_returns_an_error_without_asking_upstream(
 
 
 async def test_redis_refusing_writes_is_reported_not_raised(
-    redis_factory: Any, settings: Settings, fake: FakeBinance
+    own: OwnServer, fake: FakeBinance
 ) -> None:
     """maxmemory 1 with noeviction: reads work, every write fails with OOM (not retried)."""
-    server = redis_factory().start()
-    check = direct_client(server.url)
-    try:
-        async with open_refresher(server.url, settings) as ref:
-            await accepted(ref)
-            stored = await read_stored(check)
-            fake.set_payload(SPOT, CHANGED_PAYLOAD)
-            await check.config_set("maxmemory", "1")
+    check, ref = own.check, own.ref
+    await accepted(ref)
+    stored = await read_stored(check)
+    fake.set_payload(SPOT, CHANGED_PAYLOAD)
+    await check.config_set("maxmemory", "1")
 
-            result = await ref.refresh_once()  # the commit is refused
-            assert result.outcome == "error"
-            assert result.redis_down is True
-            assert result.reason.startswith("redis: OutOfMemoryError: ")
+    result = await ref.refresh_once()  # the commit is refused
+    assert result.outcome == "error"
+    assert result.redis_down is True
+    assert result.reason.startswith("redis: OutOfMemoryError: ")
 
-            fake.set_payload(SPOT, BASE_PAYLOAD)
-            fake.set_mode(SPOT, Fault.status(500))
-            result = await ref.refresh_once()  # recording the failure is refused
-            assert result.outcome == "error"
-            assert result.redis_down is True
+    fake.set_payload(SPOT, BASE_PAYLOAD)
+    fake.set_mode(SPOT, Fault.status(500))
+    result = await ref.refresh_once()  # recording the failure is refused
+    assert result.outcome == "error"
+    assert result.redis_down is True
 
-            await check.config_set("maxmemory", "0")
-            assert await read_stored(check) == stored
-    finally:
-        await check.aclose()
+    await check.config_set("maxmemory", "0")
+    assert await read_stored(check) == stored
 
 
 async def test_redis_refusing_writes_during_a_ban_is_reported_not_raised(
-    redis_factory: Any, settings: Settings, fake: FakeBinance
+    own: OwnServer, fake: FakeBinance
 ) -> None:
     """A banned cycle that finds the cache gone tries to republish; a refused write there
     must not escape refresh_once either."""
-    server = redis_factory().start()
-    check = direct_client(server.url)
-    try:
-        async with open_refresher(server.url, settings) as ref:
-            await accepted(ref)
-            fake.fail(SPOT, Fault.rate_limited(retry_after=60))
-            assert (await ref.refresh_once()).outcome == "error"
-            await check.delete(KEYS.symbols)
-            await check.config_set("maxmemory", "1")
+    check, ref = own.check, own.ref
+    await accepted(ref)
+    fake.fail(SPOT, Fault.rate_limited(retry_after=60))
+    assert (await ref.refresh_once()).outcome == "error"
+    await check.delete(KEYS.symbols)
+    await check.config_set("maxmemory", "1")
 
-            result = await ref.refresh_once()
+    result = await ref.refresh_once()
 
-            assert result.outcome == "error"
-            assert result.redis_down is True
-            assert fake.requests[SPOT] == 2
-            await check.config_set("maxmemory", "0")
-            # Once writes work again, the banned cycle republishes and still does not fetch.
-            skipped = await ref.refresh_once()
-            assert skipped.outcome == "skipped"
-            assert await check.exists(KEYS.symbols) == 1
-            assert fake.requests[SPOT] == 2
-    finally:
-        await check.aclose()
+    assert result.outcome == "error"
+    assert result.redis_down is True
+    assert fake.requests[SPOT] == 2
+    await check.config_set("maxmemory", "0")
+    # Once writes work again, the banned cycle republishes and still does not fetch.
+    skipped = await ref.refresh_once()
+    assert skipped.outcome == "skipped"
+    assert await check.exists(KEYS.symbols) == 1
+    assert fake.requests[SPOT] == 2
