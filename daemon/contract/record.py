@@ -18,6 +18,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "encode_record_array",
+    "encode_record_array_spans",
     "encode_record_into",
     "encode_records",
     "record_to_dict",
@@ -148,6 +149,24 @@ def encode_record_array(records: Sequence[SymbolRecord]) -> bytes:
         if at:
             buffer[at] = 0x2C  # ","
     return bytes(buffer)
+
+
+def encode_record_array_spans(records: Sequence[SymbolRecord]) -> tuple[bytes, list[int]]:
+    """:func:`encode_record_array` of `records` (the same bytes), and where each record's JSON
+    starts in it: record ``i`` is ``array[starts[i] : starts[i + 1] - 1]`` (the ``,`` between
+    them left out), the last one ends before the closing ``]``. A writer that stores both the
+    array and every record takes the records from it instead of encoding them twice."""
+    if not records:
+        return b"[]", []
+    buffer = bytearray(b"[")
+    starts: list[int] = []
+    for rec in records:
+        at = len(buffer)
+        starts.append(at)
+        _ENCODER.encode_into(rec, buffer, at)
+        buffer.append(0x2C)  # ","
+    buffer[-1] = 0x5D  # "]" over the last ","
+    return bytes(buffer), starts
 
 
 def decode_record(data: bytes | bytearray | memoryview | str) -> SymbolRecord:

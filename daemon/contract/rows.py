@@ -12,7 +12,8 @@ The value is one binary string, written in the snapshot's own MULTI::
     16 bytes                     fingerprint of how records were derived (settings, code)
     1 byte  r (0 or 16), r bytes the digest of that payload's bytes from its first row to its
                                  end, when known (its header then says all the payload says)
-    16 bytes per upstream row    sha256(row bytes)[:16], in upstream order
+    16 bytes per upstream row    XXH3-128 of the row's bytes, in upstream order (before
+                                 derivation 2 of the fingerprint: sha256, truncated)
 
 It is a promise, kept by the writer: deriving a payload whose rows have exactly these digests,
 under the same fingerprint, gives exactly the snapshot of that version (no row held back, no

@@ -6,7 +6,7 @@ Pure and deterministic: equal records give equal bytes and an equal version.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Final
@@ -17,6 +17,7 @@ from daemon.contract.record import (
     SymbolRecord,
     encode_record,
     encode_record_array,
+    encode_record_array_spans,
     encode_records,
 )
 from daemon.snapshot.normalize import digest, loggable_name
@@ -180,6 +181,39 @@ class SnapshotBlobs:
         if self.listing is not None:
             return by_symbol, self.listing
         return by_symbol, _json_array([by_symbol[name] for name in self.listed_names])
+
+    def symbols_json_spans(self) -> tuple[bytes, list[int] | None]:
+        """``symbols_json``, with where each listed record starts in it when it was encoded
+        here (see :func:`encode_record_array_spans`), else None: for :meth:`by_symbol_from`."""
+        kept = self.kept
+        if self.listing is not None or (kept and any(name in kept for name in self.listed_names)):
+            return self.symbols_json, None
+        return encode_record_array_spans([self.records[name] for name in self.listed_names])
+
+    def cutter(
+        self, listing: bytes, starts: list[int] | None
+    ) -> Callable[[Iterable[str]], list[bytes]]:
+        """:meth:`json_of`, but each listed row's JSON cut out of `listing` and `starts` (what
+        :meth:`symbols_json_spans` gave) rather than encoded again; the others encoded."""
+        if starts is None:
+            return self.json_of
+        ends = [*starts[1:], len(listing)] if starts else []
+        spans = dict(zip(self.listed_names, zip(starts, ends, strict=True), strict=True))
+
+        def json_of(names: Iterable[str]) -> list[bytes]:
+            names = list(names)
+            fresh = iter(self.json_of([name for name in names if name not in spans]))
+            out: list[bytes] = []
+            for name in names:
+                span = spans.get(name)
+                out.append(listing[span[0] : span[1] - 1] if span is not None else next(fresh))
+            return out
+
+        return json_of
+
+    def by_symbol_from(self, listing: bytes, starts: list[int] | None) -> dict[str, bytes]:
+        """``by_symbol``, listed rows cut out of `listing` (see :meth:`cutter`)."""
+        return dict(zip(self.digests, self.cutter(listing, starts)(self.digests), strict=True))
 
     @property
     def by_symbol(self) -> dict[str, bytes]:

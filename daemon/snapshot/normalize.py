@@ -15,7 +15,6 @@ Payload decoding (typed, with a lenient path for odd rows) is :mod:`daemon.snaps
 this module validates rows and builds :class:`~daemon.contract.SymbolRecord` values.
 """
 
-import hashlib
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 
 import msgspec
+from xxhash import xxh3_128_digest
 
 from daemon.contract.ratelimits import RateLimit, request_weight_limit
 from daemon.contract.record import MAX_SYMBOL_LENGTH, SymbolRecord, encode_record_into
@@ -147,7 +147,7 @@ def _larger(primary: str | None, other: str | None) -> str | None:
 
 
 class _PermissionMemo:
-    """Sorted permission unions by the exact bytes of (permissions, permissionSets).
+    """Sorted permission unions by the content of (permissions, permissionSets).
 
     A payload repeats a handful of distinct lists over thousands of rows; decoding each
     distinct pair once turns ~1M string objects (modern spot) into a few dozen.
@@ -159,10 +159,11 @@ class _PermissionMemo:
         self._known: dict[tuple[bytes, bytes], tuple[str, ...]] = {}
 
     def union(self, row: Row) -> tuple[str, ...]:
-        key = (bytes(row.permissions), bytes(row.permission_sets))
+        # Keyed by digests of the two lists, not copies of them: a modern row's lists are ~7 KB.
+        key = (digest(row.permissions), digest(row.permission_sets))
         found = self._known.get(key)
         if found is None:
-            found = _permission_union(*key)
+            found = _permission_union(bytes(row.permissions), bytes(row.permission_sets))
             if len(self._known) >= self._LIMIT:
                 self._known.clear()
             self._known[key] = found
@@ -294,19 +295,26 @@ _DROPPED_LENIENT: Final = _RowOutcome(None, b"", None, True)
 
 
 def digest(blob: bytes | bytearray | memoryview | msgspec.Raw) -> bytes:
-    # sha256 runs on the CPU's SHA extensions where present: about twice blake2b's speed here.
-    return hashlib.sha256(blob).digest()[:16]
+    """16 bytes naming `blob`'s content (XXH3-128): equal bytes, equal digests; different
+    bytes give different digests except by a 2**-128 accident.
+
+    Not collision-resistant against someone who crafts inputs on purpose, and it need not be:
+    what is hashed is the upstream reply (whoever can shape it can send any rows outright)
+    and JSON stored in Redis (whoever can write there can change any key). sha256 costs
+    5-10x more here (3.8 ms against 0.7 ms for the 2,292 rows of the 2023 spot payload, 14
+    against 1.3 ms for 17 MB), and every cycle hashes every row."""
+    return xxh3_128_digest(blob)
 
 
 def _process_row(
-    row_bytes: bytes, market: str, permissions: _PermissionMemo, buffer: bytearray
+    row_bytes: msgspec.Raw, market: str, permissions: _PermissionMemo, buffer: bytearray
 ) -> _RowOutcome:
     """Decode, validate and encode one row (the slow path, for rows the memo has not seen)."""
     try:
         row: Row | None = decode_row(row_bytes)
         strict = True
     except msgspec.DecodeError:
-        row, strict = lenient_row(msgspec.Raw(row_bytes)), False
+        row, strict = lenient_row(row_bytes), False
     if row is None:
         return _DROPPED_LENIENT
     symbol = row.symbol
@@ -387,7 +395,7 @@ def _same_region(payload: bytes, memo: RowMemo) -> Normalized | None:
     if found is None:
         return None
     info, opened = found
-    # hashlib reads the memoryview in place and releases the GIL while it hashes.
+    # Hashed in place through the memoryview (no copy): about 1.3 ms for 17 MB.
     if digest(memoryview(payload)[opened:]) != memo.region:
         return None
     return Normalized(
@@ -435,7 +443,7 @@ def _normalize(
     i = 0
     for rows in chunks:
         for raw in rows:
-            # Hashing a row (a few KB) releases the GIL; the memo keeps 16 bytes per row.
+            # The memo keeps 16 bytes per row, never the row.
             row_digest = digest(raw)
             digests.append(row_digest)
             if i < len(previous) and previous[i] == row_digest:
@@ -447,7 +455,7 @@ def _normalize(
                     moved = memo.by_digest()
                 found = moved.get(row_digest)
                 if found is None:
-                    found = _process_row(bytes(raw), market, memo.permissions, buffer)
+                    found = _process_row(raw, market, memo.permissions, buffer)
                     moved[row_digest] = found  # a repeated row in this payload is decoded once
                     processed += 1
                 outcome = found

@@ -118,12 +118,8 @@ def _changes(
     return changed, [n for n in old if n not in new], listing
 
 
-def _listing_json(blobs: SnapshotBlobs) -> bytes:
-    return blobs.symbols_json
-
-
-def _by_symbol_json(blobs: SnapshotBlobs) -> dict[str, bytes]:
-    return blobs.by_symbol
+def _listing_spans(blobs: SnapshotBlobs) -> tuple[bytes, list[int] | None]:
+    return blobs.symbols_json_spans()
 
 
 def _mapping(fields: Mapping[str, Any]) -> Any:
@@ -271,13 +267,15 @@ class SnapshotStore:
         staging key's name, an empty dict) or made whole for the transaction (None, the hash).
         Records that will surely be staged (their listing alone is over ``stage_above``) are
         encoded a batch at a time as they are staged, never all at once."""
-        listing = await self._cpu(_listing_json, blobs)
+        listing, starts = await self._cpu(_listing_spans, blobs)
+        # Listed rows are cut out of the listing, not encoded a second time.
         if len(listing) > self.stage_above and staging_name(self.keys.by_symbol) is not None:
             names = list(blobs.digests)
-            staged = await stage_encoded(self.client, self.keys.by_symbol, names, blobs.json_of)
+            json_of = blobs.cutter(listing, starts)
+            staged = await stage_encoded(self.client, self.keys.by_symbol, names, json_of)
             if staged is not None:
                 return listing, staged, {}
-        by_symbol = await self._cpu(_by_symbol_json, blobs)
+        by_symbol = await self._cpu(blobs.by_symbol_from, listing, starts)
         return listing, await self._stage(by_symbol), by_symbol
 
     def _replace_by_symbol(

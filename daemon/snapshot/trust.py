@@ -34,11 +34,12 @@ from daemon.snapshot.payload import (
 
 __all__ = ["DERIVATION", "Matched", "fingerprint", "match_rows"]
 
-DERIVATION: Final = 1
+DERIVATION: Final = 2
 """Bump when the same upstream rows would derive different records, listing or version (a
 change in normalize, listing or the record's encoding): stored row digests written under
 another number are then not trusted. The package version and the record's fields are in the
-fingerprint too, so a release that forgets it still derives every row once after an upgrade."""
+fingerprint too, so a release that forgets it still derives every row once after an upgrade.
+2: row and record digests are XXH3-128 (were sha256, truncated), so versions differ too."""
 
 
 def fingerprint(

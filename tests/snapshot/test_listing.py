@@ -125,6 +125,26 @@ def test_snapshot_contents() -> None:
     int(snap.version, 16)
 
 
+@pytest.mark.parametrize("listed_count", [0, 1, 2, 16])
+def test_listing_spans_give_the_same_bytes_as_encoding_each_row(listed_count: int) -> None:
+    """A whole write cuts listed rows out of the listing: the same bytes as encoding them."""
+    result = normalize(sample_bytes("spot-sample.json"), market="spot")
+    listed = prioritize(
+        result.records, list_statuses={"TRADING"}, quote_priority=("USDT",), pinned=("ETHBTC",)
+    )[:listed_count]
+    snap = build_snapshot(result.records, listed, result.digests)
+    listing, starts = snap.symbols_json_spans()
+    assert starts is not None
+    assert len(starts) == listed_count
+    assert listing == snap.symbols_json
+    assert snap.by_symbol_from(listing, starts) == snap.by_symbol
+    assert list(snap.by_symbol_from(listing, starts)) == list(snap.by_symbol)  # record order
+    # A listing not encoded here (read back from Redis) has no spans: rows are encoded.
+    stored = type(snap).stored(snap.by_symbol, listing, version="v", count=20, listed=0)
+    assert stored.symbols_json_spans() == (listing, None)
+    assert stored.by_symbol_from(listing, None) == snap.by_symbol
+
+
 def test_empty_snapshot() -> None:
     snap = build_snapshot([], [])
     assert (snap.by_symbol, snap.symbols_json, snap.count, snap.listed) == ({}, b"[]", 0, 0)
