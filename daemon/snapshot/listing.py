@@ -22,7 +22,7 @@ from daemon.contract.record import (
 )
 from daemon.snapshot.normalize import digest, loggable_name
 
-__all__ = ["SnapshotBlobs", "build_snapshot", "prioritize"]
+__all__ = ["KeptListing", "SnapshotBlobs", "build_snapshot", "prioritize", "splice_listing"]
 
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -227,6 +227,55 @@ class SnapshotBlobs:
         if not kept or not any(name in kept for name in self.listed_names):
             return encode_record_array([records[name] for name in self.listed_names])
         return _json_array(self.json_of(self.listed_names))
+
+
+@dataclass(frozen=True, slots=True)
+class KeptListing:
+    """A listing's JSON as last written, with where each listed row starts in it (see
+    :func:`encode_record_array_spans`), named by the snapshot's ``listing_digest``: what
+    :func:`splice_listing` edits when a few listed rows change."""
+
+    digest: bytes
+    names: tuple[str, ...]
+    listing: bytes
+    starts: list[int]
+
+
+def splice_listing(
+    kept: KeptListing, blobs: SnapshotBlobs, previous: SnapshotBlobs
+) -> tuple[bytes, list[int]] | None:
+    """``blobs.symbols_json`` and its row starts, made from `kept` (the listing of `previous`)
+    by replacing the listed rows whose digest changed; only those rows are encoded. None when
+    `kept` is not `previous`'s listing, the listed names or their order changed, or a listed
+    row of `blobs` is a kept (held) one: then encode the listing whole."""
+    names = blobs.listed_names
+    if (
+        previous.listing_digest is None
+        or kept.digest != previous.listing_digest
+        or kept.names != names
+        or (blobs.kept and any(name in blobs.kept for name in names))
+    ):
+        return None
+    new, old = blobs.digests, previous.digests
+    changed = {i for i, name in enumerate(names) if new[name] != old.get(name)}
+    if not changed:
+        return kept.listing, kept.starts
+    listing, starts = kept.listing, kept.starts
+    pieces: list[bytes] = []
+    new_starts: list[int] = []
+    at = 0  # where the next unchanged stretch of `listing` begins
+    shift = 0  # how far rows move: the length changes of the rows replaced so far
+    for i, name in enumerate(names):
+        new_starts.append(starts[i] + shift)
+        if i in changed:
+            # Row i ends before the "," (or the final "]") that follows it.
+            end = (starts[i + 1] if i + 1 < len(starts) else len(listing)) - 1
+            blob = encode_record(blobs.records[name])
+            pieces += (listing[at : starts[i]], blob)
+            at = end
+            shift += len(blob) - (end - starts[i])
+    pieces.append(listing[at:])
+    return b"".join(pieces), new_starts
 
 
 def _json_array(parts: list[bytes]) -> bytes:

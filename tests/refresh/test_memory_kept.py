@@ -1,6 +1,7 @@
-"""What a refresher keeps between cycles: records and 16-byte digests, never the records' JSON
-nor the listing's JSON; and the JSON it makes again when it writes (a changed row, a full
-rewrite, a republish from memory) is byte for byte what a fresh derivation gives.
+"""What a refresher keeps between cycles: records and 16-byte digests, never the records' JSON,
+and the listing's JSON only when it is small (for the next write to splice changed rows into);
+and the JSON it makes again when it writes (a changed row, a spliced listing, a full rewrite, a
+republish from memory) is byte for byte what a fresh derivation gives.
 
 Real redis-server and fake Binance processes on loopback, nothing mocked (see conftest.py).
 """
@@ -15,6 +16,7 @@ import redis.asyncio
 
 from daemon.contract.record import encode_record
 from daemon.refresh.cycle import MarketRefresher
+from daemon.snapshot import store as store_module
 from daemon.snapshot.listing import prioritize
 from daemon.snapshot.normalize import normalize
 from tests.refresh.spot_market import BASE_PAYLOAD, CHANGED_PAYLOAD, KEYS
@@ -59,6 +61,18 @@ def _fresh_json(body: bytes) -> dict[bytes, bytes]:
     return {rec.symbol.encode(): encode_record(rec) for rec in result.records}
 
 
+def _fresh_listing(body: bytes, ref: MarketRefresher) -> bytes:
+    """The listing's JSON, derived from scratch."""
+    records = normalize(body, market="spot").records
+    listed = prioritize(
+        records,
+        list_statuses=ref.market.list_statuses,
+        quote_priority=ref.market.quote_priority,
+        pinned=ref.market.pinned,
+    )
+    return b"[" + b",".join(encode_record(rec) for rec in listed) + b"]"
+
+
 async def test_after_cycles_no_record_or_listing_json_is_kept(
     refresher: MarketRefresher, r: redis.asyncio.Redis, fake: FakeBinance
 ) -> None:
@@ -84,11 +98,17 @@ async def test_changed_rows_and_full_rewrites_write_the_bytes_a_fresh_derivation
 ) -> None:
     await accepted(refresher)
     assert (await read_stored(r)).by_symbol == _fresh_json(BASE_PAYLOAD)
+    kept = refresher.store.kept_listing
+    assert kept is not None  # a small listing is kept for the next write to splice
     fake.set_payload(SPOT, CHANGED_PAYLOAD)
     await accepted(refresher)  # incremental: only the changed rows are encoded and sent
     expected = _fresh_json(CHANGED_PAYLOAD)
     after_change = await read_stored(r)
     assert after_change.by_symbol == expected
+    # The changed rows were spliced into the kept listing: the bytes of a fresh derivation.
+    assert refresher.store.kept_listing is not kept
+    assert after_change.symbols == _fresh_listing(CHANGED_PAYLOAD, refresher)
+    assert after_change.symbols == after_change.last_good
 
     # Redis loses the snapshot: republished from memory, whole, the very same bytes.
     await r.delete(KEYS.by_symbol, KEYS.symbols, KEYS.last_good)
@@ -130,3 +150,19 @@ async def test_recorded_payload_full_write_is_byte_identical_and_keeps_no_json(
         kept = _what_a_refresher_keeps(ref)
         assert not kept & set(stored.by_symbol.values())
         assert stored.symbols not in kept
+
+
+async def test_a_large_listing_is_not_kept(
+    refresher: MarketRefresher, r: redis.asyncio.Redis, fake: FakeBinance, monkeypatch: Any
+) -> None:
+    """Above KEEP_LISTING_UP_TO (a modern 17 MB payload's 10 MB listing) nothing is kept and
+    a changed listing is encoded whole: the same bytes."""
+    monkeypatch.setattr(store_module, "KEEP_LISTING_UP_TO", 10)
+    await accepted(refresher)
+    assert refresher.store.kept_listing is None
+    fake.set_payload(SPOT, CHANGED_PAYLOAD)
+    await accepted(refresher)
+    assert refresher.store.kept_listing is None
+    stored = await read_stored(r)
+    assert stored.symbols == _fresh_listing(CHANGED_PAYLOAD, refresher)
+    assert stored.by_symbol == _fresh_json(CHANGED_PAYLOAD)

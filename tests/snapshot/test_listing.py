@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from daemon.contract.record import SymbolRecord, decode_record, encode_record
-from daemon.snapshot.listing import build_snapshot, prioritize
+from daemon.snapshot.listing import KeptListing, build_snapshot, prioritize, splice_listing
 from daemon.snapshot.normalize import normalize
 from tests.snapshot.rows import (
     compact_json,
@@ -143,6 +143,52 @@ def test_listing_spans_give_the_same_bytes_as_encoding_each_row(listed_count: in
     stored = type(snap).stored(snap.by_symbol, listing, version="v", count=20, listed=0)
     assert stored.symbols_json_spans() == (listing, None)
     assert stored.by_symbol_from(listing, None) == snap.by_symbol
+
+
+def _spliced_pair(
+    edit: dict[int, str],
+) -> tuple[Any, Any, KeptListing]:
+    """Snapshots before and after giving listed rows (by listing position) a new tick size
+    (a longer or shorter text, so later rows move), and the listing kept from before."""
+    result = normalize(sample_bytes("spot-sample.json"), market="spot")
+    params: dict[str, Any] = {
+        "list_statuses": {"TRADING"},
+        "quote_priority": ("USDT",),
+        "pinned": ("ETHBTC",),
+    }
+    before = build_snapshot(result.records, prioritize(result.records, **params))
+    listing, starts = before.symbols_json_spans()
+    assert starts is not None
+    assert before.listing_digest is not None
+    kept = KeptListing(before.listing_digest, before.listed_names, listing, starts)
+    edited = {before.listed_names[i]: tick for i, tick in edit.items()}
+    records = [
+        msgspec.structs.replace(r, tick_size=edited[r.symbol]) if r.symbol in edited else r
+        for r in result.records
+    ]
+    after = build_snapshot(records, prioritize(records, **params))
+    return before, after, kept
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{}, {0: "0.1"}, {15: "0.000000000001"}, {3: "1", 4: "0.0000000000001", 15: "0.5"}],
+    ids=["none", "first shorter", "last longer", "three"],
+)
+def test_a_spliced_listing_is_the_listing_encoded_whole(edit: dict[int, str]) -> None:
+    before, after, kept = _spliced_pair(edit)
+    spliced = splice_listing(kept, after, before)
+    assert spliced is not None
+    assert spliced == after.symbols_json_spans()
+    assert after.by_symbol_from(*spliced) == after.by_symbol
+
+
+def test_a_listing_is_not_spliced_from_another_listing_or_order() -> None:
+    before, after, kept = _spliced_pair({2: "0.5"})
+    other = KeptListing(b"\0" * 16, kept.names, kept.listing, kept.starts)
+    assert splice_listing(other, after, before) is None
+    reordered = KeptListing(kept.digest, kept.names[::-1], kept.listing, kept.starts)
+    assert splice_listing(reordered, after, before) is None
 
 
 def test_empty_snapshot() -> None:

@@ -84,11 +84,13 @@ async def test_a_full_write_renames_the_staged_hash_and_leaves_no_staging_key(
 class _LosesItsStaging(SnapshotStore):
     """Deletes the staged hash before the transaction runs (as an expiry would)."""
 
-    async def _whole(self, blobs: SnapshotBlobs) -> tuple[bytes, str | None, dict[str, bytes]]:
-        listing, name, by_symbol = await super()._whole(blobs)
+    async def _whole(
+        self, blobs: SnapshotBlobs
+    ) -> tuple[bytes, list[int] | None, str | None, dict[str, bytes]]:
+        listing, starts, name, by_symbol = await super()._whole(blobs)
         assert name is not None
         await self.client.delete(name)
-        return listing, name, by_symbol
+        return listing, starts, name, by_symbol
 
 
 @pytest.mark.parametrize("batched", [True, False])
