@@ -278,12 +278,14 @@ class RowMemo:
         self.digests: list[bytes] = []
         self.outcomes: list[_RowOutcome] = []
         self.permissions = _PermissionMemo()
-        # Once two payloads in a row had the same rows: the digest of the previous payload's
-        # bytes from its first row to its end, and the result it gave. A payload whose bytes
-        # there are the same has the same rows; only its header (serverTime, which changes on
-        # every reply) is read (see _same_region).
-        self.region = b""
+        # The previous call's result: a payload whose rows changed in place only is that
+        # result with those rows replaced (see _patched).
         self.last: Normalized | None = None
+        # Once two payloads in a row had the same rows: the digest of the previous payload's
+        # bytes from its first row to its end. A payload whose bytes there are the same has
+        # the same rows as `last`; only its header (serverTime, which changes on every reply)
+        # is read (see _same_region).
+        self.region = b""
 
     def by_digest(self) -> dict[bytes, _RowOutcome]:
         """The previous rows keyed by content, for a payload whose rows moved."""
@@ -379,7 +381,7 @@ def normalize(
     if result is None:
         info = decode_payload(payload)
         result = _normalize(info, iter((info.symbols,)), market, memo)
-    memo.region, memo.last = b"", None
+    memo.region, memo.last = b"", result
     if result.same_rows and isinstance(payload, bytes):
         _remember_region(payload, result, memo)
     return result
@@ -436,59 +438,133 @@ def _normalize(
     buffer = bytearray()  # each new row's JSON, for its digest
     digests: list[bytes] = []
     outcomes: list[_RowOutcome] = []
+    fresh: list[int] = []  # positions of the rows not found at the same position last time
+    processed = 0
+    for rows in chunks:
+        # The memo keeps 16 bytes per row, never the row. Rows at the same position with the
+        # same digest reuse what they gave last time, a chunk at a time when the whole chunk
+        # is unchanged; the others are looked at one by one.
+        at = len(digests)
+        chunk: list[bytes] | None = None
+        if at + len(rows) <= len(previous):
+            chunk = [digest(raw) for raw in rows]
+            if chunk == previous[at : at + len(chunk)]:
+                digests += chunk
+                outcomes += known[at : at + len(chunk)]
+                continue
+        for j, raw in enumerate(rows):
+            # Without a digest yet (nothing known there), each row is hashed just before it
+            # is decoded, while its bytes are in the CPU's cache.
+            row_digest = chunk[j] if chunk is not None else digest(raw)
+            digests.append(row_digest)
+            i = at + j
+            if i < len(previous) and previous[i] == row_digest:
+                outcomes.append(known[i])
+                continue
+            if moved is None:
+                # A row edited in place needs no index by content; rows that moved (a
+                # listing or delisting shifted them) do. Built once, on the first change.
+                moved = memo.by_digest()
+            found = moved.get(row_digest)
+            if found is None:
+                found = _process_row(raw, market, memo.permissions, buffer)
+                moved[row_digest] = found  # a repeated row in this payload is decoded once
+                processed += 1
+            outcomes.append(found)
+            fresh.append(i)
+        del rows  # this chunk's bytes go now, not when the loop ends
+    same_rows = moved is None and len(digests) == len(previous) > 0
+    last = memo.last
+    memo.digests, memo.outcomes = digests, outcomes
+    header = (info, processed, same_rows)
+    patched = _patched(last, outcomes, fresh, header) if last is not None else None
+    return patched if patched is not None else _collect(outcomes, header)
+
+
+def _patched(
+    last: Normalized,
+    outcomes: list[_RowOutcome],
+    fresh: list[int],
+    header: tuple[ExchangeInfo, int, bool],
+) -> Normalized | None:
+    """The previous result with the rows at positions `fresh` replaced, when that is all that
+    changed: every row of both payloads gave a record (none dropped, refused, repeated or
+    read leniently), and each fresh row keeps the symbol of the row it replaces. Else None."""
+    records = last.records
+    if last.rows != len(records) or last.lenient or len(outcomes) != len(records):
+        return None
+    replaced: list[tuple[int, SymbolRecord, bytes]] = []
+    for i in fresh:
+        outcome = outcomes[i]
+        record = outcome.record
+        if record is None or outcome.lenient or record.symbol != records[i].symbol:
+            return None
+        replaced.append((i, record, outcome.digest))
+    digests = last.digests
+    if replaced:
+        patched = list(records)
+        digests = dict(digests)
+        for i, record, json_digest in replaced:
+            patched[i] = record
+            digests[record.symbol] = json_digest
+        records = tuple(patched)
+    return _result(records, len(outcomes), 0, (), 0, 0, digests, header)
+
+
+def _collect(outcomes: list[_RowOutcome], header: tuple[ExchangeInfo, int, bool]) -> Normalized:
+    """The result of a payload from what each of its rows gave, in order."""
     records: list[SymbolRecord] = []
     json_digests: dict[str, bytes] = {}
     refused: list[str] = []
-    dropped = duplicates = lenient = processed = 0
-    i = 0
-    for rows in chunks:
-        for raw in rows:
-            # The memo keeps 16 bytes per row, never the row.
-            row_digest = digest(raw)
-            digests.append(row_digest)
-            if i < len(previous) and previous[i] == row_digest:
-                outcome = known[i]
+    dropped = duplicates = lenient = 0
+    for outcome in outcomes:
+        if outcome.lenient:
+            lenient += 1
+        record = outcome.record
+        if record is None:
+            if outcome.refused is not None:
+                refused.append(outcome.refused)
             else:
-                if moved is None:
-                    # A row edited in place needs no index by content; rows that moved (a
-                    # listing or delisting shifted them) do. Built once, on the first change.
-                    moved = memo.by_digest()
-                found = moved.get(row_digest)
-                if found is None:
-                    found = _process_row(raw, market, memo.permissions, buffer)
-                    moved[row_digest] = found  # a repeated row in this payload is decoded once
-                    processed += 1
-                outcome = found
-            i += 1
-            outcomes.append(outcome)
-            if outcome.lenient:
-                lenient += 1
-            record = outcome.record
-            if record is None:
-                if outcome.refused is not None:
-                    refused.append(outcome.refused)
-                else:
-                    dropped += 1
-                continue
-            if record.symbol in json_digests:
-                duplicates += 1
-                continue
-            records.append(record)
-            json_digests[record.symbol] = outcome.digest
-        del rows  # this chunk's bytes go now, not when the loop ends
-    same_rows = moved is None and i == len(previous) > 0
-    memo.digests, memo.outcomes = digests, outcomes
+                dropped += 1
+            continue
+        if record.symbol in json_digests:
+            duplicates += 1
+            continue
+        records.append(record)
+        json_digests[record.symbol] = outcome.digest
+    return _result(
+        tuple(records),
+        len(outcomes),
+        dropped,
+        tuple(refused),
+        duplicates,
+        lenient,
+        json_digests,
+        header,
+    )
 
+
+def _result(
+    records: tuple[SymbolRecord, ...],
+    rows: int,
+    dropped: int,
+    refused: tuple[str, ...],
+    duplicates: int,
+    lenient: int,
+    digests: Mapping[str, bytes],
+    header: tuple[ExchangeInfo, int, bool],
+) -> Normalized:
+    info, processed, same_rows = header
     return Normalized(
-        records=tuple(records),
-        rows=i,
+        records=records,
+        rows=rows,
         dropped=dropped,
-        refused=tuple(refused),
+        refused=refused,
         duplicates=duplicates,
         lenient=lenient,
         server_time=info.server_time,
         weight_limit=request_weight_limit(info.rate_limits),
-        digests=json_digests,
+        digests=digests,
         processed=processed,
         rate_limits=tuple(info.rate_limits),
         same_rows=same_rows,

@@ -20,7 +20,7 @@ from tests.snapshot.rows import all_accounted, compact_json, make_payload, make_
 
 def _same(a: Normalized, b: Normalized) -> None:
     assert a.records == b.records
-    assert dict(a.digests) == dict(b.digests)
+    assert list(a.digests.items()) == list(b.digests.items())  # record order too
     assert (a.rows, a.dropped, a.refused, a.duplicates, a.lenient) == (
         b.rows,
         b.dropped,
@@ -36,13 +36,39 @@ def _rows(n: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "edit",
-    ["identical", "in_place", "inserted_first", "removed_middle", "reordered", "odd_rows"],
+    [
+        "identical",
+        "in_place",
+        "in_place_three",
+        "renamed_in_place",
+        "became_lenient",
+        "became_dropped",
+        "became_duplicate",
+        "appended",
+        "inserted_first",
+        "removed_middle",
+        "reordered",
+        "odd_rows",
+    ],
 )
 def test_memo_gives_the_same_result_as_a_fresh_run(edit: str) -> None:
     before = _rows(30)
     after = [dict(r) for r in before]
     if edit == "in_place":
         after[10] = make_row("S010USDT", status="BREAK")
+    elif edit == "in_place_three":  # the first, a middle and the last row
+        for i in (0, 12, 29):
+            after[i] = make_row(f"S{i:03d}USDT", status="HALT")
+    elif edit == "renamed_in_place":
+        after[10] = make_row("ZZZUSDT")
+    elif edit == "became_lenient":
+        after[7] = make_row("S007USDT", filters=[{"filterType": "PRICE_FILTER", "tickSize": 0.5}])
+    elif edit == "became_dropped":
+        after[8] = {"symbol": "S008USDT", "status": "TRADING"}
+    elif edit == "became_duplicate":
+        after[9] = make_row("S001USDT", status="BREAK")
+    elif edit == "appended":
+        after.append(make_row("NEWUSDT"))
     elif edit == "inserted_first":
         after.insert(0, make_row("NEWUSDT"))
     elif edit == "removed_middle":
@@ -64,6 +90,12 @@ def test_memo_gives_the_same_result_as_a_fresh_run(edit: str) -> None:
     expected_work = {
         "identical": 0,
         "in_place": 1,
+        "in_place_three": 3,
+        "renamed_in_place": 1,
+        "became_lenient": 1,
+        "became_dropped": 1,
+        "became_duplicate": 1,
+        "appended": 1,
         "inserted_first": 1,
         "removed_middle": 0,
         "reordered": 0,
@@ -169,4 +201,18 @@ def test_a_header_key_after_the_rows_is_never_taken_from_memory() -> None:
     memo = RowMemo()
     results = [normalize(payload, market="spot", memo=memo) for _ in range(3)]
     assert [r.server_time for r in results] == [7, 7, 7]
-    assert results[2].records is not results[1].records  # decoded, not the shortcut
+    assert memo.region == b""  # the one-hash shortcut is never armed: the payload is decoded
+
+
+def test_rows_repaired_after_odd_ones_give_the_same_result_as_a_fresh_run() -> None:
+    """The previous result had dropped, refused and repeated rows: it is not patched."""
+    clean = _rows(12)
+    odd = [dict(r) for r in clean]
+    odd[2] = make_row("BAD NAME")
+    odd[3] = make_row("S000USDT")
+    odd[4] = {"symbol": "S004USDT", "status": "TRADING"}
+    memo = RowMemo()
+    normalize(make_payload(*odd), market="spot", memo=memo)
+    warm = normalize(make_payload(*clean), market="spot", memo=memo)
+    _same(warm, normalize(make_payload(*clean), market="spot"))
+    assert warm.processed == 3
