@@ -34,6 +34,10 @@ The cases, each in its own Redis database:
   picked into dicts, ``json.dumps``, then three SETs and an INCR on a synchronous client (no
   lease: it had none).
 
+Inflating: every case inflates the gzip reply with zlib-ng (the daemon in its fetch, the floors
+and seed-style through aiohttp, set to the same library): the fastest inflater available is
+part of the floor, not an advantage of one side.
+
 Timing: CPU time of this process (the client side, including redis-py's command packing) and
 wall time, per run; the cases run interleaved (round i of every case, in an order that rotates
 each round), the garbage collector on, a full collection before each run off the clock. A 1 ms
@@ -74,6 +78,7 @@ import aiohttp
 import msgspec
 import redis
 import redis.asyncio
+import zlib_ng.zlib_ng
 from redis.asyncio.client import Pipeline
 
 from benchmarks.common import (
@@ -414,7 +419,8 @@ class FloorWriter:
     async def fetch(self, i: int) -> bytes:
         path = self.paths[i % 2] if self.alternate else self.paths[0]
         # aiohttp inflates the body here, in the loop, as the floor always did (the daemon's
-        # session leaves that to fetch, which inflates in a worker thread).
+        # session leaves that to fetch, which inflates in a worker thread); with zlib-ng, as
+        # the daemon does (see main).
         async with self.session.get(self.url + path, auto_decompress=True) as resp:
             resp.raise_for_status()
             return await resp.read()
@@ -1193,6 +1199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     modern = opts.modern and MAKE_PAYLOAD.is_file()
     if opts.modern and not modern:
         print(f"modern size skipped: {MAKE_PAYLOAD} absent")
+    # Every case inflates the reply with zlib-ng: the daemon does (daemon.upstream.inflate),
+    # and the floors and seed-style through aiohttp, whose inflater this sets for the process.
+    aiohttp.set_zlib_backend(zlib_ng.zlib_ng)
     started = time.perf_counter()
     with temp_dir() as tmp:
         sizes = prepare_sizes(tmp, modern)
