@@ -25,6 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from typing import Final
 
 import aiohttp
 import redis
@@ -42,7 +43,7 @@ from daemon.config.settings import (
 from daemon.contract.keys import MarketKeys, keys_for
 from daemon.contract.meta import HeldRow, SnapshotMeta
 from daemon.contract.record import SymbolRecord
-from daemon.contract.rows import RowDigests, encode_row_digests
+from daemon.contract.rows import DIGEST_BYTES, RowDigests, encode_row_digests
 from daemon.logs import get_logger, scrub_text
 from daemon.redis.errors import RECOVERABLE, ProblemKind
 from daemon.refresh.bans import ban_to_honour
@@ -78,6 +79,11 @@ from daemon.upstream.fetch import (
 
 # The result types live in daemon.refresh.result; callers may keep importing them from here.
 __all__ = ["CycleResult", "MarketRefresher", "Outcome", "source_config"]
+
+
+# A restart reads the stored rows of at most this many symbols one by one (HMGET); more, and
+# it reads the whole hash (HSCAN steps), which costs about the same then.
+_PARTLY_AT_MOST: Final = 200
 
 
 def _nothing_served(name: str) -> bytes | None:
@@ -449,21 +455,26 @@ class MarketRefresher:
         held_rows: tuple[HeldRow, ...] = ()
         unusable = 0  # held rows the listing would have had
         diff = None
+        # What Redis serves, known row by row from the stored row digests (a restart whose
+        # payload differs in a few rows): the base of an incremental write.
+        served_partly: listing.SnapshotBlobs | None = None
         if not unchanged:
             held = self.held
             old: listing.SnapshotBlobs | None = None
             if held is not None and held.blobs is not None and held.meta.version == state.version:
                 old = held.blobs
             elif state.has_by_symbol:
-                served = await self.store.read_by_symbol()
-                old = await off_loop(
-                    listing.SnapshotBlobs.stored,
-                    served,
-                    b"",
-                    version=state.version or "",
-                    count=len(served),
-                    listed=0,
-                )
+                old = served_partly = await self._served_partly(norm, state)
+                if old is None:
+                    served = await self.store.read_by_symbol()
+                    old = await off_loop(
+                        listing.SnapshotBlobs.stored,
+                        served,
+                        b"",
+                        version=state.version or "",
+                        count=len(served),
+                        listed=0,
+                    )
             # Only rows that differ from the served ones are judged (the rest were judged
             # when they were first served).
             kept = await off_loop(
@@ -509,6 +520,8 @@ class MarketRefresher:
                 previous = blobs
             elif self.held is not None and self.held.meta.version == state.version:
                 previous = self.held.blobs
+            elif served_partly is not None:
+                previous = served_partly
         # The row digests a restart may trust: only for a snapshot that is exactly what these
         # rows derive to (no row held back) from a payload without odd rows (whose warnings a
         # trusted cycle would not repeat).
@@ -541,6 +554,71 @@ class MarketRefresher:
             count=blobs.count,
             listed=blobs.listed,
             duration_ms=duration_ms,
+        )
+
+    async def _served_partly(
+        self, norm: normalize.Normalized, state: StoredState
+    ) -> listing.SnapshotBlobs | None:
+        """What Redis serves, read only where it can differ from what this payload derives.
+
+        The stored row digests (meta:rows) name the rows the stored snapshot was derived from,
+        under this refresher's fingerprint: a row of this payload among them gives the record
+        stored for its symbol, so only the other rows' symbols are read (HMGET). Returns the
+        served snapshot as records (the same rows) and stored JSON (the others), or None when
+        that is not known exactly (no usable row digests, odd rows, many changed rows, a hash
+        whose length is not meta's count, or a stored symbol this payload lacks, whose name
+        only a whole read gives): then the caller reads the whole hash. Like the renewal of a
+        payload whose every row matches, it trusts the stored rows it does not read to be
+        what meta:rows says they were derived from (only this daemon writes them)."""
+        rows, version, count, listed = state.rows, state.version, state.count, state.listed
+        if (
+            rows is None
+            or version is None
+            or count is None
+            or listed is None
+            or rows.version != version
+            or rows.fingerprint != self._fingerprint()
+            or not state.complete
+            or state.wrong_types
+            or state.repair_requested
+            or state.held_rows
+            or norm.dropped
+            or norm.refused
+            or norm.duplicates
+            or norm.lenient
+        ):
+            return None
+        stored_rows = {
+            rows.digests[at : at + DIGEST_BYTES] for at in range(0, len(rows.digests), DIGEST_BYTES)
+        }
+        same: dict[str, SymbolRecord] = {}
+        for row_digest, outcome in zip(self.memo.digests, self.memo.outcomes, strict=True):
+            record = outcome.record
+            if record is not None and row_digest in stored_rows:
+                same[record.symbol] = record
+        others = [rec.symbol for rec in norm.records if rec.symbol not in same]
+        if len(others) > _PARTLY_AT_MOST:
+            return None
+        # The hash holds as many symbols as meta says (a field deleted by another writer would
+        # otherwise go unnoticed: the same rows are not read back), and every one of them is
+        # one of these (the rows' symbols are unique on both sides); else some stored symbol
+        # is gone from the payload, and only a whole read names it.
+        if await self.store.count_rows() != count:
+            return None
+        found = await self.store.read_rows(others)
+        if len(same) + len(found) != count:
+            return None
+        digests = {name: norm.digests[name] for name in same}
+        digests.update((name, normalize.digest(blob)) for name, blob in found.items())
+        return listing.SnapshotBlobs(
+            version=version,
+            count=count,
+            listed=listed,
+            digests=digests,
+            records=same,
+            kept=found,
+            listed_names=(),
+            listing_digest=None,
         )
 
     def _derive(self, box: list[bytes]) -> tuple[normalize.Normalized, listing.SnapshotBlobs]:

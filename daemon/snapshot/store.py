@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
@@ -271,6 +271,24 @@ class SnapshotStore:
         out: dict[str, bytes] = {}
         async for name, value in self.client.hscan_iter(self.keys.by_symbol, count=_SCAN_COUNT):
             out[name.decode()] = value
+        return out
+
+    async def count_rows(self) -> int:
+        """How many symbols by_symbol holds (HLEN)."""
+        return int(await self.client.hlen(self.keys.by_symbol))
+
+    async def read_rows(self, names: Sequence[str]) -> dict[str, bytes]:
+        """The stored records of `names` that exist (HMGET, :data:`_SCAN_COUNT` names per
+        command): what a restarted daemon reads when it knows which rows can differ."""
+        out: dict[str, bytes] = {}
+        for start in range(0, len(names), _SCAN_COUNT):
+            part = names[start : start + _SCAN_COUNT]
+            values = await self.client.hmget(self.keys.by_symbol, part)
+            out.update(
+                (name, value)
+                for name, value in zip(part, values, strict=True)
+                if isinstance(value, bytes)  # None: no such field
+            )
         return out
 
     async def _stage(self, by_symbol: Mapping[str, bytes]) -> str | None:

@@ -9,6 +9,9 @@ Real redis-server and fake Binance processes on loopback, nothing mocked (see co
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import msgspec
 import pytest
 import redis.asyncio
@@ -304,3 +307,121 @@ async def test_a_trusted_restart_keeps_serving_from_last_good(
 def test_the_base_payload_is_laid_out_as_the_digests_assume() -> None:
     # The tests above compute row digests from BASE_ROWS; the payload must hold those bytes.
     assert all(msgspec.json.encode(row) in BASE_PAYLOAD for row in BASE_ROWS)
+
+
+@contextlib.asynccontextmanager
+async def _logged(r: redis.asyncio.Redis) -> AsyncIterator[list[list[bytes]]]:
+    """Every command the test's redis-server runs inside the block, as [name, args...]
+    (SLOWLOG with a zero threshold; the server's settings are put back after)."""
+    old = await r.config_get("slowlog-*")
+    await r.config_set("slowlog-log-slower-than", 0)
+    await r.config_set("slowlog-max-len", 10_000)
+    await r.slowlog_reset()
+    seen: list[list[bytes]] = []
+    try:
+        yield seen
+        entries = await r.execute_command("SLOWLOG", "GET", 10_000)
+        seen.extend([bytes(a) for a in entry[3]] for entry in reversed(entries))
+    finally:
+        for name, value in old.items():
+            await r.config_set(name, value)
+
+
+def _on(seen: list[list[bytes]], command: bytes, key: str) -> int:
+    return sum(1 for c in seen if c[0].upper() == command and c[1:2] == [key.encode()])
+
+
+def _fresh(rows: list[dict[str, object]]) -> dict[bytes, bytes]:
+    from daemon.contract.record import encode_record
+    from daemon.snapshot.normalize import normalize
+
+    return {
+        rec.symbol.encode(): encode_record(rec)
+        for rec in normalize(payload(rows), market="spot").records
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "reads_whole"),
+    [
+        ("one tick size", False),
+        ("one status", False),
+        ("one symbol added", False),
+        ("one symbol removed", True),  # which stored symbol is gone only a whole read tells
+    ],
+)
+async def test_restart_with_a_few_changed_rows_reads_only_those_rows(
+    redis_url: str,
+    settings: Settings,
+    r: redis.asyncio.Redis,
+    fake: FakeBinance,
+    edit: str,
+    reads_whole: bool,
+) -> None:
+    """The stored row digests name the rows a restarted refresher need not read back: it reads
+    the others (HMGET), writes incrementally, and Redis ends up as a fresh derivation gives."""
+    async with open_refresher(redis_url, settings) as first:
+        await accepted(first)
+    rows = list(BASE_ROWS)
+    if edit == "one tick size":
+        rows = replace_row(rows, "BTCUSDT", tick_size="0.10000000")
+    elif edit == "one status":
+        rows = replace_row(rows, "ADAUSDT", status="BREAK")
+    elif edit == "one symbol added":
+        rows = [*rows, {**rows[1], "symbol": "BTCEUR", "quoteAsset": "EUR"}]
+    else:
+        rows = [row for row in rows if row["symbol"] != "XRPTRY"]
+    fake.set_payload(SPOT, payload(rows))
+    fields_before = await r.hlen(KEYS.by_symbol)
+
+    async with _logged(r) as seen, open_refresher(redis_url, settings) as second:
+        result = await accepted(second)
+
+    assert bool(_on(seen, b"HSCAN", KEYS.by_symbol)) is reads_whole
+    if not reads_whole:
+        # Only the changed or added row was read back, and only it written (no UNLINK).
+        key = KEYS.by_symbol.encode()
+        reads = [c[2:] for c in seen if c[0].upper() == b"HMGET" and c[1] == key]
+        only = {"one tick size": b"BTCUSDT", "one status": b"ADAUSDT"}.get(edit, b"BTCEUR")
+        assert reads == [[only]]
+        assert _on(seen, b"UNLINK", KEYS.by_symbol) == 0
+    stored = await read_stored(r)
+    assert stored.by_symbol == _fresh(rows)
+    assert stored.symbols == stored.last_good
+    assert stored.version == result.version.encode()
+    assert len(stored.by_symbol) == fields_before + {"added": 1, "removed": -1}.get(
+        edit.split()[-1], 0
+    )
+    diff = result.diff
+    assert diff is not None
+    changed = {*diff.added, *diff.removed, *diff.filters_changed, *diff.other_changed}
+    changed |= {symbol for symbol, _, _ in diff.status_changed}
+    assert (
+        changed
+        == {
+            "one tick size": {"BTCUSDT"},
+            "one status": {"ADAUSDT"},
+            "one symbol added": {"BTCEUR"},
+            "one symbol removed": {"XRPTRY"},
+        }[edit]
+    )
+    # The new snapshot's own row digests are stored for the next restart.
+    after = decode_row_digests(await r.get(ROWS_KEY))
+    assert after is not None
+    assert after.digests == row_digests(rows)
+
+
+async def test_a_restart_reads_the_whole_hash_when_a_stored_row_was_deleted_behind_its_back(
+    redis_url: str, settings: Settings, r: redis.asyncio.Redis, fake: FakeBinance
+) -> None:
+    """meta:rows is a promise about by_symbol; a field deleted without it (another writer)
+    shows in the hash's length: the whole hash is read, and the lost row written again."""
+    async with open_refresher(redis_url, settings) as first:
+        await accepted(first)
+    await r.hdel(KEYS.by_symbol, "LUNAUSDT")  # by_symbol no longer what meta:rows describes
+    rows = replace_row(list(BASE_ROWS), "BTCUSDT", tick_size="0.10000000")
+    fake.set_payload(SPOT, payload(rows))
+    async with _logged(r) as seen, open_refresher(redis_url, settings) as second:
+        await accepted(second)
+    assert _on(seen, b"HSCAN", KEYS.by_symbol) > 0
+    assert (await read_stored(r)).by_symbol == _fresh(rows)
