@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -22,7 +22,16 @@ from daemon.contract.record import (
 )
 from daemon.snapshot.normalize import digest, loggable_name
 
-__all__ = ["KeptListing", "SnapshotBlobs", "build_snapshot", "prioritize", "splice_listing"]
+__all__ = [
+    "KeptListing",
+    "Patch",
+    "SnapshotBlobs",
+    "build_snapshot",
+    "patch_listing",
+    "patched",
+    "prioritize",
+    "splice_listing",
+]
 
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -231,23 +240,38 @@ class SnapshotBlobs:
 
 @dataclass(frozen=True, slots=True)
 class KeptListing:
-    """A listing's JSON as last written, with where each listed row starts in it (see
-    :func:`encode_record_array_spans`), named by the snapshot's ``listing_digest``: what
-    :func:`splice_listing` edits when a few listed rows change."""
+    """Where each listed row starts in a listing's JSON as last written (see
+    :func:`encode_record_array_spans`), named by the snapshot's ``listing_digest``; with the
+    JSON itself when it is small enough to keep. What :func:`patch_listing` and
+    :func:`splice_listing` start from when a few listed rows change."""
 
     digest: bytes
     names: tuple[str, ...]
-    listing: bytes
     starts: list[int]
+    size: int
+    """Length of the listing's JSON."""
+    listing: bytes | None = None
+
+    def end(self, i: int) -> int:
+        """Where row `i`'s JSON ends (the "," or the closing "]" after it)."""
+        return (self.starts[i + 1] if i + 1 < len(self.starts) else self.size) - 1
 
 
-def splice_listing(
+class Patch(NamedTuple):
+    """One listed row replaced in place: its new JSON at `offset`, where the old row (of the
+    same length) had JSON of digest `old`."""
+
+    offset: int
+    blob: bytes
+    old: bytes
+
+
+def _changed_listed(
     kept: KeptListing, blobs: SnapshotBlobs, previous: SnapshotBlobs
-) -> tuple[bytes, list[int]] | None:
-    """``blobs.symbols_json`` and its row starts, made from `kept` (the listing of `previous`)
-    by replacing the listed rows whose digest changed; only those rows are encoded. None when
-    `kept` is not `previous`'s listing, the listed names or their order changed, or a listed
-    row of `blobs` is a kept (held) one: then encode the listing whole."""
+) -> list[int] | None:
+    """Positions of the listed rows of `blobs` whose JSON differs from `previous`'s, when
+    `kept` is `previous`'s listing and `blobs` lists the same names in the same order, none
+    of them a kept (held) row; else None."""
     names = blobs.listed_names
     if (
         previous.listing_digest is None
@@ -257,25 +281,67 @@ def splice_listing(
     ):
         return None
     new, old = blobs.digests, previous.digests
-    changed = {i for i, name in enumerate(names) if new[name] != old.get(name)}
+    return [i for i, name in enumerate(names) if new[name] != old.get(name)]
+
+
+def patch_listing(
+    kept: KeptListing, blobs: SnapshotBlobs, previous: SnapshotBlobs
+) -> list[Patch] | None:
+    """The listing of `blobs` as in-place edits of `previous`'s (`kept`): one :class:`Patch`
+    per changed listed row, when every changed row's JSON keeps its length (Binance sends
+    decimals at a fixed width, so a changed tick or step size usually does); else None.
+    Only the changed rows are encoded."""
+    changed = _changed_listed(kept, blobs, previous)
+    if changed is None:
+        return None
+    patches: list[Patch] = []
+    for i in changed:
+        name = blobs.listed_names[i]
+        start = kept.starts[i]
+        blob = encode_record(blobs.records[name])
+        if len(blob) != kept.end(i) - start:
+            return None
+        patches.append(Patch(start, blob, previous.digests[name]))
+    return patches
+
+
+def splice_listing(
+    kept: KeptListing, blobs: SnapshotBlobs, previous: SnapshotBlobs
+) -> tuple[bytes, list[int]] | None:
+    """``blobs.symbols_json`` and its row starts, made from `kept` (the listing of `previous`,
+    with its JSON) by replacing the listed rows whose digest changed; only those rows are
+    encoded. None when `kept` has no JSON or :func:`patch_listing`'s conditions on names
+    fail: then encode the listing whole."""
+    listing = kept.listing
+    changed = _changed_listed(kept, blobs, previous) if listing is not None else None
+    if listing is None or changed is None:
+        return None
+    starts = kept.starts
     if not changed:
-        return kept.listing, kept.starts
-    listing, starts = kept.listing, kept.starts
+        return listing, starts
+    todo = set(changed)
     pieces: list[bytes] = []
     new_starts: list[int] = []
     at = 0  # where the next unchanged stretch of `listing` begins
     shift = 0  # how far rows move: the length changes of the rows replaced so far
-    for i, name in enumerate(names):
+    for i, name in enumerate(blobs.listed_names):
         new_starts.append(starts[i] + shift)
-        if i in changed:
-            # Row i ends before the "," (or the final "]") that follows it.
-            end = (starts[i + 1] if i + 1 < len(starts) else len(listing)) - 1
+        if i in todo:
+            end = kept.end(i)
             blob = encode_record(blobs.records[name])
             pieces += (listing[at : starts[i]], blob)
             at = end
             shift += len(blob) - (end - starts[i])
     pieces.append(listing[at:])
     return b"".join(pieces), new_starts
+
+
+def patched(listing: bytes, patches: Iterable[Patch]) -> bytes:
+    """`listing` with `patches` applied (each the length of what it replaces)."""
+    out = bytearray(listing)
+    for patch in patches:
+        out[patch.offset : patch.offset + len(patch.blob)] = patch.blob
+    return bytes(out)
 
 
 def _json_array(parts: list[bytes]) -> bytes:

@@ -43,7 +43,15 @@ from daemon.contract.ratelimits import MAX_BAN_SECONDS
 from daemon.snapshot.diff import SnapshotDiff
 from daemon.snapshot.guards import ShrinkStreak
 from daemon.snapshot.lease import Fence, LeaseLost
-from daemon.snapshot.listing import KeptListing, SnapshotBlobs, splice_listing
+from daemon.snapshot.listing import (
+    KeptListing,
+    Patch,
+    SnapshotBlobs,
+    patch_listing,
+    patched,
+    splice_listing,
+)
+from daemon.snapshot.normalize import digest
 from daemon.snapshot.staging import (
     STAGE_ABOVE,
     StagingLost,
@@ -111,27 +119,54 @@ T = TypeVar("T")
 
 class _Changes(NamedTuple):
     """What an incremental write sends: the changed rows, the removed names, and the listing
-    when it changed (None: unchanged) with its row starts (None: not known)."""
+    when it changed: either whole (`listing`, with its row starts when known) or as in-place
+    `patches` of the stored one; both None when it did not change."""
 
     rows: dict[str, bytes]
     removed: list[str]
     listing: bytes | None
     starts: list[int] | None
+    patches: list[Patch] | None
 
 
-def _changes(blobs: SnapshotBlobs, previous: SnapshotBlobs, kept: KeptListing | None) -> _Changes:
-    """Encodes only what is sent; a changed listing is spliced from `kept` (the listing last
-    written) when it can be (see :func:`splice_listing`)."""
+def _changes(
+    blobs: SnapshotBlobs, previous: SnapshotBlobs, kept: KeptListing | None, patch: bool
+) -> _Changes:
+    """Encodes only what is sent. A changed listing is, in this order of preference: patched
+    in place (`patch`, every changed listed row the same length as before, see
+    :func:`patch_listing`), spliced from `kept` (see :func:`splice_listing`), encoded whole."""
     listing: bytes | None = None
     starts: list[int] | None = None
+    patches: list[Patch] | None = None
     if blobs.listing_digest is None or blobs.listing_digest != previous.listing_digest:
-        spliced = splice_listing(kept, blobs, previous) if kept is not None else None
-        listing, starts = spliced if spliced is not None else blobs.symbols_json_spans()
+        if kept is not None and patch:
+            patches = patch_listing(kept, blobs, previous)
+        if patches is None:
+            spliced = splice_listing(kept, blobs, previous) if kept is not None else None
+            listing, starts = spliced if spliced is not None else blobs.symbols_json_spans()
     new, old = blobs.digests, previous.digests
     if new is old:  # the same snapshot (unchanged, most cycles): nothing to compare
-        return _Changes({}, [], listing, starts)
+        return _Changes({}, [], listing, starts, patches)
     changed = {n: blobs.blob(n) for n, d in new.items() if old.get(n) != d}
-    return _Changes(changed, [n for n in old if n not in new], listing, starts)
+    return _Changes(changed, [n for n in old if n not in new], listing, starts, patches)
+
+
+class _ListingNotAsKept(Exception):
+    """The stored listing is not the one a patch was made for: send it whole instead."""
+
+
+# The length of each key and, for each (start, end) pair of ARGV, its bytes there: whether the
+# stored listing is the one patches were made for, in one round trip.
+_LISTING_AT = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  out[#out + 1] = redis.call('STRLEN', key)
+  for j = 1, #ARGV, 2 do
+    out[#out + 1] = redis.call('GETRANGE', key, ARGV[j], ARGV[j + 1])
+  end
+end
+return out
+"""
 
 
 def _listing_spans(blobs: SnapshotBlobs) -> tuple[bytes, list[int] | None]:
@@ -317,14 +352,48 @@ class SnapshotStore:
         by_symbol = await self._cpu(blobs.by_symbol_from, listing, starts)
         return listing, starts, await self._stage(by_symbol), by_symbol
 
-    def _keep(self, blobs: SnapshotBlobs, listing: bytes | None, starts: list[int] | None) -> None:
-        """After a write: keep the listing it sent for the next one to splice, if small."""
+    def _keep(
+        self,
+        blobs: SnapshotBlobs,
+        listing: bytes | None,
+        starts: list[int] | None,
+        patches: list[Patch] | None = None,
+    ) -> None:
+        """After a write: keep where the listing it wrote has each row (and its JSON, if
+        small), for the next write to patch or splice."""
+        kept, named = self.kept_listing, blobs.listing_digest
+        if patches is not None and kept is not None and named is not None:
+            # Patched in place: rows keep their places and lengths.
+            text = patched(kept.listing, patches) if kept.listing is not None else None
+            self.kept_listing = KeptListing(named, kept.names, kept.starts, kept.size, text)
+            return
         if listing is None:
             return  # the listing did not change: what is kept (if anything) still is it
         self.kept_listing = None
-        digest = blobs.listing_digest
-        if starts is not None and digest is not None and len(listing) <= KEEP_LISTING_UP_TO:
-            self.kept_listing = KeptListing(digest, blobs.listed_names, listing, starts)
+        if starts is not None and named is not None:
+            text = listing if len(listing) <= KEEP_LISTING_UP_TO else None
+            self.kept_listing = KeptListing(named, blobs.listed_names, starts, len(listing), text)
+
+    def _verifier(self, patches: list[Patch]) -> Callable[[Pipeline], Awaitable[None]]:
+        """Raises :class:`_ListingNotAsKept` (run after WATCH) unless both stored copies of
+        the listing have the kept length and, where each patch goes, the row it replaces."""
+        kept = self.kept_listing
+        keys = (self.keys.symbols, self.keys.last_good)
+        ranges = [n for p in patches for n in (p.offset, p.offset + len(p.blob) - 1)]
+
+        async def verify(pipe: Pipeline) -> None:
+            if kept is None:
+                raise _ListingNotAsKept
+            found = await pipe.eval(_LISTING_AT, len(keys), *keys, *ranges)
+            per_key = 1 + len(patches)
+            for at in range(0, len(found), per_key):
+                size, *rows = found[at : at + per_key]
+                if size != kept.size or any(
+                    digest(row) != p.old for row, p in zip(rows, patches, strict=True)
+                ):
+                    raise _ListingNotAsKept
+
+        return verify
 
     def _replace_by_symbol(
         self, pipe: Pipeline, staged: str | None, by_symbol: Mapping[str, bytes]
@@ -351,6 +420,7 @@ class SnapshotStore:
         expect_version: str | None = None,
         repair: bool = False,
         staged: str | None = None,
+        verify: Callable[[Pipeline], Awaitable[None]] | None = None,
     ) -> None:
         """Run one MULTI/EXEC that `fill` builds, all or nothing.
 
@@ -362,7 +432,8 @@ class SnapshotStore:
         type raises :class:`SnapshotCorrupt` before anything is queued (with `repair`, such
         keys are deleted inside the same MULTI instead, and `fill` rewrites them). With a
         fence, it runs only while the lease holds our token (LeaseLost otherwise); with
-        `expect_version`, only while meta holds that version (_NotPrevious otherwise). A
+        `expect_version`, only while meta holds that version (_NotPrevious otherwise);
+        `verify` runs last before MULTI (on the watching connection) and may refuse. A
         change to any watched key between the checks and EXEC aborts EXEC; our own lease
         renewal also touches the lease key, hence a few retries. A watched transaction is
         never re-sent by redis-py after a timeout, and every counter in it counts once by
@@ -375,7 +446,7 @@ class SnapshotStore:
             watched.append(staged)
         for attempt in range(_WATCH_RETRIES + 1):
             try:
-                await self._watched_attempt(fill, watched, expect_version, repair, staged)
+                await self._watched_attempt(fill, watched, expect_version, repair, staged, verify)
             except WatchError:
                 # From EXEC (a watched key changed) or from any command after WATCH on a
                 # connection that dropped. Either nothing was applied, or (a reply lost after
@@ -392,6 +463,7 @@ class SnapshotStore:
         expect_version: str | None,
         repair: bool,
         staged: str | None = None,
+        verify: Callable[[Pipeline], Awaitable[None]] | None = None,
     ) -> None:
         expected = self.expected_types()
         async with self.client.pipeline(transaction=True) as pipe:
@@ -419,6 +491,8 @@ class SnapshotStore:
                 stored: bytes | None = await pipe.hget(self.keys.meta, "version")  # type: ignore[assignment]
                 if stored is None or stored.decode() != expect_version:
                     raise _NotPrevious
+            if verify is not None:
+                await verify(pipe)
             pipe.multi()  # type: ignore[no-untyped-call]
             if claim and self.fence is not None:
                 pipe.set(self.fence.key, self.fence.token, px=self.fence.ttl_ms)
@@ -515,21 +589,62 @@ class SnapshotStore:
         rows_held: int,
         rows: bytes | None,
     ) -> None:
-        k = self.keys
         # The JSON to send is made here, once (`fill` may run again on a retry), off the loop,
         # and only what is sent: the snapshot keeps records and digests, not their JSON.
-        changed: dict[str, bytes] = {}
-        removed: list[str] = []
-        listing: bytes | None = None  # None: the listing did not change
-        starts: list[int] | None = None
         by_symbol: dict[str, bytes] = {}
         whole = b""
         staged = None
-        if previous is not None:
-            changes = await self._cpu(_changes, blobs, previous, self.kept_listing)
-            changed, removed, listing, starts = changes
-        else:
+        changes = _Changes({}, [], None, None, None)
+        if previous is None:
             whole, starts, staged, by_symbol = await self._whole(blobs)
+        # Patching the listing in place needs the stored one to be what was kept: checked
+        # inside the transaction, and if it is not, written again with the listing whole.
+        for patch in (True, False) if previous is not None else (False,):
+            if previous is not None:
+                changes = await self._cpu(_changes, blobs, previous, self.kept_listing, patch)
+            try:
+                await self._send(
+                    blobs,
+                    meta,
+                    diff,
+                    token,
+                    previous,
+                    publish,
+                    repair,
+                    rows_held,
+                    rows,
+                    changes,
+                    whole,
+                    staged,
+                    by_symbol,
+                )
+            except _ListingNotAsKept:
+                continue
+            break
+        if previous is None:
+            self._keep(blobs, whole, starts)
+        else:
+            self._keep(blobs, changes.listing, changes.starts, changes.patches)
+
+    async def _send(
+        self,
+        blobs: SnapshotBlobs,
+        meta: SnapshotMeta,
+        diff: SnapshotDiff | None,
+        token: str,
+        previous: SnapshotBlobs | None,
+        publish: bool,
+        repair: bool,
+        rows_held: int,
+        rows: bytes | None,
+        changes: _Changes,
+        whole: bytes,
+        staged: str | None,
+        by_symbol: dict[str, bytes],
+    ) -> None:
+        """The transaction of :meth:`_write`, with the JSON made."""
+        k = self.keys
+        changed, removed, listing, _, patches = changes
 
         def fill(pipe: Pipeline) -> None:
             if previous is not None:
@@ -537,6 +652,9 @@ class SnapshotStore:
                     pipe.set(k.last_good, listing)
                     pipe.set(k.symbols, listing, ex=self.cache_ttl)
                 else:
+                    for patch in patches or ():
+                        pipe.setrange(k.last_good, patch.offset, patch.blob)
+                        pipe.setrange(k.symbols, patch.offset, patch.blob)
                     pipe.expire(k.symbols, self.cache_ttl)
                 if changed:
                     pipe.hset(k.by_symbol, mapping=_mapping(changed))
@@ -548,14 +666,15 @@ class SnapshotStore:
                 self._replace_by_symbol(pipe, staged, by_symbol)
             # The list goes out twice rather than as one SET plus a server-side COPY: COPY of
             # a multi-MB value costs Redis ~10x a SET (fresh pages), and every reader's command
-            # queues behind it. An unchanged list only has its expiry renewed.
+            # queues behind it. An unchanged list only has its expiry renewed; a few rows of
+            # unchanged lengths are overwritten in place (SETRANGE).
             if rows is not None:
                 pipe.set(self.rows_key, rows)
             else:
                 pipe.delete(self.rows_key)
             self._renewal(pipe, meta, token, rows_held)
-            changes = diff.to_builtins() if diff is not None else {}
-            event = _encode({"market": k.market, "version": blobs.version, **changes})
+            event_fields = diff.to_builtins() if diff is not None else {}
+            event = _encode({"market": k.market, "version": blobs.version, **event_fields})
             if diff is not None and not diff.is_empty:
                 pipe.xadd(
                     k.changes,
@@ -573,11 +692,11 @@ class SnapshotStore:
                 expect_version=previous.version if previous is not None else None,
                 repair=repair,
                 staged=staged,
+                verify=self._verifier(patches) if patches else None,
             )
         finally:
             if staged is not None:
                 await drop(self.client, staged)
-        self._keep(blobs, whole if previous is None else listing, starts)
 
     async def record_failure(
         self,

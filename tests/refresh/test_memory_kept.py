@@ -155,14 +155,19 @@ async def test_recorded_payload_full_write_is_byte_identical_and_keeps_no_json(
 async def test_a_large_listing_is_not_kept(
     refresher: MarketRefresher, r: redis.asyncio.Redis, fake: FakeBinance, monkeypatch: Any
 ) -> None:
-    """Above KEEP_LISTING_UP_TO (a modern 17 MB payload's 10 MB listing) nothing is kept and
-    a changed listing is encoded whole: the same bytes."""
+    """Above KEEP_LISTING_UP_TO (a modern 17 MB payload's 10 MB listing) only where its rows
+    start is kept, not its JSON; a changed listing is patched in place or encoded whole: the
+    same bytes."""
     monkeypatch.setattr(store_module, "KEEP_LISTING_UP_TO", 10)
     await accepted(refresher)
-    assert refresher.store.kept_listing is None
+    kept = refresher.store.kept_listing
+    assert kept is not None
+    assert kept.listing is None
     fake.set_payload(SPOT, CHANGED_PAYLOAD)
     await accepted(refresher)
-    assert refresher.store.kept_listing is None
+    kept = refresher.store.kept_listing
+    assert kept is not None
+    assert kept.listing is None
     stored = await read_stored(r)
     assert stored.symbols == _fresh_listing(CHANGED_PAYLOAD, refresher)
     assert stored.by_symbol == _fresh_json(CHANGED_PAYLOAD)

@@ -9,9 +9,6 @@ Real redis-server and fake Binance processes on loopback, nothing mocked (see co
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 import redis.asyncio
@@ -30,6 +27,7 @@ from tests.support.builders import (
     replace_row,
 )
 from tests.support.fake_binance import SPOT, FakeBinance
+from tests.support.slowlog import logged, on
 from tests.support.stored_snapshot import read_meta, read_metrics, read_stored
 
 pytestmark = pytest.mark.timeout(60)
@@ -309,28 +307,6 @@ def test_the_base_payload_is_laid_out_as_the_digests_assume() -> None:
     assert all(msgspec.json.encode(row) in BASE_PAYLOAD for row in BASE_ROWS)
 
 
-@contextlib.asynccontextmanager
-async def _logged(r: redis.asyncio.Redis) -> AsyncIterator[list[list[bytes]]]:
-    """Every command the test's redis-server runs inside the block, as [name, args...]
-    (SLOWLOG with a zero threshold; the server's settings are put back after)."""
-    old = await r.config_get("slowlog-*")
-    await r.config_set("slowlog-log-slower-than", 0)
-    await r.config_set("slowlog-max-len", 10_000)
-    await r.slowlog_reset()
-    seen: list[list[bytes]] = []
-    try:
-        yield seen
-        entries = await r.execute_command("SLOWLOG", "GET", 10_000)
-        seen.extend([bytes(a) for a in entry[3]] for entry in reversed(entries))
-    finally:
-        for name, value in old.items():
-            await r.config_set(name, value)
-
-
-def _on(seen: list[list[bytes]], command: bytes, key: str) -> int:
-    return sum(1 for c in seen if c[0].upper() == command and c[1:2] == [key.encode()])
-
-
 def _fresh(rows: list[dict[str, object]]) -> dict[bytes, bytes]:
     from daemon.contract.record import encode_record
     from daemon.snapshot.normalize import normalize
@@ -374,17 +350,17 @@ async def test_restart_with_a_few_changed_rows_reads_only_those_rows(
     fake.set_payload(SPOT, payload(rows))
     fields_before = await r.hlen(KEYS.by_symbol)
 
-    async with _logged(r) as seen, open_refresher(redis_url, settings) as second:
+    async with logged(r) as seen, open_refresher(redis_url, settings) as second:
         result = await accepted(second)
 
-    assert bool(_on(seen, b"HSCAN", KEYS.by_symbol)) is reads_whole
+    assert bool(on(seen, b"HSCAN", KEYS.by_symbol)) is reads_whole
     if not reads_whole:
         # Only the changed or added row was read back, and only it written (no UNLINK).
         key = KEYS.by_symbol.encode()
         reads = [c[2:] for c in seen if c[0].upper() == b"HMGET" and c[1] == key]
         only = {"one tick size": b"BTCUSDT", "one status": b"ADAUSDT"}.get(edit, b"BTCEUR")
         assert reads == [[only]]
-        assert _on(seen, b"UNLINK", KEYS.by_symbol) == 0
+        assert on(seen, b"UNLINK", KEYS.by_symbol) == 0
     stored = await read_stored(r)
     assert stored.by_symbol == _fresh(rows)
     assert stored.symbols == stored.last_good
@@ -421,7 +397,7 @@ async def test_a_restart_reads_the_whole_hash_when_a_stored_row_was_deleted_behi
     await r.hdel(KEYS.by_symbol, "LUNAUSDT")  # by_symbol no longer what meta:rows describes
     rows = replace_row(list(BASE_ROWS), "BTCUSDT", tick_size="0.10000000")
     fake.set_payload(SPOT, payload(rows))
-    async with _logged(r) as seen, open_refresher(redis_url, settings) as second:
+    async with logged(r) as seen, open_refresher(redis_url, settings) as second:
         await accepted(second)
-    assert _on(seen, b"HSCAN", KEYS.by_symbol) > 0
+    assert on(seen, b"HSCAN", KEYS.by_symbol) > 0
     assert (await read_stored(r)).by_symbol == _fresh(rows)

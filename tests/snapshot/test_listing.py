@@ -10,7 +10,14 @@ import msgspec
 import pytest
 
 from daemon.contract.record import SymbolRecord, decode_record, encode_record
-from daemon.snapshot.listing import KeptListing, build_snapshot, prioritize, splice_listing
+from daemon.snapshot.listing import (
+    KeptListing,
+    build_snapshot,
+    patch_listing,
+    patched,
+    prioritize,
+    splice_listing,
+)
 from daemon.snapshot.normalize import normalize
 from tests.snapshot.rows import (
     compact_json,
@@ -160,7 +167,7 @@ def _spliced_pair(
     listing, starts = before.symbols_json_spans()
     assert starts is not None
     assert before.listing_digest is not None
-    kept = KeptListing(before.listing_digest, before.listed_names, listing, starts)
+    kept = KeptListing(before.listing_digest, before.listed_names, starts, len(listing), listing)
     edited = {before.listed_names[i]: tick for i, tick in edit.items()}
     records = [
         msgspec.structs.replace(r, tick_size=edited[r.symbol]) if r.symbol in edited else r
@@ -185,10 +192,38 @@ def test_a_spliced_listing_is_the_listing_encoded_whole(edit: dict[int, str]) ->
 
 def test_a_listing_is_not_spliced_from_another_listing_or_order() -> None:
     before, after, kept = _spliced_pair({2: "0.5"})
-    other = KeptListing(b"\0" * 16, kept.names, kept.listing, kept.starts)
-    assert splice_listing(other, after, before) is None
-    reordered = KeptListing(kept.digest, kept.names[::-1], kept.listing, kept.starts)
-    assert splice_listing(reordered, after, before) is None
+    other = KeptListing(b"\0" * 16, kept.names, kept.starts, kept.size, kept.listing)
+    reordered = KeptListing(kept.digest, kept.names[::-1], kept.starts, kept.size, kept.listing)
+    for wrong in (other, reordered):
+        assert splice_listing(wrong, after, before) is None
+        assert patch_listing(wrong, after, before) is None
+    # Without the JSON kept (a large listing) nothing is spliced.
+    bare = KeptListing(kept.digest, kept.names, kept.starts, kept.size)
+    assert splice_listing(bare, after, before) is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "in_place"),
+    [
+        ({2: "0.30000000"}, True),  # the same width: patched in place
+        ({0: "0.20000000", 15: "0.40000000"}, True),
+        ({2: "0.3"}, False),  # shorter: the rows after it move
+    ],
+)
+def test_a_patched_listing_is_the_listing_encoded_whole(
+    edit: dict[int, str], in_place: bool
+) -> None:
+    before, after, kept = _spliced_pair(edit)
+    bare = KeptListing(kept.digest, kept.names, kept.starts, kept.size)  # no JSON needed
+    patches = patch_listing(bare, after, before)
+    if not in_place:
+        assert patches is None
+        return
+    assert patches is not None
+    assert len(patches) == len(edit)
+    assert kept.listing is not None
+    assert patched(kept.listing, patches) == after.symbols_json
+    assert {p.old for p in patches} == {before.digests[before.listed_names[i]] for i in edit}
 
 
 def test_empty_snapshot() -> None:
