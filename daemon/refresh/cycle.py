@@ -531,7 +531,9 @@ class MarketRefresher:
                 blobs.version, self._fingerprint(), b"".join(self.memo.digests), self.memo.region
             )
         await self.store.commit(
-            blobs,
+            # The JSON derived this cycle goes out as it is (see _derive); `blobs`, held in
+            # memory, keeps none.
+            blobs.with_json(norm.json) if norm.json else blobs,
             meta,
             diff=diff,
             token=new_token(),
@@ -624,7 +626,13 @@ class MarketRefresher:
     def _derive(self, box: list[bytes]) -> tuple[normalize.Normalized, listing.SnapshotBlobs]:
         """Records and snapshot blobs of the reply in `box`, which it empties (runs in the
         worker thread; one cycle at a time per market is what makes the row memo safe)."""
-        norm = normalize.normalize(box.pop(), market=self.name, memo=self.memo)
+        body = box.pop()
+        # A reply under 4 MiB keeps each new record's JSON until the write, so that a first
+        # cycle encodes every row once, not twice; a 17 MB reply's (about as large as the
+        # reply) would cost more memory than it saves time.
+        keep_json = len(body) < payload.WHOLE_BELOW
+        norm = normalize.normalize(body, market=self.name, memo=self.memo, keep_json=keep_json)
+        del body
         last = self._derived
         if norm.same_rows and last is not None and last[0] is self.market:
             # The same rows as last time under the same listing settings: the same listing,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import Final, NamedTuple
 
@@ -192,12 +192,36 @@ class SnapshotBlobs:
         return by_symbol, _json_array([by_symbol[name] for name in self.listed_names])
 
     def symbols_json_spans(self) -> tuple[bytes, list[int] | None]:
-        """``symbols_json``, with where each listed record starts in it when it was encoded
-        here (see :func:`encode_record_array_spans`), else None: for :meth:`by_symbol_from`."""
+        """``symbols_json``, with where each listed record starts in it (see
+        :func:`encode_record_array_spans`) unless it is a listing read back from Redis (None):
+        for :meth:`by_symbol_from`."""
+        if self.listing is not None:
+            return self.listing, None
         kept = self.kept
-        if self.listing is not None or (kept and any(name in kept for name in self.listed_names)):
-            return self.symbols_json, None
-        return encode_record_array_spans([self.records[name] for name in self.listed_names])
+        if not kept or not any(name in kept for name in self.listed_names):
+            return encode_record_array_spans([self.records[name] for name in self.listed_names])
+        parts = self.json_of(self.listed_names)
+        starts: list[int] = []
+        at = 1  # after the "["
+        for part in parts:
+            starts.append(at)
+            at += len(part) + 1  # and its "," (or the closing "]")
+        return _json_array(parts), starts
+
+    def with_json(self, made: Mapping[str, tuple[SymbolRecord, bytes]]) -> SnapshotBlobs:
+        """This snapshot with the JSON already made for some of its records (``(record,
+        JSON)`` by symbol, e.g. ``Normalized.json``) taken as kept bytes, so that writing it
+        encodes none of them again; a pair whose record is not this snapshot's is ignored.
+        For one write: a snapshot held in memory would keep that JSON."""
+        records = self.records
+        extra = {name: blob for name, (rec, blob) in made.items() if records.get(name) is rec}
+        if not extra:
+            return self
+        return replace(
+            self,
+            records={name: rec for name, rec in records.items() if name not in extra},
+            kept={**self.kept, **extra},
+        )
 
     def cutter(
         self, listing: bytes, starts: list[int] | None
@@ -270,15 +294,12 @@ def _changed_listed(
     kept: KeptListing, blobs: SnapshotBlobs, previous: SnapshotBlobs
 ) -> list[int] | None:
     """Positions of the listed rows of `blobs` whose JSON differs from `previous`'s, when
-    `kept` is `previous`'s listing and `blobs` lists the same names in the same order, none
-    of them a kept (held) row; else None."""
+    `kept` is `previous`'s listing and `blobs` lists the same names in the same order; else
+    None."""
     names = blobs.listed_names
-    if (
-        previous.listing_digest is None
-        or kept.digest != previous.listing_digest
-        or kept.names != names
-        or (blobs.kept and any(name in blobs.kept for name in names))
-    ):
+    if previous.listing_digest is None or kept.digest != previous.listing_digest:
+        return None
+    if kept.names != names:
         return None
     new, old = blobs.digests, previous.digests
     return [i for i, name in enumerate(names) if new[name] != old.get(name)]
@@ -298,7 +319,7 @@ def patch_listing(
     for i in changed:
         name = blobs.listed_names[i]
         start = kept.starts[i]
-        blob = encode_record(blobs.records[name])
+        blob = blobs.blob(name)
         if len(blob) != kept.end(i) - start:
             return None
         patches.append(Patch(start, blob, previous.digests[name]))
@@ -328,7 +349,7 @@ def splice_listing(
         new_starts.append(starts[i] + shift)
         if i in todo:
             end = kept.end(i)
-            blob = encode_record(blobs.records[name])
+            blob = blobs.blob(name)
             pieces += (listing[at : starts[i]], blob)
             at = end
             shift += len(blob) - (end - starts[i])

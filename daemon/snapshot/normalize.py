@@ -17,7 +17,7 @@ this module validates rows and builds :class:`~daemon.contract.SymbolRecord` val
 
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
@@ -92,6 +92,9 @@ class Normalized:
     same_rows: bool = False
     """Every row has the same bytes, at the same position, as in the memo's previous payload
     (so ``records`` and ``digests`` equal the previous call's); False without a memo."""
+    json: Mapping[str, tuple[SymbolRecord, bytes]] = field(default_factory=dict)
+    """With ``keep_json``: symbol -> (record, its JSON) for each record derived in this call
+    (not reused from the memo), for a writer to send as it is. Never kept in the memo."""
 
 
 def is_acceptable_symbol(name: str) -> bool:
@@ -345,14 +348,20 @@ def _process_row(
 
 
 def normalize(
-    payload: bytes | bytearray | memoryview, *, market: str, memo: RowMemo | None = None
+    payload: bytes | bytearray | memoryview,
+    *,
+    market: str,
+    memo: RowMemo | None = None,
+    keep_json: bool = False,
 ) -> Normalized:
     """Decode and validate an exchangeInfo payload into :class:`SymbolRecord` values.
 
     ``market`` is copied into every record (e.g. ``"spot"``, ``"usdm"``); it does not change
     how rows are read: spot and futures formats are both accepted. ``memo`` (one per market)
     makes rows that did not change since the previous call nearly free; the result is the
-    same with or without it.
+    same with or without it. ``keep_json`` hands over the JSON each derived record was encoded
+    to (for its digest) in ``Normalized.json``, so that a writer need not encode it again;
+    it costs that JSON's size in memory until the caller drops the result.
 
     Raises :class:`PayloadError` for a payload-level problem (see :func:`decode_payload`).
     Never raises for a bad row: rows are kept, dropped, refused or counted as duplicates as
@@ -375,13 +384,13 @@ def normalize(
     if isinstance(payload, bytes) and len(payload) >= WHOLE_BELOW:
         try:
             info, chunks = decode_rows_in_chunks(payload)
-            result = _normalize(info, chunks, market, memo)
+            result = _normalize(info, chunks, market, memo, keep_json)
         except SplitFailed:
             pass  # not laid out as Binance does: decode it whole (memo untouched so far)
     if result is None:
         info = decode_payload(payload)
-        result = _normalize(info, iter((info.symbols,)), market, memo)
-    memo.region, memo.last = b"", result
+        result = _normalize(info, iter((info.symbols,)), market, memo, keep_json)
+    memo.region, memo.last = b"", result if not result.json else replace(result, json={})
     if result.same_rows and isinstance(payload, bytes):
         _remember_region(payload, result, memo)
     return result
@@ -431,7 +440,11 @@ def _remember_region(payload: bytes, result: Normalized, memo: RowMemo) -> None:
 
 
 def _normalize(
-    info: ExchangeInfo, chunks: Iterator[list[msgspec.Raw]], market: str, memo: RowMemo
+    info: ExchangeInfo,
+    chunks: Iterator[list[msgspec.Raw]],
+    market: str,
+    memo: RowMemo,
+    keep_json: bool = False,
 ) -> Normalized:
     previous, known = memo.digests, memo.outcomes
     moved: dict[bytes, _RowOutcome] | None = None
@@ -439,6 +452,7 @@ def _normalize(
     digests: list[bytes] = []
     outcomes: list[_RowOutcome] = []
     fresh: list[int] = []  # positions of the rows not found at the same position last time
+    made: dict[str, tuple[SymbolRecord, bytes]] = {}  # with keep_json: each new record's JSON
     processed = 0
     for rows in chunks:
         # The memo keeps 16 bytes per row, never the row. Rows at the same position with the
@@ -470,6 +484,10 @@ def _normalize(
                 found = _process_row(raw, market, memo.permissions, buffer)
                 moved[row_digest] = found  # a repeated row in this payload is decoded once
                 processed += 1
+                if keep_json and found.record is not None:
+                    # `buffer` holds this record's JSON (the first of a repeated symbol wins,
+                    # as in the records).
+                    made.setdefault(found.record.symbol, (found.record, bytes(buffer)))
             outcomes.append(found)
             fresh.append(i)
         del rows  # this chunk's bytes go now, not when the loop ends
@@ -478,7 +496,8 @@ def _normalize(
     memo.digests, memo.outcomes = digests, outcomes
     header = (info, processed, same_rows)
     patched = _patched(last, outcomes, fresh, header) if last is not None else None
-    return patched if patched is not None else _collect(outcomes, header)
+    result = patched if patched is not None else _collect(outcomes, header)
+    return replace(result, json=made) if made else result
 
 
 def _patched(

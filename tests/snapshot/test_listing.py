@@ -226,6 +226,26 @@ def test_a_patched_listing_is_the_listing_encoded_whole(
     assert {p.old for p in patches} == {before.digests[before.listed_names[i]] for i in edit}
 
 
+def test_a_snapshot_with_its_json_made_writes_the_same_bytes() -> None:
+    result = normalize(sample_bytes("spot-sample.json"), market="spot", keep_json=True)
+    listed = prioritize(
+        result.records, list_statuses={"TRADING"}, quote_priority=("USDT",), pinned=("ETHBTC",)
+    )
+    snap = build_snapshot(result.records, listed, result.digests)
+    made = snap.with_json(result.json)
+    assert not made.records  # every row's JSON was made by normalize
+    assert made.symbols_json_spans() == snap.symbols_json_spans()
+    assert made.by_symbol_from(*made.symbols_json_spans()) == snap.by_symbol
+    assert (made.version, made.digests, made.listing_digest) == (
+        snap.version,
+        snap.digests,
+        snap.listing_digest,
+    )
+    # JSON made for another record object (an older one, a held row) is not taken.
+    other = {n: (msgspec.structs.replace(rec), blob) for n, (rec, blob) in result.json.items()}
+    assert snap.with_json(other) is snap
+
+
 def test_empty_snapshot() -> None:
     snap = build_snapshot([], [])
     assert (snap.by_symbol, snap.symbols_json, snap.count, snap.listed) == ({}, b"[]", 0, 0)

@@ -216,3 +216,23 @@ def test_rows_repaired_after_odd_ones_give_the_same_result_as_a_fresh_run() -> N
     warm = normalize(make_payload(*clean), market="spot", memo=memo)
     _same(warm, normalize(make_payload(*clean), market="spot"))
     assert warm.processed == 3
+
+
+def test_keep_json_hands_over_each_derived_record_json_and_the_memo_keeps_none() -> None:
+    from daemon.contract.record import encode_record
+
+    before = _rows(12)
+    after = [dict(r) for r in before]
+    after[4] = make_row("S004USDT", status="BREAK")
+    memo = RowMemo()
+    first = normalize(make_payload(*before), market="spot", memo=memo, keep_json=True)
+    assert set(first.json) == {rec.symbol for rec in first.records}
+    for rec in first.records:
+        made_for, blob = first.json[rec.symbol]
+        assert made_for is rec
+        assert blob == encode_record(rec)
+    assert memo.last is not None
+    assert not memo.last.json  # the memo never keeps JSON
+    second = normalize(make_payload(*after), market="spot", memo=memo, keep_json=True)
+    assert set(second.json) == {"S004USDT"}  # only the row derived in this call
+    assert not normalize(make_payload(*after), market="spot").json  # off by default
