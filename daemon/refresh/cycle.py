@@ -634,10 +634,18 @@ class MarketRefresher:
         norm = normalize.normalize(body, market=self.name, memo=self.memo, keep_json=keep_json)
         del body
         last = self._derived
-        if norm.same_rows and last is not None and last[0] is self.market:
-            # The same rows as last time under the same listing settings: the same listing,
-            # JSON and version, so they are not rebuilt (most cycles are like this).
-            return norm, last[1]
+        if last is not None and last[0] is self.market:
+            if norm.same_rows:
+                # The same rows as last time under the same listing settings: the same
+                # listing, JSON and version, so they are not rebuilt (most cycles are so).
+                return norm, last[1]
+            if norm.replaced is not None:
+                # A few rows changed in place: unless one changed its status or quote, the
+                # listing's order stands and only the version is computed again.
+                blobs = listing.replace_rows(last[1], norm.replaced, norm.digests)
+                if blobs is not None:
+                    self._derived = (self.market, blobs)
+                    return norm, blobs
         blobs = self._blobs(norm.records, norm.digests)
         self._derived = (self.market, blobs)
         return norm, blobs

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -30,6 +30,7 @@ __all__ = [
     "patch_listing",
     "patched",
     "prioritize",
+    "replace_rows",
     "splice_listing",
 ]
 
@@ -138,6 +139,11 @@ class SnapshotBlobs:
     """A digest naming ``symbols_json`` (equal digests, equal bytes); None when not known."""
     listing: bytes | None = None
     """``symbols_json`` kept as it is (a snapshot read back from Redis); None: built."""
+    names: tuple[str, ...] = ()
+    """Every symbol, sorted, as the version hashes them (empty: not known)."""
+    header: Any = field(default=None, compare=False, repr=False)
+    """The version's hash state after its header (names, listed names), for
+    :func:`replace_rows`; None: not known."""
 
     @classmethod
     def stored(
@@ -217,11 +223,10 @@ class SnapshotBlobs:
         extra = {name: blob for name, (rec, blob) in made.items() if records.get(name) is rec}
         if not extra:
             return self
-        return replace(
-            self,
-            records={name: rec for name, rec in records.items() if name not in extra},
-            kept={**self.kept, **extra},
-        )
+        rest = dict(records)
+        for name in extra:
+            del rest[name]
+        return replace(self, records=rest, kept={**self.kept, **extra})
 
     def cutter(
         self, listing: bytes, starts: list[int] | None
@@ -417,7 +422,8 @@ def build_snapshot(
     # sort and ~2,000 short updates instead of hashing megabytes again. The JSON header
     # (names, listed names) frames the fixed-size digests unambiguously.
     names = sorted(fresh)
-    version = hashlib.sha256(_ENCODER.encode((names, listed_names)))
+    header = hashlib.sha256(_ENCODER.encode((names, listed_names)))
+    version = header.copy()
     version.update(b"".join([fresh[name] for name in names]))
 
     return SnapshotBlobs(
@@ -429,5 +435,37 @@ def build_snapshot(
         kept={name: blob for name, blob in kept.items() if name in fresh},
         listed_names=listed_names,
         # The listing's JSON is its records' JSON joined: their digests, in order, name it.
+        listing_digest=hashlib.sha256(listed_digests).digest()[:16],
+        names=tuple(names),
+        header=header,
+    )
+
+
+def replace_rows(
+    previous: SnapshotBlobs, records: Iterable[SymbolRecord], digests: Mapping[str, bytes]
+) -> SnapshotBlobs | None:
+    """What :func:`build_snapshot` gives for `previous`'s records with `records` swapped in
+    (``digests`` holds theirs), when each keeps the symbol, status and quote of the record it
+    replaces: then neither the symbols nor the listing's order change, and only the version
+    and listing digest are computed again. None when that does not hold or `previous` was not
+    built by :func:`build_snapshot` (its names and hash header are not known)."""
+    if previous.header is None or previous.kept:
+        return None
+    by_record = dict(previous.records)
+    fresh = dict(previous.digests)
+    for rec in records:
+        old = by_record.get(rec.symbol)
+        if old is None or old.status != rec.status or old.quote != rec.quote:
+            return None
+        by_record[rec.symbol] = rec
+        fresh[rec.symbol] = digests[rec.symbol]
+    version = previous.header.copy()
+    version.update(b"".join([fresh[name] for name in previous.names]))
+    listed_digests = b"".join([fresh[name] for name in previous.listed_names])
+    return replace(
+        previous,
+        version=version.hexdigest()[:32],
+        digests=fresh,
+        records=by_record,
         listing_digest=hashlib.sha256(listed_digests).digest()[:16],
     )

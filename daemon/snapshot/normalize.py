@@ -16,7 +16,7 @@ this module validates rows and builds :class:`~daemon.contract.SymbolRecord` val
 """
 
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Final
@@ -92,6 +92,11 @@ class Normalized:
     same_rows: bool = False
     """Every row has the same bytes, at the same position, as in the memo's previous payload
     (so ``records`` and ``digests`` equal the previous call's); False without a memo."""
+    replaced: tuple[SymbolRecord, ...] | None = None
+    """When the only difference from the memo's previous result is rows replaced in place,
+    each keeping its symbol: the new records of those rows (``records`` is the previous
+    result's with them swapped in). None when that is not known (no memo, rows added,
+    removed, moved or odd)."""
     json: Mapping[str, tuple[SymbolRecord, bytes]] = field(default_factory=dict)
     """With ``keep_json``: symbol -> (record, its JSON) for each record derived in this call
     (not reused from the memo), for a writer to send as it is. Never kept in the memo."""
@@ -456,25 +461,33 @@ def _normalize(
     processed = 0
     for rows in chunks:
         # The memo keeps 16 bytes per row, never the row. Rows at the same position with the
-        # same digest reuse what they gave last time, a chunk at a time when the whole chunk
-        # is unchanged; the others are looked at one by one.
+        # same digest reuse what they gave last time, a chunk at a time; only the others are
+        # looked at one by one.
         at = len(digests)
-        chunk: list[bytes] | None = None
         if at + len(rows) <= len(previous):
             chunk = [digest(raw) for raw in rows]
-            if chunk == previous[at : at + len(chunk)]:
-                digests += chunk
-                outcomes += known[at : at + len(chunk)]
+            before = previous[at : at + len(chunk)]
+            digests += chunk
+            outcomes += known[at : at + len(chunk)]
+            if chunk == before:
                 continue
-        for j, raw in enumerate(rows):
-            # Without a digest yet (nothing known there), each row is hashed just before it
-            # is decoded, while its bytes are in the CPU's cache.
-            row_digest = chunk[j] if chunk is not None else digest(raw)
-            digests.append(row_digest)
+            pairs = enumerate(zip(chunk, before, strict=True))
+            changed: Sequence[int] = [j for j, (now, then) in pairs if now != then]
+        else:
+            # Nothing known at some of these positions (a first cycle: at any). Each row is
+            # hashed just before it is decoded, while its bytes are in the CPU's cache.
+            changed = range(len(rows))
+        for j in changed:
+            raw = rows[j]
             i = at + j
-            if i < len(previous) and previous[i] == row_digest:
-                outcomes.append(known[i])
-                continue
+            if i < len(digests):
+                row_digest = digests[i]
+            else:
+                row_digest = digest(raw)
+                digests.append(row_digest)
+                if i < len(previous) and previous[i] == row_digest:
+                    outcomes.append(known[i])
+                    continue
             if moved is None:
                 # A row edited in place needs no index by content; rows that moved (a
                 # listing or delisting shifted them) do. Built once, on the first change.
@@ -488,7 +501,10 @@ def _normalize(
                     # `buffer` holds this record's JSON (the first of a repeated symbol wins,
                     # as in the records).
                     made.setdefault(found.record.symbol, (found.record, bytes(buffer)))
-            outcomes.append(found)
+            if i < len(outcomes):
+                outcomes[i] = found
+            else:
+                outcomes.append(found)
             fresh.append(i)
         del rows  # this chunk's bytes go now, not when the loop ends
     same_rows = moved is None and len(digests) == len(previous) > 0
@@ -527,7 +543,8 @@ def _patched(
             patched[i] = record
             digests[record.symbol] = json_digest
         records = tuple(patched)
-    return _result(records, len(outcomes), 0, (), 0, 0, digests, header)
+    result = _result(records, len(outcomes), 0, (), 0, 0, digests, header)
+    return replace(result, replaced=tuple(record for _, record, _ in replaced))
 
 
 def _collect(outcomes: list[_RowOutcome], header: tuple[ExchangeInfo, int, bool]) -> Normalized:

@@ -16,9 +16,10 @@ from daemon.snapshot.listing import (
     patch_listing,
     patched,
     prioritize,
+    replace_rows,
     splice_listing,
 )
-from daemon.snapshot.normalize import normalize
+from daemon.snapshot.normalize import digest, normalize
 from tests.snapshot.rows import (
     compact_json,
     make_payload,
@@ -244,6 +245,54 @@ def test_a_snapshot_with_its_json_made_writes_the_same_bytes() -> None:
     # JSON made for another record object (an older one, a held row) is not taken.
     other = {n: (msgspec.structs.replace(rec), blob) for n, (rec, blob) in result.json.items()}
     assert snap.with_json(other) is snap
+
+
+@pytest.mark.parametrize(
+    ("edit", "same_order"),
+    [
+        ({"tick_size": "0.5"}, True),
+        ({"min_notional": "7", "permissions": ("SPOT",)}, True),
+        ({"status": "BREAK"}, False),  # leaves the listing
+        ({"quote": "EUR"}, False),  # another quote rank
+    ],
+)
+def test_rows_replaced_in_place_give_what_a_full_build_gives(
+    edit: dict[str, Any], same_order: bool
+) -> None:
+    result = normalize(sample_bytes("spot-sample.json"), market="spot")
+    params: dict[str, Any] = {
+        "list_statuses": {"TRADING"},
+        "quote_priority": ("USDT",),
+        "pinned": ("ETHBTC",),
+    }
+    before = build_snapshot(result.records, prioritize(result.records, **params), result.digests)
+    changed = [
+        msgspec.structs.replace(rec, **edit) for rec in result.records if rec.status == "TRADING"
+    ][1:3]
+    swapped = {rec.symbol: rec for rec in changed}
+    records = [swapped.get(rec.symbol, rec) for rec in result.records]
+    digests = {rec.symbol: digest(encode_record(rec)) for rec in records}
+    whole = build_snapshot(records, prioritize(records, **params), digests)
+    fast = replace_rows(before, changed, digests)
+    if not same_order:
+        assert fast is None
+        return
+    assert fast is not None
+    assert (fast.version, fast.listing_digest, fast.count, fast.listed) == (
+        whole.version,
+        whole.listing_digest,
+        whole.count,
+        whole.listed,
+    )
+    assert list(fast.digests.items()) == list(whole.digests.items())
+    assert fast.records == whole.records
+    assert fast.listed_names == whole.listed_names
+    assert fast.symbols_json == whole.symbols_json
+    # A snapshot read back from Redis has no hash header to start from.
+    stored = type(before).stored(
+        before.by_symbol, before.symbols_json, version="v", count=1, listed=0
+    )
+    assert replace_rows(stored, changed, digests) is None
 
 
 def test_empty_snapshot() -> None:
