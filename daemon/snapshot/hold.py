@@ -9,7 +9,7 @@ The result feeds :func:`daemon.snapshot.listing.prioritize` and ``build_snapshot
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -63,16 +63,23 @@ def hold_rows(
     Unchanged rows cost one dict lookup and a bytes comparison each; only changed rows are
     decoded and judged.
     """
-    changed: list[tuple[SymbolRecord, str, SymbolRecord | None]] = []
-    for rec in records:
-        row_digest = digests[rec.symbol]
-        old = served.get(rec.symbol)
-        if old != row_digest:
-            blob = served_blob(rec.symbol) if old is not None else None
-            changed.append((rec, row_digest.hex(), _served_record(blob)))
-    verdicts = judge_rows(changed, streaks=streaks, confirm=confirm)
+    judged = 0
+
+    def changed() -> Iterator[tuple[SymbolRecord, str, SymbolRecord | None]]:
+        # Made one at a time as they are judged: a first cycle judges every row, and a list
+        # of thousands of tuples kept meanwhile sets off garbage collections.
+        nonlocal judged
+        for rec in records:
+            row_digest = digests[rec.symbol]
+            old = served.get(rec.symbol)
+            if old != row_digest:
+                judged += 1
+                blob = served_blob(rec.symbol) if old is not None else None
+                yield rec, row_digest.hex(), _served_record(blob)
+
+    verdicts = judge_rows(changed(), streaks=streaks, confirm=confirm)
     if not verdicts.held:
-        return Held(records, digests, {}, verdicts, len(changed))
+        return Held(records, digests, {}, verdicts, judged)
     held = {row.symbol for row in verdicts.held}
     out_records: list[SymbolRecord] = []
     out_digests: dict[str, bytes] = {}
@@ -91,4 +98,4 @@ def hold_rows(
         # version, so the decoded record is not re-encoded).
         out_digests[rec.symbol] = digest(blob)
         kept[rec.symbol] = blob
-    return Held(tuple(out_records), out_digests, kept, verdicts, len(changed))
+    return Held(tuple(out_records), out_digests, kept, verdicts, judged)

@@ -20,7 +20,7 @@ from daemon.contract.record import (
     encode_record_array_spans,
     encode_records,
 )
-from daemon.snapshot.normalize import digest, loggable_name
+from daemon.snapshot.normalize import Encoded, digest, loggable_name
 
 __all__ = [
     "KeptListing",
@@ -214,13 +214,13 @@ class SnapshotBlobs:
             at += len(part) + 1  # and its "," (or the closing "]")
         return _json_array(parts), starts
 
-    def with_json(self, made: Mapping[str, tuple[SymbolRecord, bytes]]) -> SnapshotBlobs:
-        """This snapshot with the JSON already made for some of its records (``(record,
-        JSON)`` by symbol, e.g. ``Normalized.json``) taken as kept bytes, so that writing it
-        encodes none of them again; a pair whose record is not this snapshot's is ignored.
-        For one write: a snapshot held in memory would keep that JSON."""
+    def with_json(self, made: Mapping[str, Encoded]) -> SnapshotBlobs:
+        """This snapshot with the JSON already made for some of its records (by symbol, e.g.
+        ``Normalized.json``) taken as kept bytes, so that writing it encodes none of them
+        again; JSON made for a record that is not this snapshot's is ignored. For one write:
+        a snapshot held in memory would keep that JSON."""
         records = self.records
-        extra = {name: blob for name, (rec, blob) in made.items() if records.get(name) is rec}
+        extra = {name: e.json for name, e in made.items() if records.get(name) is e.record}
         if not extra:
             return self
         rest = dict(records)

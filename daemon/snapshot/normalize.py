@@ -44,6 +44,7 @@ from daemon.snapshot.payload import (
 )
 
 __all__ = [
+    "Encoded",
     "Normalized",
     "RowMemo",
     "digest",
@@ -55,6 +56,13 @@ __all__ = [
 # Unicode categories refused in a symbol name: controls, format characters (zero-width
 # joiners, bidi overrides that make a log line lie), and separators.
 _REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+class Encoded(msgspec.Struct, frozen=True, gc=False):
+    """A record and its JSON (:func:`~daemon.contract.record.encode_record`'s bytes)."""
+
+    record: SymbolRecord
+    json: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +105,9 @@ class Normalized:
     each keeping its symbol: the new records of those rows (``records`` is the previous
     result's with them swapped in). None when that is not known (no memo, rows added,
     removed, moved or odd)."""
-    json: Mapping[str, tuple[SymbolRecord, bytes]] = field(default_factory=dict)
-    """With ``keep_json``: symbol -> (record, its JSON) for each record derived in this call
-    (not reused from the memo), for a writer to send as it is. Never kept in the memo."""
+    json: Mapping[str, Encoded] = field(default_factory=dict)
+    """With ``keep_json``: symbol -> the record and its JSON, for each record derived in this
+    call (not reused from the memo), for a writer to send as it is. Never kept in the memo."""
 
 
 def is_acceptable_symbol(name: str) -> bool:
@@ -259,8 +267,10 @@ def _record(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _RowOutcome:
+# Not tracked by the garbage collector, like Encoded: neither can be part of a reference cycle
+# (a record refers to nothing that refers back), and a first cycle makes one of each per row;
+# tracked objects kept by the thousand set off collections while the rows are built.
+class _RowOutcome(msgspec.Struct, frozen=True, gc=False):
     # record is None for a dropped or refused row; refused holds the loggable name then.
     record: SymbolRecord | None
     digest: bytes
@@ -457,7 +467,7 @@ def _normalize(
     digests: list[bytes] = []
     outcomes: list[_RowOutcome] = []
     fresh: list[int] = []  # positions of the rows not found at the same position last time
-    made: dict[str, tuple[SymbolRecord, bytes]] = {}  # with keep_json: each new record's JSON
+    made: dict[str, Encoded] = {}  # with keep_json: each new record's JSON
     processed = 0
     for rows in chunks:
         # The memo keeps 16 bytes per row, never the row. Rows at the same position with the
@@ -500,7 +510,7 @@ def _normalize(
                 if keep_json and found.record is not None:
                     # `buffer` holds this record's JSON (the first of a repeated symbol wins,
                     # as in the records).
-                    made.setdefault(found.record.symbol, (found.record, bytes(buffer)))
+                    made.setdefault(found.record.symbol, Encoded(found.record, bytes(buffer)))
             if i < len(outcomes):
                 outcomes[i] = found
             else:

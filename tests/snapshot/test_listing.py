@@ -19,7 +19,7 @@ from daemon.snapshot.listing import (
     replace_rows,
     splice_listing,
 )
-from daemon.snapshot.normalize import digest, normalize
+from daemon.snapshot.normalize import Encoded, digest, normalize
 from tests.snapshot.rows import (
     compact_json,
     make_payload,
@@ -243,7 +243,7 @@ def test_a_snapshot_with_its_json_made_writes_the_same_bytes() -> None:
         snap.listing_digest,
     )
     # JSON made for another record object (an older one, a held row) is not taken.
-    other = {n: (msgspec.structs.replace(rec), blob) for n, (rec, blob) in result.json.items()}
+    other = {n: Encoded(msgspec.structs.replace(e.record), e.json) for n, e in result.json.items()}
     assert snap.with_json(other) is snap
 
 

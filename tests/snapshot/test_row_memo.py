@@ -228,9 +228,9 @@ def test_keep_json_hands_over_each_derived_record_json_and_the_memo_keeps_none()
     first = normalize(make_payload(*before), market="spot", memo=memo, keep_json=True)
     assert set(first.json) == {rec.symbol for rec in first.records}
     for rec in first.records:
-        made_for, blob = first.json[rec.symbol]
-        assert made_for is rec
-        assert blob == encode_record(rec)
+        made = first.json[rec.symbol]
+        assert made.record is rec
+        assert made.json == encode_record(rec)
     assert memo.last is not None
     assert not memo.last.json  # the memo never keeps JSON
     second = normalize(make_payload(*after), market="spot", memo=memo, keep_json=True)
