@@ -530,10 +530,11 @@ class MarketRefresher:
             rows = encode_row_digests(
                 blobs.version, self._fingerprint(), b"".join(self.memo.digests), self.memo.region
             )
+        # The JSON derived this cycle goes out as it is (see _derive); `blobs`, held in
+        # memory, keeps none.
+        made, norm = norm.json, dataclasses.replace(norm, json=None)
         await self.store.commit(
-            # The JSON derived this cycle goes out as it is (see _derive); `blobs`, held in
-            # memory, keeps none.
-            blobs.with_json(norm.json) if norm.json else blobs,
+            await off_loop(blobs.with_json, made) if made is not None else blobs,
             meta,
             diff=diff,
             token=new_token(),

@@ -214,13 +214,16 @@ class SnapshotBlobs:
             at += len(part) + 1  # and its "," (or the closing "]")
         return _json_array(parts), starts
 
-    def with_json(self, made: Mapping[str, Encoded]) -> SnapshotBlobs:
-        """This snapshot with the JSON already made for some of its records (by symbol, e.g.
+    def with_json(self, made: Encoded) -> SnapshotBlobs:
+        """This snapshot with the JSON already made for some of its records (e.g.
         ``Normalized.json``) taken as kept bytes, so that writing it encodes none of them
         again; JSON made for a record that is not this snapshot's is ignored. For one write:
         a snapshot held in memory would keep that JSON."""
         records = self.records
-        extra = {name: e.json for name, e in made.items() if records.get(name) is e.record}
+        extra: dict[str, bytes] = {}
+        for rec, blob in made.items():
+            if records.get(rec.symbol) is rec:
+                extra.setdefault(rec.symbol, blob)
         if not extra:
             return self
         rest = dict(records)

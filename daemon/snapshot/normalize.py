@@ -16,6 +16,7 @@ this module validates rows and builds :class:`~daemon.contract.SymbolRecord` val
 """
 
 import unicodedata
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
@@ -58,11 +59,28 @@ __all__ = [
 _REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
 
 
-class Encoded(msgspec.Struct, frozen=True, gc=False):
-    """A record and its JSON (:func:`~daemon.contract.record.encode_record`'s bytes)."""
+class Encoded:
+    """Records and their JSON (:func:`~daemon.contract.record.encode_record`'s bytes), all the
+    JSON in one buffer: a few large blocks rather than thousands of small ones, which freed
+    between long-lived records would leave the heap in holes it cannot give back."""
 
-    record: SymbolRecord
-    json: bytes
+    __slots__ = ("ends", "records", "text")
+
+    def __init__(self, records: list[SymbolRecord], text: bytes, ends: "array[int]") -> None:
+        self.records = records
+        self.text = text
+        self.ends = ends
+        """Where each record's JSON ends in `text` (the next one starts there)."""
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def items(self) -> Iterator[tuple[SymbolRecord, bytes]]:
+        """Each record with its JSON (a copy out of the buffer), in order."""
+        text, start = self.text, 0
+        for record, end in zip(self.records, self.ends, strict=True):
+            yield record, text[start:end]
+            start = end
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +123,9 @@ class Normalized:
     each keeping its symbol: the new records of those rows (``records`` is the previous
     result's with them swapped in). None when that is not known (no memo, rows added,
     removed, moved or odd)."""
-    json: Mapping[str, Encoded] = field(default_factory=dict)
-    """With ``keep_json``: symbol -> the record and its JSON, for each record derived in this
-    call (not reused from the memo), for a writer to send as it is. Never kept in the memo."""
+    json: Encoded | None = None
+    """With ``keep_json``: each record derived in this call (not reused from the memo) and its
+    JSON, for a writer to send as it is. Never kept in the memo."""
 
 
 def is_acceptable_symbol(name: str) -> bool:
@@ -405,7 +423,7 @@ def normalize(
     if result is None:
         info = decode_payload(payload)
         result = _normalize(info, iter((info.symbols,)), market, memo, keep_json)
-    memo.region, memo.last = b"", result if not result.json else replace(result, json={})
+    memo.region, memo.last = b"", result if result.json is None else replace(result, json=None)
     if result.same_rows and isinstance(payload, bytes):
         _remember_region(payload, result, memo)
     return result
@@ -467,7 +485,10 @@ def _normalize(
     digests: list[bytes] = []
     outcomes: list[_RowOutcome] = []
     fresh: list[int] = []  # positions of the rows not found at the same position last time
-    made: dict[str, Encoded] = {}  # with keep_json: each new record's JSON
+    # With keep_json: each new record, its JSON appended to one buffer, and where that ends.
+    made: list[SymbolRecord] = []
+    made_text = bytearray()
+    made_ends = array("Q")
     processed = 0
     for rows in chunks:
         # The memo keeps 16 bytes per row, never the row. Rows at the same position with the
@@ -508,9 +529,9 @@ def _normalize(
                 moved[row_digest] = found  # a repeated row in this payload is decoded once
                 processed += 1
                 if keep_json and found.record is not None:
-                    # `buffer` holds this record's JSON (the first of a repeated symbol wins,
-                    # as in the records).
-                    made.setdefault(found.record.symbol, Encoded(found.record, bytes(buffer)))
+                    made.append(found.record)  # `buffer` holds this record's JSON
+                    made_text += buffer
+                    made_ends.append(len(made_text))
             if i < len(outcomes):
                 outcomes[i] = found
             else:
@@ -523,7 +544,9 @@ def _normalize(
     header = (info, processed, same_rows)
     patched = _patched(last, outcomes, fresh, header) if last is not None else None
     result = patched if patched is not None else _collect(outcomes, header)
-    return replace(result, json=made) if made else result
+    if not made:
+        return result
+    return replace(result, json=Encoded(made, bytes(made_text), made_ends))
 
 
 def _patched(

@@ -108,11 +108,13 @@ _WATCH_RETRIES = 3
 
 _encode = msgspec.json.Encoder().encode
 
-KEEP_LISTING_UP_TO: Final = 4 << 20
+KEEP_LISTING_UP_TO: Final = 1 << 20
 """A listing of at most this many bytes is kept after it is written, so that the next write
-of a few changed listed rows splices them in (a copy) instead of encoding every listed row
-again (~3 ms for the 2 MB listing of the 2023 spot payload). A larger one (10 MB from a
-modern 17 MB payload) is not kept: it would cost more memory than the payload itself."""
+of listed rows whose JSON changed length splices them in (a copy) instead of encoding every
+listed row again. Rows that keep their length (the usual change: Binance's decimals have a
+fixed width) are patched in place in Redis and need only the row starts, which are always
+kept. Larger listings (2 MB from the 2023 spot payload, 10 MB from a modern 17 MB one) are not
+kept: the daemon's idle memory matters more than a few ms on a rarer kind of change."""
 
 T = TypeVar("T")
 

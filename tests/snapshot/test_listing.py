@@ -233,6 +233,7 @@ def test_a_snapshot_with_its_json_made_writes_the_same_bytes() -> None:
         result.records, list_statuses={"TRADING"}, quote_priority=("USDT",), pinned=("ETHBTC",)
     )
     snap = build_snapshot(result.records, listed, result.digests)
+    assert result.json is not None
     made = snap.with_json(result.json)
     assert not made.records  # every row's JSON was made by normalize
     assert made.symbols_json_spans() == snap.symbols_json_spans()
@@ -243,7 +244,11 @@ def test_a_snapshot_with_its_json_made_writes_the_same_bytes() -> None:
         snap.listing_digest,
     )
     # JSON made for another record object (an older one, a held row) is not taken.
-    other = {n: Encoded(msgspec.structs.replace(e.record), e.json) for n, e in result.json.items()}
+    other = Encoded(
+        [msgspec.structs.replace(rec) for rec in result.json.records],
+        result.json.text,
+        result.json.ends,
+    )
     assert snap.with_json(other) is snap
 
 
