@@ -157,10 +157,11 @@ class _ListingNotAsKept(Exception):
     """The stored listing is not the one a patch was made for: send it whole instead."""
 
 
-# The length of each key and, for each (start, end) pair of ARGV, its bytes there: whether the
-# stored listing is the one patches were made for, in one round trip.
+# The milliseconds the first key has left (PTTL), then the length of each key and, for each
+# (start, end) pair of ARGV, its bytes there: whether the stored listing is the one patches
+# were made for, in one round trip.
 _LISTING_AT = """
-local out = {}
+local out = {redis.call('PTTL', KEYS[1])}
 for _, key in ipairs(KEYS) do
   out[#out + 1] = redis.call('STRLEN', key)
   for j = 1, #ARGV, 2 do
@@ -169,6 +170,9 @@ for _, key in ipairs(KEYS) do
 end
 return out
 """
+# A listing with less time than this left is not patched: SETRANGE on a key that expired in
+# between would make a new one of zeros up to the patch.
+_PATCH_MIN_TTL_MS = 10_000
 
 
 def _listing_spans(blobs: SnapshotBlobs) -> tuple[bytes, list[int] | None]:
@@ -378,7 +382,8 @@ class SnapshotStore:
 
     def _verifier(self, patches: list[Patch]) -> Callable[[Pipeline], Awaitable[None]]:
         """Raises :class:`_ListingNotAsKept` (run after WATCH) unless both stored copies of
-        the listing have the kept length and, where each patch goes, the row it replaces."""
+        the listing have the kept length and, where each patch goes, the row it replaces, and
+        ``symbols`` does not expire within seconds."""
         kept = self.kept_listing
         keys = (self.keys.symbols, self.keys.last_good)
         ranges = [n for p in patches for n in (p.offset, p.offset + len(p.blob) - 1)]
@@ -386,7 +391,9 @@ class SnapshotStore:
         async def verify(pipe: Pipeline) -> None:
             if kept is None:
                 raise _ListingNotAsKept
-            found = await pipe.eval(_LISTING_AT, len(keys), *keys, *ranges)
+            ttl_ms, *found = await pipe.eval(_LISTING_AT, len(keys), *keys, *ranges)
+            if 0 <= ttl_ms < _PATCH_MIN_TTL_MS or ttl_ms == -2:  # -1: no expiry, fine
+                raise _ListingNotAsKept
             per_key = 1 + len(patches)
             for at in range(0, len(found), per_key):
                 size, *rows = found[at : at + per_key]

@@ -54,13 +54,13 @@ async def test_a_same_length_change_is_written_in_place(
     refresher: MarketRefresher, r: redis.asyncio.Redis, fake: FakeBinance
 ) -> None:
     await accepted(refresher)
-    await r.expire(KEYS.symbols, 5)
+    await r.expire(KEYS.symbols, 30)
     fake.set_payload(SPOT, SAME_WIDTH)
     async with logged(r) as seen:
         await accepted(refresher)
     assert on(seen, b"SETRANGE", KEYS.symbols) == on(seen, b"SETRANGE", KEYS.last_good) == 1
     assert on(seen, b"SET", KEYS.symbols) == on(seen, b"SET", KEYS.last_good) == 0
-    assert 5 < await r.ttl(KEYS.symbols) <= CACHE_TTL  # the expiry was renewed
+    assert 30 < await r.ttl(KEYS.symbols) <= CACHE_TTL  # the expiry was renewed
     await _expect_fresh(r, SAME_WIDTH, refresher)
 
 
@@ -76,12 +76,13 @@ async def test_a_change_of_length_sends_the_listing_whole(
     await _expect_fresh(r, OTHER_WIDTH, refresher)
 
 
-@pytest.mark.parametrize("tamper", ["same length, other bytes", "other length", "gone"])
+@pytest.mark.parametrize("tamper", ["same length, other bytes", "other length", "gone", "expiring"])
 async def test_a_stored_listing_not_as_kept_is_sent_whole(
     refresher: MarketRefresher, r: redis.asyncio.Redis, fake: FakeBinance, tamper: str
 ) -> None:
-    """Someone else wrote the listing (meta untouched): no patch lands on bytes it was not
-    made for; the check in the transaction refuses it and the listing goes out whole."""
+    """Someone else wrote the listing (meta untouched), or it is about to expire: no patch
+    lands on bytes it was not made for; the check in the transaction refuses it and the
+    listing goes out whole."""
     await accepted(refresher)
     stored = await r.get(KEYS.last_good)
     assert stored is not None
@@ -89,10 +90,13 @@ async def test_a_stored_listing_not_as_kept_is_sent_whole(
         await r.set(KEYS.last_good, stored.replace(b"0.01000000", b"0.07000000"))
     elif tamper == "other length":
         await r.set(KEYS.last_good, stored + b" ")
+    elif tamper == "expiring":  # about to expire: a patch could land on a key made anew
+        await r.pexpire(KEYS.symbols, 3000)
     else:
         await r.delete(KEYS.last_good)
     fake.set_payload(SPOT, SAME_WIDTH)
     async with logged(r) as seen:
         await accepted(refresher)
     assert on(seen, b"SET", KEYS.last_good) == 1
+    assert on(seen, b"SETRANGE", KEYS.last_good) == 0
     await _expect_fresh(r, SAME_WIDTH, refresher)
