@@ -29,7 +29,8 @@ The cases, each in its own Redis database:
   not change since the previous payload are not decoded again, and the fenced MULTI (which
   also WATCHes meta and checks the stored version, as an incremental write must) sends only the
   changed rows, the list if it changed (else renews its expiry), refreshed_at, meta, a counter,
-  and the change event and stream entry.
+  and the change event and stream entry. It sends a changed list whole, where symbold patches
+  rows of unchanged length in place (SETRANGE): part of symbold's steady ratio is that.
 - ``seed-style``: the legacy warm-up: stdlib ``json.loads``, TRADING rows sorted, a few fields
   picked into dicts, ``json.dumps``, then three SETs and an INCR on a synchronous client (no
   lease: it had none).
