@@ -598,65 +598,20 @@ class SnapshotStore:
         rows_held: int,
         rows: bytes | None,
     ) -> None:
+        k = self.keys
         # The JSON to send is made here, once (`fill` may run again on a retry), off the loop,
         # and only what is sent: the snapshot keeps records and digests, not their JSON.
         by_symbol: dict[str, bytes] = {}
         whole = b""
+        starts: list[int] | None = None
         staged = None
         changes = _Changes({}, [], None, None, None)
         if previous is None:
             whole, starts, staged, by_symbol = await self._whole(blobs)
-        # Patching the listing in place needs the stored one to be what was kept: checked
-        # inside the transaction, and if it is not, written again with the listing whole.
-        for patch in (True, False) if previous is not None else (False,):
-            if previous is not None:
-                changes = await self._cpu(_changes, blobs, previous, self.kept_listing, patch)
-            try:
-                await self._send(
-                    blobs,
-                    meta,
-                    diff,
-                    token,
-                    previous,
-                    publish,
-                    repair,
-                    rows_held,
-                    rows,
-                    changes,
-                    whole,
-                    staged,
-                    by_symbol,
-                )
-            except _ListingNotAsKept:
-                continue
-            break
-        if previous is None:
-            self._keep(blobs, whole, starts)
-        else:
-            self._keep(blobs, changes.listing, changes.starts, changes.patches)
-
-    async def _send(
-        self,
-        blobs: SnapshotBlobs,
-        meta: SnapshotMeta,
-        diff: SnapshotDiff | None,
-        token: str,
-        previous: SnapshotBlobs | None,
-        publish: bool,
-        repair: bool,
-        rows_held: int,
-        rows: bytes | None,
-        changes: _Changes,
-        whole: bytes,
-        staged: str | None,
-        by_symbol: dict[str, bytes],
-    ) -> None:
-        """The transaction of :meth:`_write`, with the JSON made."""
-        k = self.keys
-        changed, removed, listing, _, patches = changes
 
         def fill(pipe: Pipeline) -> None:
             if previous is not None:
+                changed, removed, listing, _, patches = changes
                 if listing is not None:
                     pipe.set(k.last_good, listing)
                     pipe.set(k.symbols, listing, ex=self.cache_ttl)
@@ -696,16 +651,30 @@ class SnapshotStore:
                 pipe.execute_command("PUBLISH", k.events, event)
 
         try:
-            await self._transact(
-                fill,
-                expect_version=previous.version if previous is not None else None,
-                repair=repair,
-                staged=staged,
-                verify=self._verifier(patches) if patches else None,
-            )
+            # Patching the listing in place needs the stored one to be what was kept: checked
+            # inside the transaction, and if it is not, written again with the listing whole.
+            for patch in (True, False) if previous is not None else (False,):
+                if previous is not None:
+                    changes = await self._cpu(_changes, blobs, previous, self.kept_listing, patch)
+                patches = changes.patches
+                try:
+                    await self._transact(
+                        fill,
+                        expect_version=previous.version if previous is not None else None,
+                        repair=repair,
+                        staged=staged,
+                        verify=self._verifier(patches) if patches else None,
+                    )
+                except _ListingNotAsKept:
+                    continue
+                break
         finally:
             if staged is not None:
                 await drop(self.client, staged)
+        if previous is None:
+            self._keep(blobs, whole, starts)
+        else:
+            self._keep(blobs, changes.listing, changes.starts, changes.patches)
 
     async def record_failure(
         self,
