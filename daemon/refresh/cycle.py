@@ -455,26 +455,13 @@ class MarketRefresher:
         held_rows: tuple[HeldRow, ...] = ()
         unusable = 0  # held rows the listing would have had
         diff = None
-        # What Redis serves, known row by row from the stored row digests (a restart whose
-        # payload differs in a few rows): the base of an incremental write.
+        # What Redis serves, when it was read back only where it can differ (a restart whose
+        # payload differs in a few rows): also the base of an incremental write.
         served_partly: listing.SnapshotBlobs | None = None
         if not unchanged:
-            held = self.held
-            old: listing.SnapshotBlobs | None = None
-            if held is not None and held.blobs is not None and held.meta.version == state.version:
-                old = held.blobs
-            elif state.has_by_symbol:
-                old = served_partly = await self._served_partly(norm, state)
-                if old is None:
-                    served = await self.store.read_by_symbol()
-                    old = await off_loop(
-                        listing.SnapshotBlobs.stored,
-                        served,
-                        b"",
-                        version=state.version or "",
-                        count=len(served),
-                        listed=0,
-                    )
+            old, partly = await self._served(norm, state)
+            if partly:
+                served_partly = old
             # Only rows that differ from the served ones are judged (the rest were judged
             # when they were first served).
             kept = await off_loop(
@@ -558,6 +545,31 @@ class MarketRefresher:
             listed=blobs.listed,
             duration_ms=duration_ms,
         )
+
+    async def _served(
+        self, norm: normalize.Normalized, state: StoredState
+    ) -> tuple[listing.SnapshotBlobs | None, bool]:
+        """What Redis serves now, to compare this payload's rows with (None: nothing), and
+        whether it was read back only where it can differ (see :meth:`_served_partly`). The
+        snapshot held in memory when it is the stored version, else read from Redis."""
+        held = self.held
+        if held is not None and held.blobs is not None and held.meta.version == state.version:
+            return held.blobs, False
+        if not state.has_by_symbol:
+            return None, False
+        partly = await self._served_partly(norm, state)
+        if partly is not None:
+            return partly, True
+        served = await self.store.read_by_symbol()
+        whole = await off_loop(
+            listing.SnapshotBlobs.stored,
+            served,
+            b"",
+            version=state.version or "",
+            count=len(served),
+            listed=0,
+        )
+        return whole, False
 
     async def _served_partly(
         self, norm: normalize.Normalized, state: StoredState
