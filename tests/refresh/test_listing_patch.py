@@ -11,38 +11,23 @@ from __future__ import annotations
 import pytest
 import redis.asyncio
 
-from daemon.contract.record import encode_record
 from daemon.refresh.cycle import MarketRefresher
-from daemon.snapshot.listing import prioritize
-from daemon.snapshot.normalize import normalize
 from tests.refresh.spot_market import BASE_ROWS, CACHE_TTL, KEYS
 from tests.support.builders import accepted, payload, replace_row
 from tests.support.fake_binance import SPOT, FakeBinance
+from tests.support.fresh import fresh_by_symbol, fresh_listing
 from tests.support.slowlog import logged, on
 from tests.support.stored_snapshot import read_stored
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _fresh(body: bytes, ref: MarketRefresher) -> tuple[bytes, dict[bytes, bytes]]:
-    """The listing and by_symbol a fresh derivation of `body` stores."""
-    records = normalize(body, market="spot").records
-    listed = prioritize(
-        records,
-        list_statuses=ref.market.list_statuses,
-        quote_priority=ref.market.quote_priority,
-        pinned=ref.market.pinned,
-    )
-    listing = b"[" + b",".join(encode_record(rec) for rec in listed) + b"]"
-    return listing, {rec.symbol.encode(): encode_record(rec) for rec in records}
-
-
 async def _expect_fresh(r: redis.asyncio.Redis, body: bytes, ref: MarketRefresher) -> None:
     stored = await read_stored(r)
-    listing, by_symbol = _fresh(body, ref)
+    listing = fresh_listing(body, ref.market)
     assert stored.symbols == listing
     assert stored.last_good == listing
-    assert stored.by_symbol == by_symbol
+    assert stored.by_symbol == fresh_by_symbol(body)
 
 
 # The same width ("0.01000000" -> "0.02000000"): the row's JSON keeps its length.

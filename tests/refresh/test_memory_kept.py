@@ -23,6 +23,7 @@ from tests.refresh.spot_market import BASE_PAYLOAD, CHANGED_PAYLOAD, KEYS
 from tests.support.builders import accepted, make_settings, open_refresher
 from tests.support.fake_binance import SPOT, FakeBinance
 from tests.support.fixtures import fixture_bytes
+from tests.support.fresh import fresh_by_symbol, fresh_listing
 from tests.support.stored_snapshot import read_stored
 
 _SKIP = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
@@ -55,24 +56,6 @@ def _what_a_refresher_keeps(ref: MarketRefresher) -> set[bytes]:
     return _bytes_kept(ref.memo, ref.held, ref._derived)
 
 
-def _fresh_json(body: bytes) -> dict[bytes, bytes]:
-    """symbol -> record JSON, derived from scratch (no memo, no snapshot kept)."""
-    result = normalize(body, market="spot")
-    return {rec.symbol.encode(): encode_record(rec) for rec in result.records}
-
-
-def _fresh_listing(body: bytes, ref: MarketRefresher) -> bytes:
-    """The listing's JSON, derived from scratch."""
-    records = normalize(body, market="spot").records
-    listed = prioritize(
-        records,
-        list_statuses=ref.market.list_statuses,
-        quote_priority=ref.market.quote_priority,
-        pinned=ref.market.pinned,
-    )
-    return b"[" + b",".join(encode_record(rec) for rec in listed) + b"]"
-
-
 async def test_after_cycles_no_record_or_listing_json_is_kept(
     refresher: MarketRefresher, r: redis.asyncio.Redis, fake: FakeBinance
 ) -> None:
@@ -97,17 +80,17 @@ async def test_changed_rows_and_full_rewrites_write_the_bytes_a_fresh_derivation
     refresher: MarketRefresher, r: redis.asyncio.Redis, fake: FakeBinance
 ) -> None:
     await accepted(refresher)
-    assert (await read_stored(r)).by_symbol == _fresh_json(BASE_PAYLOAD)
+    assert (await read_stored(r)).by_symbol == fresh_by_symbol(BASE_PAYLOAD)
     kept = refresher.store.kept_listing
     assert kept is not None  # a small listing is kept for the next write to splice
     fake.set_payload(SPOT, CHANGED_PAYLOAD)
     await accepted(refresher)  # incremental: only the changed rows are encoded and sent
-    expected = _fresh_json(CHANGED_PAYLOAD)
+    expected = fresh_by_symbol(CHANGED_PAYLOAD)
     after_change = await read_stored(r)
     assert after_change.by_symbol == expected
     # The changed rows were spliced into the kept listing: the bytes of a fresh derivation.
     assert refresher.store.kept_listing is not kept
-    assert after_change.symbols == _fresh_listing(CHANGED_PAYLOAD, refresher)
+    assert after_change.symbols == fresh_listing(CHANGED_PAYLOAD, refresher.market)
     assert after_change.symbols == after_change.last_good
 
     # Redis loses the snapshot: republished from memory, whole, the very same bytes.
@@ -169,5 +152,5 @@ async def test_a_large_listing_is_not_kept(
     assert kept is not None
     assert kept.listing is None
     stored = await read_stored(r)
-    assert stored.symbols == _fresh_listing(CHANGED_PAYLOAD, refresher)
-    assert stored.by_symbol == _fresh_json(CHANGED_PAYLOAD)
+    assert stored.symbols == fresh_listing(CHANGED_PAYLOAD, refresher.market)
+    assert stored.by_symbol == fresh_by_symbol(CHANGED_PAYLOAD)

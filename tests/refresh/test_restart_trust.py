@@ -27,6 +27,7 @@ from tests.support.builders import (
     replace_row,
 )
 from tests.support.fake_binance import SPOT, FakeBinance
+from tests.support.fresh import fresh_by_symbol
 from tests.support.slowlog import logged, on
 from tests.support.stored_snapshot import read_meta, read_metrics, read_stored
 
@@ -307,16 +308,6 @@ def test_the_base_payload_is_laid_out_as_the_digests_assume() -> None:
     assert all(msgspec.json.encode(row) in BASE_PAYLOAD for row in BASE_ROWS)
 
 
-def _fresh(rows: list[dict[str, object]]) -> dict[bytes, bytes]:
-    from daemon.contract.record import encode_record
-    from daemon.snapshot.normalize import normalize
-
-    return {
-        rec.symbol.encode(): encode_record(rec)
-        for rec in normalize(payload(rows), market="spot").records
-    }
-
-
 @pytest.mark.parametrize(
     ("edit", "reads_whole"),
     [
@@ -362,7 +353,7 @@ async def test_restart_with_a_few_changed_rows_reads_only_those_rows(
         assert reads == [[only]]
         assert on(seen, b"UNLINK", KEYS.by_symbol) == 0
     stored = await read_stored(r)
-    assert stored.by_symbol == _fresh(rows)
+    assert stored.by_symbol == fresh_by_symbol(payload(rows))
     assert stored.symbols == stored.last_good
     assert stored.version == result.version.encode()
     assert len(stored.by_symbol) == fields_before + {"added": 1, "removed": -1}.get(
@@ -400,4 +391,4 @@ async def test_a_restart_reads_the_whole_hash_when_a_stored_row_was_deleted_behi
     async with logged(r) as seen, open_refresher(redis_url, settings) as second:
         await accepted(second)
     assert on(seen, b"HSCAN", KEYS.by_symbol) > 0
-    assert (await read_stored(r)).by_symbol == _fresh(rows)
+    assert (await read_stored(r)).by_symbol == fresh_by_symbol(payload(rows))
