@@ -129,28 +129,26 @@ def _number(text: str) -> Decimal | None:
 
 # Whether a decimal string is usable, by its text: a payload repeats a few dozen distinct
 # values ("0.01000000", ...) over thousands of rows, so a first cycle that judges every row
-# parses each distinct value once. Bounded: a hostile payload cannot grow it for ever.
-_VALID: dict[str, bool] = {}
-_VALID_LIMIT: Final = 4096
-
-
-# The texts of _VALID found good, and None (an absent value is fine): a row whose decimal
-# values are all in it is checked with one set operation.
+# parses each distinct value once. The texts found good hold None too (an absent value is
+# fine), so a row whose decimal values are all known good is checked with one set operation.
+# Bounded: a hostile payload cannot grow them for ever.
 _GOOD: set[str | None] = {None}
+_BAD: set[str] = set()
+_KNOWN_LIMIT: Final = 4096
 _decimal_texts: Final = attrgetter(*DECIMAL_FIELDS)
 
 
 def _valid(text: str) -> bool:
-    found = _VALID.get(text)
-    if found is None:
-        found = _number(text) is not None
-        if len(_VALID) >= _VALID_LIMIT:
-            _VALID.clear()
-            _GOOD.clear()
-            _GOOD.add(None)
-        _VALID[text] = found
-        if found:
-            _GOOD.add(text)
+    if text in _GOOD:
+        return True
+    if text in _BAD:
+        return False
+    found = _number(text) is not None
+    if len(_GOOD) + len(_BAD) > _KNOWN_LIMIT:
+        _GOOD.clear()
+        _GOOD.add(None)
+        _BAD.clear()
+    (_GOOD if found else _BAD).add(text)
     return found
 
 

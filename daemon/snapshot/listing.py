@@ -191,11 +191,10 @@ class SnapshotBlobs:
         return [kept[name] if name in kept else next(fresh) for name in names]
 
     def materialize(self) -> tuple[dict[str, bytes], bytes]:
-        """``by_symbol`` and ``symbols_json``, each row encoded once (for a whole write)."""
-        by_symbol = dict(zip(self.digests, self.json_of(self.digests), strict=True))
-        if self.listing is not None:
-            return by_symbol, self.listing
-        return by_symbol, _json_array([by_symbol[name] for name in self.listed_names])
+        """``by_symbol`` and ``symbols_json``, each row encoded once (what a whole write
+        sends: the listing, and the listed rows cut out of it)."""
+        listing, starts = self.symbols_json_spans()
+        return self.by_symbol_from(listing, starts), listing
 
     def symbols_json_spans(self) -> tuple[bytes, list[int] | None]:
         """``symbols_json``, with where each listed record starts in it (see

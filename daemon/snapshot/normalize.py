@@ -72,9 +72,6 @@ class Encoded:
         self.ends = ends
         """Where each record's JSON ends in `text` (the next one starts there)."""
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def items(self) -> Iterator[tuple[SymbolRecord, bytes]]:
         """Each record with its JSON (a copy out of the buffer), in order."""
         text, start = self.text, 0

@@ -175,10 +175,6 @@ return out
 _PATCH_MIN_TTL_MS = 10_000
 
 
-def _listing_spans(blobs: SnapshotBlobs) -> tuple[bytes, list[int] | None]:
-    return blobs.symbols_json_spans()
-
-
 def _mapping(fields: Mapping[str, Any]) -> Any:
     # redis-py's hset wants an invariant Mapping of its own key union; ours is narrower.
     return fields
@@ -347,7 +343,7 @@ class SnapshotStore:
         transaction (None, the hash). Records that will surely be staged (their listing alone
         is over ``stage_above``) are encoded a batch at a time as they are staged, never all
         at once."""
-        listing, starts = await self._cpu(_listing_spans, blobs)
+        listing, starts = await self._cpu(blobs.symbols_json_spans)
         # Listed rows are cut out of the listing, not encoded a second time.
         if len(listing) > self.stage_above and staging_name(self.keys.by_symbol) is not None:
             names = list(blobs.digests)
