@@ -10,7 +10,8 @@ real sockets. Assertions read Redis through a separate plain client."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,15 +63,25 @@ class OwnServer:
     ref: MarketRefresher
 
 
-@pytest.fixture
-async def own(redis_factory: Any, settings: Settings) -> AsyncIterator[OwnServer]:
+@contextlib.asynccontextmanager
+async def open_own(
+    redis_factory: Any, settings: Settings, redis_overrides: Mapping[str, Any] | None = None
+) -> AsyncIterator[OwnServer]:
+    """A fresh redis-server of the test's own, a refresher on it (its Redis client settings
+    overridden by `redis_overrides`) and a plain client to it."""
     server = redis_factory().start()
     check = direct_client(server.url)
     try:
-        async with open_refresher(server.url, settings) as ref:
+        async with open_refresher(server.url, settings, redis_overrides=redis_overrides) as ref:
             yield OwnServer(server, check, ref)
     finally:
         await check.aclose()
+
+
+@pytest.fixture
+async def own(redis_factory: Any, settings: Settings) -> AsyncIterator[OwnServer]:
+    async with open_own(redis_factory, settings) as server:
+        yield server
 
 
 @pytest.fixture

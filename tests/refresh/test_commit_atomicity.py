@@ -17,6 +17,7 @@ import redis.asyncio
 
 from daemon.config.settings import Settings
 from daemon.refresh.cycle import MarketRefresher
+from tests.refresh.conftest import OwnServer, open_own
 from tests.refresh.spot_market import CHANGED_PAYLOAD, KEYS
 from tests.support.builders import (
     accepted,
@@ -28,7 +29,7 @@ from tests.support.builders import (
     symbol_row,
 )
 from tests.support.fake_binance import SPOT, FakeBinance, Fault
-from tests.support.stored_snapshot import direct_client, read_meta, read_metrics
+from tests.support.stored_snapshot import read_meta, read_metrics
 
 WATCHED = ["C0000USDT", "C0001FDUSD", "ONLYAUSDT", "ONLYBUSDT"]
 
@@ -206,42 +207,26 @@ def run_while_asleep(ref: MarketRefresher, method: str, port: int, seconds: floa
 SOCKET_TIMEOUT = 0.5
 
 
-@dataclass
-class Sleepy:
-    """A refresher whose Redis client gives up after SOCKET_TIMEOUT (retrying 3 times), its
-    server (so a test can put it to sleep) and an admin client to it."""
-
-    port: int
-    admin: redis.asyncio.Redis
-    ref: MarketRefresher
-
-
 @pytest.fixture
-async def sleepy(redis_factory: Any, settings: Settings) -> AsyncIterator[Sleepy]:
-    server = redis_factory().start()
-    admin = direct_client(server.url)
-    try:
-        async with open_refresher(
-            server.url,
-            settings,
-            redis_overrides={"socket_timeout": SOCKET_TIMEOUT, "retry_attempts": 3},
-        ) as ref:
-            yield Sleepy(server.port, admin, ref)
-    finally:
-        await admin.aclose()
+async def sleepy(redis_factory: Any, settings: Settings) -> AsyncIterator[OwnServer]:
+    """A refresher whose Redis client gives up after SOCKET_TIMEOUT (retrying 3 times), its
+    server (so a test can put it to sleep) and a plain client to it."""
+    overrides = {"socket_timeout": SOCKET_TIMEOUT, "retry_attempts": 3}
+    async with open_own(redis_factory, settings, overrides) as server:
+        yield server
 
 
 async def test_a_retried_commit_counts_success_exactly_once(
-    sleepy: Sleepy, fake: FakeBinance
+    sleepy: OwnServer, fake: FakeBinance
 ) -> None:
-    ref, admin = sleepy.ref, sleepy.admin
+    ref, admin = sleepy.ref, sleepy.check
     await accepted(ref)
     fake.set_payload(SPOT, CHANGED_PAYLOAD)
     # Forget the held snapshot so the full write runs. Every write is WATCHed now (its keys'
     # types are checked first), and redis-py never re-sends a watched transaction; the
     # one-time token still guards a reply lost after EXEC.
     ref.held = None
-    run_while_asleep(ref, "commit", sleepy.port, SOCKET_TIMEOUT + 0.4)
+    run_while_asleep(ref, "commit", sleepy.server.port, SOCKET_TIMEOUT + 0.4)
     await admin.config_resetstat()
 
     result = await ref.refresh_once()
@@ -257,12 +242,12 @@ async def test_a_retried_commit_counts_success_exactly_once(
     assert [e[1][b"version"] for e in entries] == [result.version.encode()]
 
 
-async def test_incremental_commit_is_not_resent(sleepy: Sleepy, fake: FakeBinance) -> None:
-    ref, admin = sleepy.ref, sleepy.admin
+async def test_incremental_commit_is_not_resent(sleepy: OwnServer, fake: FakeBinance) -> None:
+    ref, admin = sleepy.ref, sleepy.check
     await accepted(ref)
     assert ref.held is not None  # so the next commit writes only the difference
     fake.set_payload(SPOT, CHANGED_PAYLOAD)
-    run_while_asleep(ref, "commit", sleepy.port, SOCKET_TIMEOUT + 0.4)
+    run_while_asleep(ref, "commit", sleepy.server.port, SOCKET_TIMEOUT + 0.4)
     result = await ref.refresh_once()
     # A watched transaction that timed out is not re-sent as it is; the store then writes the
     # full snapshot with the same one-time token, so success counts once whether or not the
@@ -278,12 +263,12 @@ async def test_incremental_commit_is_not_resent(sleepy: Sleepy, fake: FakeBinanc
 
 
 async def test_a_retried_failure_record_counts_exactly_once(
-    sleepy: Sleepy, fake: FakeBinance
+    sleepy: OwnServer, fake: FakeBinance
 ) -> None:
-    ref, admin = sleepy.ref, sleepy.admin
+    ref, admin = sleepy.ref, sleepy.check
     await accepted(ref)
     fake.fail(SPOT, Fault.status(500))
-    run_while_asleep(ref, "record_failure", sleepy.port, SOCKET_TIMEOUT + 0.4)
+    run_while_asleep(ref, "record_failure", sleepy.server.port, SOCKET_TIMEOUT + 0.4)
     await admin.config_resetstat()
 
     result = await ref.refresh_once()
